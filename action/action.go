@@ -1,0 +1,438 @@
+// Package action is the pipeline: it takes an agent's proposal through task
+// lookup, input validation, policy, approval, credentials and the connector,
+// appending to the audit log at every step, and owns the action state
+// machine. Execution is at-most-once: an action moves to executing by a
+// compare-and-set in the store, and its intent is durable in the audit log
+// before any byte goes upstream.
+package action
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gowebpki/jcs"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/policy"
+	"github.com/agentg8/agentg8/registry"
+)
+
+// Auditor appends events durably.
+type Auditor interface {
+	Append(ctx context.Context, events ...*agentg8.AuditEvent) error
+}
+
+// Credentials apply upstream credentials.
+type Credentials interface {
+	Apply(ctx context.Context, name string, h http.Header, u *url.URL) (*credential.Issued, error)
+	Mask(name string) (header, query, marker string)
+}
+
+// Doer sends upstream calls.
+type Doer interface {
+	Do(ctx context.Context, c httpconn.Call) (*httpconn.Response, error)
+}
+
+// Observer receives metrics.
+type Observer interface {
+	Decision(d time.Duration)
+	Upstream(task string, d time.Duration)
+	Action(task string, s agentg8.State)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Decision(time.Duration)         {}
+func (nopObserver) Upstream(string, time.Duration) {}
+func (nopObserver) Action(string, agentg8.State)   {}
+
+// Config wires a Service.
+type Config struct {
+	Registry    *registry.Registry
+	Policy      *policy.Engine
+	Credentials Credentials
+	Connector   Doer
+	Audit       Auditor
+	Store       Store
+	Users       map[string]agentg8.User
+	// AuditorGroups may read every action and the audit log.
+	AuditorGroups []string
+	ApprovalTTL   time.Duration
+	Clock         agentg8.Clock
+	NewID         func(prefix string) string
+	Logger        *slog.Logger
+	Observer      Observer
+}
+
+// Service runs proposals. Safe for concurrent use.
+type Service struct {
+	c       Config
+	mu      sync.Mutex
+	waiters map[string][]chan struct{}
+}
+
+// New returns a service.
+func New(c Config) *Service {
+	if c.Clock == nil {
+		c.Clock = agentg8.SystemClock{}
+	}
+	if c.NewID == nil {
+		c.NewID = NewID
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.ApprovalTTL == 0 {
+		c.ApprovalTTL = 24 * time.Hour
+	}
+	if len(c.AuditorGroups) == 0 {
+		c.AuditorGroups = []string{"auditors"}
+	}
+	return &Service{c: c, waiters: map[string][]chan struct{}{}}
+}
+
+// NewID returns prefix_ followed by 128 random bits in base32.
+func NewID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + "_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// Proposal is an agent's request to run a task.
+type Proposal struct {
+	Task           string
+	Input          json.RawMessage
+	DryRun         bool
+	OnBehalfOf     string
+	Reason         string
+	IdempotencyKey string
+}
+
+// stored is an idempotent answer.
+type stored struct {
+	Action *agentg8.Action `json:"action,omitempty"`
+	Error  *agentg8.Error  `json:"error,omitempty"`
+}
+
+var errAudit = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the audit log cannot be written; nothing was executed"}
+
+// Propose runs a proposal through the pipeline. It returns the action
+// (succeeded, failed, denied, dry_run or pending_approval) and, for every
+// outcome but success, dry run and pending approval, an *agentg8.Error. The
+// action may be non-nil alongside an error (denied, failed).
+func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposal) (*agentg8.Action, error) {
+	if p.Kind != agentg8.KindAgent {
+		return nil, agentg8.Errorf(agentg8.CodeForbidden, "only agents propose actions")
+	}
+	if prop.IdempotencyKey == "" {
+		return s.propose(ctx, p, prop)
+	}
+	if len(prop.IdempotencyKey) > 255 {
+		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "Idempotency-Key is longer than 255 characters")
+	}
+	hash, err := payloadHash(prop)
+	if err != nil {
+		return nil, &agentg8.Error{Code: agentg8.CodeInvalidInput, Message: "input is not acceptable JSON"}
+	}
+	prev, err := s.c.Store.ClaimIdempotency(ctx, IdempotencyRecord{Agent: p.ID, Key: prop.IdempotencyKey, PayloadHash: hash, CreatedAt: s.c.Clock.Now()})
+	if err != nil {
+		return nil, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	if prev != nil {
+		switch {
+		case prev.PayloadHash != hash:
+			return nil, agentg8.Errorf(agentg8.CodeIdempotencyKeyReused, "this Idempotency-Key was used with a different request")
+		case prev.Result == nil:
+			return nil, agentg8.Errorf(agentg8.CodeIdempotencyInProgress, "a request with this Idempotency-Key is still in progress")
+		}
+		var st stored
+		if err := json.Unmarshal(prev.Result, &st); err != nil {
+			return nil, fmt.Errorf("decode idempotent result: %w", err)
+		}
+		if st.Error != nil {
+			return st.Action, st.Error
+		}
+		return st.Action, nil
+	}
+	a, perr := s.propose(ctx, p, prop)
+	var ae *agentg8.Error
+	transient := perr != nil && (!errors.As(perr, &ae) || ae.Code == agentg8.CodeAuditUnavailable || ae.Code == agentg8.CodeInternal)
+	bg := context.WithoutCancel(ctx)
+	if transient {
+		if err := s.c.Store.ReleaseIdempotency(bg, p.ID, prop.IdempotencyKey); err != nil {
+			s.c.Logger.Error("release idempotency key", "err", err)
+		}
+		return a, perr
+	}
+	st := stored{Action: a}
+	if perr != nil {
+		st.Error = ae
+	}
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = s.c.Store.CompleteIdempotency(bg, p.ID, prop.IdempotencyKey, b)
+	}
+	if err != nil {
+		s.c.Logger.Error("store idempotent result", "err", err)
+	}
+	return a, perr
+}
+
+func payloadHash(prop Proposal) (string, error) {
+	var in bytes.Buffer
+	if err := json.Compact(&in, prop.Input); err != nil && len(prop.Input) > 0 {
+		return "", err
+	}
+	b, err := json.Marshal(map[string]any{"task": prop.Task, "input": in.String(), "dry_run": prop.DryRun,
+		"on_behalf_of": prop.OnBehalfOf, "reason": prop.Reason})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (s *Service) invalid(ctx context.Context, p agentg8.Principal, prop Proposal, e *agentg8.Error) error {
+	ev := &agentg8.AuditEvent{Type: agentg8.EventInvalid, Task: clip(prop.Task, 200), Principal: p.ID,
+		OnBehalfOf: clip(prop.OnBehalfOf, 200), Error: e}
+	if err := s.c.Audit.Append(ctx, ev); err != nil {
+		return errAudit
+	}
+	return e
+}
+
+func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposal) (*agentg8.Action, error) {
+	task, ok := s.c.Registry.Lookup(prop.Task)
+	if !ok {
+		return nil, s.invalid(ctx, p, prop, agentg8.Errorf(agentg8.CodeUnknownTask, "no task named %q", clip(prop.Task, 200)))
+	}
+	if len(prop.Input) == 0 {
+		prop.Input = json.RawMessage("{}")
+	}
+	input, err := task.ValidateInput(prop.Input)
+	if err != nil {
+		return nil, s.invalid(ctx, p, prop, agentg8.AsError(err))
+	}
+	var compact bytes.Buffer
+	_ = json.Compact(&compact, prop.Input) // valid: ParseInput accepted it
+
+	now := s.c.Clock.Now()
+	a := &agentg8.Action{
+		ID: s.c.NewID("act"), Task: task.Name, Input: compact.Bytes(), Principal: p.ID,
+		OnBehalfOf: prop.OnBehalfOf, Reason: clip(prop.Reason, 2000), TaskHash: task.Hash,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	vars := registry.Vars{Input: input, Principal: p.ID, ActionID: a.ID, Task: task.Name}
+
+	var user *agentg8.User
+	var dec agentg8.Decision
+	if prop.OnBehalfOf != "" {
+		u, ok := s.c.Users[prop.OnBehalfOf]
+		if !ok || !sharesGroup(u.Groups, p.ActFor) {
+			dec = agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "agent may not act for this user"}
+		} else {
+			user = &u
+			vars.User = u.ID
+		}
+	}
+	resID, err := task.ResourceID(vars)
+	if err != nil {
+		return nil, s.invalid(ctx, p, prop, renderError(err))
+	}
+	req := policy.Request{Agent: p, User: user, Task: task.Name, ResourceType: task.ResourceType, ResourceID: resID,
+		Input: input, Risk: agentg8.Risk(task.Risk), DryRun: prop.DryRun, Now: now}
+	var required []agentg8.ApprovalRequirement
+	if dec.Effect == "" {
+		start := time.Now()
+		dec = s.c.Policy.Authorize(req)
+		if dec.Effect == agentg8.Allow {
+			required, err = s.requiredApprovals(task, req)
+			if err != nil {
+				dec = agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "approval rule evaluation error"}
+			}
+		}
+		s.c.Observer.Decision(time.Since(start))
+	}
+	a.Decision = &dec
+
+	// Render now so input-caused request errors are invalid_input, not failures.
+	rendered, err := task.RenderRequest(vars)
+	if err != nil {
+		return nil, s.invalid(ctx, p, prop, renderError(err))
+	}
+
+	proposed := &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: a.ID, Task: a.Task, Principal: p.ID,
+		OnBehalfOf: a.OnBehalfOf, Input: a.Input, Decision: &dec, Detail: clip(prop.Reason, 500)}
+
+	if prop.DryRun {
+		a.Status = agentg8.StateDryRun
+		a.Preview = s.preview(task, vars, rendered, dec, required)
+		ev := &agentg8.AuditEvent{Type: agentg8.EventDryRun, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: a.Status, Detail: a.Preview.Outcome}
+		if err := s.record(ctx, a, proposed, ev); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	if dec.Effect != agentg8.Allow {
+		a.Status = agentg8.StateDenied
+		ev := &agentg8.AuditEvent{Type: agentg8.EventDenied, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: a.Status, Decision: &dec}
+		if err := s.record(ctx, a, proposed, ev); err != nil {
+			return nil, err
+		}
+		return a, &agentg8.Error{Code: agentg8.CodePolicyDenied, Message: "policy denied this action: " + dec.Reason, ActionID: a.ID}
+	}
+	if len(required) > 0 {
+		hash, err := RequestHash(task, a)
+		if err != nil {
+			return nil, err
+		}
+		a.Status = agentg8.StatePendingApproval
+		a.Approval = &agentg8.Approval{ID: s.c.NewID("apr"), Status: "pending", RequestHash: hash, Required: required,
+			Decisions: []agentg8.ApprovalDecision{}, ExpiresAt: now.Add(s.c.ApprovalTTL)}
+		a.Preview = s.preview(task, vars, rendered, dec, required)
+		ev := &agentg8.AuditEvent{Type: agentg8.EventApprovalRequested, ActionID: a.ID, Task: a.Task, Principal: p.ID,
+			Status: a.Status, RequestHash: hash}
+		if err := s.record(ctx, a, proposed, ev); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	a.Status = agentg8.StateApproved
+	if err := s.record(ctx, a, proposed); err != nil {
+		return nil, err
+	}
+	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered)
+}
+
+func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]agentg8.ApprovalRequirement, error) {
+	switch task.Approval {
+	case registry.ApprovalNever:
+		return nil, nil
+	case registry.ApprovalAlways:
+		var out []agentg8.ApprovalRequirement
+		for _, g := range task.Approvers {
+			out = append(out, agentg8.ApprovalRequirement{Group: g, Quorum: 1, Rule: "task:" + task.Name})
+		}
+		return out, nil
+	}
+	return s.c.Policy.RequiredApprovals(req)
+}
+
+// record appends the events and then stores the new action.
+func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agentg8.AuditEvent) error {
+	if err := s.c.Audit.Append(ctx, events...); err != nil {
+		s.c.Logger.Error("audit unavailable", "action", a.ID, "err", err)
+		return errAudit
+	}
+	if err := s.c.Store.CreateAction(context.WithoutCancel(ctx), a); err != nil {
+		return fmt.Errorf("store action %s: %w", a.ID, err)
+	}
+	s.c.Observer.Action(a.Task, a.Status)
+	return nil
+}
+
+func sharesGroup(a, b []string) bool {
+	for _, g := range a {
+		if slices.Contains(b, g) {
+			return true
+		}
+	}
+	return false
+}
+
+func renderError(err error) *agentg8.Error {
+	var re *registry.RenderError
+	if errors.As(err, &re) {
+		return &agentg8.Error{Code: agentg8.CodeInvalidInput, Message: "input cannot be used to build the request",
+			Errors: []agentg8.FieldError{{Message: re.Msg}}}
+	}
+	return agentg8.AsError(err)
+}
+
+// RequestHash is SHA-256 over the RFC 8785 canonical JSON of what an approval
+// binds: task name, task definition hash, input, principal, on_behalf_of and
+// credential name.
+func RequestHash(task *registry.Task, a *agentg8.Action) (string, error) {
+	b, err := json.Marshal(map[string]any{
+		"task": a.Task, "task_hash": task.Hash, "input": a.Input, "principal": a.Principal,
+		"on_behalf_of": a.OnBehalfOf, "credential": task.Credential,
+	})
+	if err != nil {
+		return "", err
+	}
+	c, err := jcs.Transform(b)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// preview describes what would run, with credentials masked.
+func (s *Service) preview(task *registry.Task, vars registry.Vars, r *registry.Request, dec agentg8.Decision, required []agentg8.ApprovalRequirement) *agentg8.Preview {
+	pv := &agentg8.Preview{}
+	switch {
+	case dec.Effect != agentg8.Allow:
+		pv.Outcome = "would_be_denied"
+		pv.Policies = dec.Policies
+	case len(required) > 0:
+		pv.Outcome = "would_require_approval"
+		pv.Required = required
+	default:
+		pv.Outcome = "would_execute"
+	}
+	rr := &agentg8.RenderedRequest{Method: r.Method, URL: r.URL, Headers: map[string]string{}}
+	for k := range r.Header {
+		rr.Headers[k] = r.Header.Get(k)
+	}
+	if task.Credential != "" {
+		h, q, marker := s.c.Credentials.Mask(task.Credential)
+		if h != "" {
+			rr.Headers[http.CanonicalHeaderKey(h)] = marker
+		} else if u, err := url.Parse(r.URL); err == nil {
+			qv := u.Query()
+			qv.Set(q, marker)
+			u.RawQuery = qv.Encode()
+			rr.URL = u.String()
+		}
+	}
+	if task.Request.IdempotencyHeader != "" {
+		rr.Headers[http.CanonicalHeaderKey(task.Request.IdempotencyHeader)] = idempotencyValue(vars.ActionID)
+	}
+	if r.Body != nil {
+		rr.Body = r.Body
+	}
+	pv.Request = rr
+	pv.SideEffects, _ = task.RenderSideEffects(vars)
+	return pv
+}
+
+func idempotencyValue(actionID string) string { return "agentg8-" + actionID }

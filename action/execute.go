@@ -1,0 +1,338 @@
+package action
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/registry"
+)
+
+// execute runs an approved action at most once.
+func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.Action, vars registry.Vars, r *registry.Request) (*agentg8.Action, error) {
+	// Claim: approved -> executing. Only one caller anywhere wins.
+	a.Status = agentg8.StateExecuting
+	a.UpdatedAt = s.c.Clock.Now()
+	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateApproved); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			cur, gerr := s.c.Store.GetAction(ctx, a.ID)
+			if gerr != nil {
+				return nil, gerr
+			}
+			return cur, nil
+		}
+		return nil, fmt.Errorf("claim action %s: %w", a.ID, err)
+	}
+	s.notify(a.ID)
+
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return s.finish(ctx, a, nil, agentg8.Errorf(agentg8.CodeInternal, "rendered URL is invalid"), nil, nil)
+	}
+	header := r.Header.Clone()
+	if task.Request.IdempotencyHeader != "" {
+		header.Set(task.Request.IdempotencyHeader, idempotencyValue(a.ID))
+	}
+	var issued *credential.Issued
+	if task.Credential != "" {
+		issued, err = s.c.Credentials.Apply(ctx, task.Credential, header, u)
+		if err != nil {
+			return s.finish(ctx, a, nil, agentg8.AsError(err), nil, nil)
+		}
+	}
+	redactor := credential.NewRedactor()
+	events := []*agentg8.AuditEvent{}
+	if issued != nil {
+		redactor = credential.NewRedactor(issued.Secrets...)
+		events = append(events, &agentg8.AuditEvent{Type: agentg8.EventCredentialIssued, ActionID: a.ID, Task: a.Task,
+			Principal: a.Principal, Credential: issued.Name, SecretHMAC: issued.Fingerprint})
+	}
+	info := &agentg8.UpstreamInfo{Method: r.Method, URL: redactor.RedactString(r.URL)}
+	events = append(events, &agentg8.AuditEvent{Type: agentg8.EventExecuting, ActionID: a.ID, Task: a.Task,
+		Principal: a.Principal, OnBehalfOf: a.OnBehalfOf, Status: a.Status, Upstream: info})
+	// The intent record: no durable "executing", no request.
+	if err := s.c.Audit.Append(ctx, events...); err != nil {
+		s.c.Logger.Error("audit unavailable before execution", "action", a.ID, "err", err)
+		a.Status = agentg8.StateFailed
+		a.Error = errAudit
+		a.UpdatedAt = s.c.Clock.Now()
+		if uerr := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); uerr != nil {
+			s.c.Logger.Error("store failed action", "action", a.ID, "err", uerr)
+		}
+		s.notify(a.ID)
+		return nil, errAudit
+	}
+
+	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
+		Method: r.Method, URL: u.String(), Header: header, Body: r.Body, Timeout: task.Timeout,
+		MaxResponseBytes: task.Request.MaxResponseBytes, FollowRedirects: task.Request.FollowRedirects,
+	})
+	if resp != nil {
+		info.Status = resp.Status
+		info.DurationMS = resp.Duration.Milliseconds()
+		s.c.Observer.Upstream(a.Task, resp.Duration)
+	}
+	if err != nil {
+		var ce *httpconn.Error
+		e := agentg8.Errorf(agentg8.CodeUpstreamError, "upstream request failed")
+		if errors.As(err, &ce) {
+			e = agentg8.Errorf(ce.Code, "%s", ce.Msg)
+		}
+		s.c.Logger.Warn("upstream call failed", "action", a.ID, "task", a.Task, "err", redactor.RedactString(err.Error()))
+		return s.finish(ctx, a, nil, e, info, redactor)
+	}
+	body := redactor.Redact(resp.Body)
+	output := shapeOutput(task, body)
+	if resp.Status < 200 || resp.Status > 299 {
+		a.UpstreamStatus = resp.Status
+		return s.finish(ctx, a, output, agentg8.Errorf(agentg8.CodeUpstreamError, "upstream answered %d %s", resp.Status, http.StatusText(resp.Status)), info, redactor)
+	}
+	a.UpstreamStatus = resp.Status
+	return s.finish(ctx, a, output, nil, info, redactor)
+}
+
+// shapeOutput applies output.select and output.redact; a body that is not
+// JSON is returned as a JSON string.
+func shapeOutput(task *registry.Task, body []byte) json.RawMessage {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		b, _ := json.Marshal(string(body))
+		return b
+	}
+	out, err := json.Marshal(task.SelectOutput(v))
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// finish records the outcome of an execution.
+func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.RawMessage, e *agentg8.Error, info *agentg8.UpstreamInfo, red *credential.Redactor) (*agentg8.Action, error) {
+	a.Output = output
+	a.UpdatedAt = s.c.Clock.Now()
+	ev := &agentg8.AuditEvent{ActionID: a.ID, Task: a.Task, Principal: a.Principal, OnBehalfOf: a.OnBehalfOf, Output: output, Upstream: info}
+	if e == nil {
+		a.Status = agentg8.StateSucceeded
+		ev.Type = agentg8.EventSucceeded
+	} else {
+		if red != nil {
+			e.Message = red.RedactString(e.Message)
+		}
+		e.ActionID = a.ID
+		a.Status = agentg8.StateFailed
+		a.Error = e
+		ev.Type = agentg8.EventFailed
+		ev.Error = e
+	}
+	ev.Status = a.Status
+	if err := s.c.Audit.Append(ctx, ev); err != nil {
+		// The upstream call already happened; the result must still reach
+		// the store and the agent. The missing record is logged loudly.
+		s.c.Logger.Error("audit unavailable after execution", "action", a.ID, "status", a.Status, "err", err)
+	}
+	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); err != nil {
+		return nil, fmt.Errorf("store outcome of %s: %w", a.ID, err)
+	}
+	s.c.Observer.Action(a.Task, a.Status)
+	s.notify(a.ID)
+	if e != nil {
+		return a, e
+	}
+	return a, nil
+}
+
+// Recover marks actions left executing by a crash as outcome_unknown: the
+// gateway cannot know whether the upstream applied them, and must never
+// silently retry.
+func (s *Service) Recover(ctx context.Context) (int, error) {
+	stuck, err := s.c.Store.ActionsInState(ctx, agentg8.StateExecuting)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, a := range stuck {
+		ev := &agentg8.AuditEvent{Type: agentg8.EventOutcomeUnknown, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+			Status: agentg8.StateOutcomeUnknown, Detail: "gateway stopped while the upstream call was in flight"}
+		if err := s.c.Audit.Append(ctx, ev); err != nil {
+			return n, err
+		}
+		a.Status = agentg8.StateOutcomeUnknown
+		a.Error = agentg8.Errorf(agentg8.CodeUpstreamError, "the gateway stopped during execution; the upstream may or may not have applied this action")
+		a.Error.ActionID = a.ID
+		a.UpdatedAt = s.c.Clock.Now()
+		if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); err != nil && !errors.Is(err, ErrStateConflict) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// mayRead reports whether p may see action a.
+func (s *Service) mayRead(p agentg8.Principal, a *agentg8.Action) bool {
+	if p.Kind == agentg8.KindAgent {
+		return a.Principal == p.ID
+	}
+	for _, g := range s.c.AuditorGroups {
+		if p.InGroup(g) {
+			return true
+		}
+	}
+	if a.Approval != nil {
+		for _, r := range a.Approval.Required {
+			if p.InGroup(r.Group) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// MayAudit reports whether p may read the audit log.
+func (s *Service) MayAudit(p agentg8.Principal) bool {
+	if p.Kind != agentg8.KindUser {
+		return false
+	}
+	for _, g := range s.c.AuditorGroups {
+		if p.InGroup(g) {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns an action p may read. With wait > 0 it long-polls until the
+// action's state differs from what it was at the call, or wait passes.
+func (s *Service) Get(ctx context.Context, p agentg8.Principal, id string, wait time.Duration) (*agentg8.Action, error) {
+	a, err := s.get(ctx, p, id)
+	if err != nil || wait <= 0 || a.Status.Terminal() {
+		return a, err
+	}
+	ch := s.subscribe(id)
+	defer s.unsubscribe(id, ch)
+	// Re-read after subscribing so no change slips between the two.
+	if b, err := s.get(ctx, p, id); err != nil || b.Status != a.Status {
+		return b, err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return a, nil
+		case <-t.C:
+			return s.get(ctx, p, id)
+		case <-ch:
+			b, err := s.get(ctx, p, id)
+			if err != nil || b.Status != a.Status {
+				return b, err
+			}
+		}
+	}
+}
+
+func (s *Service) get(ctx context.Context, p agentg8.Principal, id string) (*agentg8.Action, error) {
+	a, err := s.c.Store.GetAction(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && !s.mayRead(p, a)) {
+		return nil, agentg8.Errorf(agentg8.CodeNotFound, "no action %q", clip(id, 100))
+	}
+	return a, err
+}
+
+// List returns actions p may read, newest first.
+func (s *Service) List(ctx context.Context, p agentg8.Principal, f Filter) ([]*agentg8.Action, error) {
+	if p.Kind == agentg8.KindAgent {
+		f.Principal = p.ID
+	} else if !s.MayAudit(p) {
+		return nil, agentg8.Errorf(agentg8.CodeForbidden, "listing all actions needs membership of an auditors group")
+	}
+	if f.Limit <= 0 || f.Limit > 500 {
+		f.Limit = 100
+	}
+	return s.c.Store.ListActions(ctx, f)
+}
+
+// Cancel ends a pending action at its proposer's request.
+func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*agentg8.Action, error) {
+	a, err := s.get(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if p.Kind != agentg8.KindAgent || a.Principal != p.ID {
+		return nil, agentg8.Errorf(agentg8.CodeForbidden, "only the proposer may cancel an action")
+	}
+	if a.Status != agentg8.StatePendingApproval {
+		return nil, agentg8.Errorf(agentg8.CodeConflict, "action is %s; only pending actions can be cancelled", a.Status)
+	}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCancelled, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: agentg8.StateCancelled}
+	if err := s.c.Audit.Append(ctx, ev); err != nil {
+		return nil, errAudit
+	}
+	a.Status = agentg8.StateCancelled
+	a.Approval.Status = "cancelled"
+	a.UpdatedAt = s.c.Clock.Now()
+	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StatePendingApproval); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			return nil, agentg8.Errorf(agentg8.CodeConflict, "action changed state; it can no longer be cancelled")
+		}
+		return nil, err
+	}
+	s.notify(a.ID)
+	return a, nil
+}
+
+// Tasks lists the tasks an agent may propose.
+func (s *Service) Tasks(p agentg8.Principal) []*registry.Task {
+	var out []*registry.Task
+	for _, t := range s.c.Registry.Tasks() {
+		if p.Kind == agentg8.KindAgent && s.c.Policy.CouldPermit(p, t.Name) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (s *Service) subscribe(id string) chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.waiters[id] = append(s.waiters[id], ch)
+	s.mu.Unlock()
+	return ch
+}
+
+func (s *Service) unsubscribe(id string, ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := slices.DeleteFunc(s.waiters[id], func(c chan struct{}) bool { return c == ch })
+	if len(w) == 0 {
+		delete(s.waiters, id)
+	} else {
+		s.waiters[id] = w
+	}
+}
+
+// notify wakes long-polls on an action. Other replicas feed it too (later).
+func (s *Service) notify(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.waiters[id] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

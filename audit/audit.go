@@ -1,0 +1,313 @@
+// Package audit keeps the tamper-evident log: every event is a record in an
+// RFC 6962 hash tree (golang.org/x/mod/sumdb/tlog), each committed batch ends
+// with an Ed25519-signed checkpoint (sumdb/note), and Verify detects any
+// modified, removed, reordered or inserted record. Storage stays outside: the
+// log talks to a small Store its users provide.
+//
+// Appends are group-committed: concurrent callers share one transaction, and
+// each returns only once its records are durable. A caller whose append fails
+// must not act on the event (fail closed).
+package audit
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agentg8/agentg8"
+)
+
+// Origin is the first line of every checkpoint.
+const Origin = "agentg8 audit log"
+
+// ErrConflict means the log grew underneath the appender (another writer);
+// the append is retried from the new size.
+var ErrConflict = errors.New("audit: log size changed concurrently")
+
+// IndexedHash is one stored tree hash.
+type IndexedHash struct {
+	Index int64
+	Hash  tlog.Hash
+}
+
+// Batch is one atomic append: records Start.. with their tree hashes and the
+// signed checkpoint of the new tree.
+type Batch struct {
+	Start      int64
+	Records    []Record
+	Hashes     []IndexedHash
+	Checkpoint []byte
+	Size       int64
+}
+
+// Record is a stored record. ActionID is kept beside the data for look-ups;
+// only Data is hashed.
+type Record struct {
+	Seq      int64
+	ActionID string
+	Data     []byte
+}
+
+// Store is what the log needs from persistence.
+type Store interface {
+	AuditSize(ctx context.Context) (int64, error)
+	ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
+	// AppendAudit writes the batch atomically, or fails with ErrConflict if
+	// the log's size is not b.Start.
+	AppendAudit(ctx context.Context, b Batch) error
+	LatestAuditCheckpoint(ctx context.Context) ([]byte, error)
+}
+
+// Options tune a Log.
+type Options struct {
+	Clock    agentg8.Clock
+	Logger   *slog.Logger
+	MaxBatch int
+	// Observe, if set, is told each batch's commit latency and size.
+	Observe func(d time.Duration, n int)
+}
+
+// Log appends events. Safe for concurrent use.
+type Log struct {
+	store  Store
+	key    *Key
+	opts   Options
+	reqs   chan *appendReq
+	done   chan struct{}
+	closed sync.Once
+	cache  map[int64]tlog.Hash
+}
+
+type appendReq struct {
+	ctx    context.Context
+	events []*agentg8.AuditEvent
+	done   chan error
+}
+
+// Open starts a log over s.
+func Open(s Store, key *Key, opts Options) *Log {
+	if opts.Clock == nil {
+		opts.Clock = agentg8.SystemClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}}
+	go l.run()
+	return l
+}
+
+// Close stops the appender after pending appends finish.
+func (l *Log) Close() {
+	l.closed.Do(func() {
+		close(l.reqs)
+		<-l.done
+	})
+}
+
+// Append durably records events, in order, and sets their Seq and Time.
+// It returns only when they are committed, or with an error.
+func (l *Log) Append(ctx context.Context, events ...*agentg8.AuditEvent) (err error) {
+	defer func() {
+		if r := recover(); r != nil { // appending after Close
+			err = errors.New("audit: log is closed")
+		}
+	}()
+	req := &appendReq{ctx: ctx, events: events, done: make(chan error, 1)}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Wait even if ctx ends: the batch may already be committing, and the
+	// caller must learn whether its intent is durable.
+	return <-req.done
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	for req := range l.reqs {
+		batch := []*appendReq{req}
+		n := len(req.events)
+	collect:
+		for n < l.opts.MaxBatch {
+			select {
+			case r, ok := <-l.reqs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+				n += len(r.events)
+			default:
+				break collect
+			}
+		}
+		err := l.commit(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+func (l *Log) commit(batch []*appendReq) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		start := time.Now()
+		var n int
+		n, err = l.tryCommit(ctx, batch)
+		if err == nil {
+			if l.opts.Observe != nil {
+				l.opts.Observe(time.Since(start), n)
+			}
+			return nil
+		}
+		clear(l.cache)
+		if !errors.Is(err, ErrConflict) {
+			break
+		}
+	}
+	l.opts.Logger.Error("audit append failed", "err", err)
+	return fmt.Errorf("audit append: %w", err)
+}
+
+func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
+	size, err := l.store.AuditSize(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := l.opts.Clock.Now().UTC()
+	b := Batch{Start: size}
+	newHashes := map[int64]tlog.Hash{}
+	reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		var miss []int64
+		for i, x := range idx {
+			if h, ok := newHashes[x]; ok {
+				out[i] = h
+			} else if h, ok := l.cache[x]; ok {
+				out[i] = h
+			} else {
+				miss = append(miss, x)
+			}
+		}
+		if len(miss) > 0 {
+			got, err := l.store.ReadAuditHashes(ctx, miss)
+			if err != nil {
+				return nil, err
+			}
+			j := 0
+			for i, x := range idx {
+				if _, ok := newHashes[x]; ok {
+					continue
+				}
+				if _, ok := l.cache[x]; ok {
+					continue
+				}
+				out[i] = got[j]
+				l.cache[x] = got[j]
+				j++
+			}
+		}
+		return out, nil
+	})
+	n := size
+	for _, r := range batch {
+		for _, ev := range r.events {
+			ev.Seq = n
+			ev.Time = now
+			data, err := json.Marshal(ev)
+			if err != nil {
+				return 0, err
+			}
+			hs, err := tlog.StoredHashes(n, data, reader)
+			if err != nil {
+				return 0, err
+			}
+			base := tlog.StoredHashIndex(0, n)
+			for i, h := range hs {
+				newHashes[base+int64(i)] = h
+				b.Hashes = append(b.Hashes, IndexedHash{Index: base + int64(i), Hash: h})
+			}
+			b.Records = append(b.Records, Record{Seq: n, ActionID: ev.ActionID, Data: data})
+			n++
+		}
+	}
+	root, err := tlog.TreeHash(n, reader)
+	if err != nil {
+		return 0, err
+	}
+	b.Size = n
+	if b.Checkpoint, err = l.sign(n, root); err != nil {
+		return 0, err
+	}
+	if err := l.store.AppendAudit(ctx, b); err != nil {
+		return 0, err
+	}
+	if len(l.cache) > 1<<16 {
+		clear(l.cache)
+	}
+	for k, v := range newHashes {
+		l.cache[k] = v
+	}
+	return int(n - size), nil
+}
+
+func (l *Log) sign(n int64, root tlog.Hash) ([]byte, error) {
+	text := FormatTree(tlog.Tree{N: n, Hash: root})
+	return note.Sign(&note.Note{Text: text}, l.key.Signer)
+}
+
+// FormatTree renders a checkpoint body: origin, size, base64 root hash.
+func FormatTree(t tlog.Tree) string {
+	return fmt.Sprintf("%s\n%d\n%s\n", Origin, t.N, base64.StdEncoding.EncodeToString(t.Hash[:]))
+}
+
+// ParseCheckpoint verifies a signed checkpoint with vkey and returns its tree.
+func ParseCheckpoint(msg []byte, vkey string) (tlog.Tree, error) {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return tlog.Tree{}, fmt.Errorf("verifier key: %w", err)
+	}
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		return tlog.Tree{}, fmt.Errorf("checkpoint signature: %w", err)
+	}
+	lines := strings.Split(n.Text, "\n")
+	if len(lines) < 3 || lines[0] != Origin {
+		return tlog.Tree{}, errors.New("checkpoint: not an agentg8 audit checkpoint")
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 {
+		return tlog.Tree{}, errors.New("checkpoint: bad size")
+	}
+	hb, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(hb) != tlog.HashSize {
+		return tlog.Tree{}, errors.New("checkpoint: bad root hash")
+	}
+	var h tlog.Hash
+	copy(h[:], hb)
+	return tlog.Tree{N: size, Hash: h}, nil
+}
+
+// Checkpoint returns the latest signed checkpoint.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
+	return l.store.LatestAuditCheckpoint(ctx)
+}
+
+// VerifierKey is the public key that checks this log's checkpoints.
+func (l *Log) VerifierKey() string { return l.key.VerifierKey }

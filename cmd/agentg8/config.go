@@ -1,0 +1,252 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/store"
+)
+
+// Config is agentg8.yaml (SPEC §2.1). Unknown keys are errors.
+type Config struct {
+	Listen      string                     `yaml:"listen"`
+	Store       string                     `yaml:"store"`
+	Tasks       string                     `yaml:"tasks"`
+	Policies    string                     `yaml:"policies"`
+	Agents      []AgentConfig              `yaml:"agents"`
+	Users       []UserConfig               `yaml:"users"`
+	Credentials map[string]credential.Spec `yaml:"credentials"`
+	Egress      EgressConfig               `yaml:"egress"`
+	Approvals   ApprovalsConfig            `yaml:"approvals"`
+	Notify      []NotifyConfig             `yaml:"notify"`
+	Audit       AuditConfig                `yaml:"audit"`
+	Limits      LimitsConfig               `yaml:"limits"`
+
+	// dir is the folder of the config file; relative paths resolve against it.
+	dir  string
+	path string
+}
+
+// AgentConfig is one agent.
+type AgentConfig struct {
+	ID     string   `yaml:"id"`
+	Key    string   `yaml:"key"`
+	Groups []string `yaml:"groups"`
+	ActFor []string `yaml:"act_for"`
+}
+
+// UserConfig is one user.
+type UserConfig struct {
+	ID     string   `yaml:"id"`
+	Groups []string `yaml:"groups"`
+	Key    string   `yaml:"key"`
+}
+
+// EgressConfig controls where tasks may connect.
+type EgressConfig struct {
+	AllowPrivate bool `yaml:"allow_private"`
+}
+
+// ApprovalsConfig tunes approvals.
+type ApprovalsConfig struct {
+	DefaultTTL string `yaml:"default_ttl"`
+}
+
+// NotifyConfig is one approval notification channel.
+type NotifyConfig struct {
+	Type     string   `yaml:"type"`
+	URL      string   `yaml:"url"`
+	Format   string   `yaml:"format"`
+	Addr     string   `yaml:"addr"`
+	From     string   `yaml:"from"`
+	ToGroups []string `yaml:"to_groups"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	SigningKey string `yaml:"signing_key"`
+	// Auditors are the groups whose users may read actions and the audit log.
+	Auditors []string `yaml:"auditors"`
+}
+
+// LimitsConfig bounds requests.
+type LimitsConfig struct {
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+var envRE = regexp.MustCompile(`\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}`)
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
+
+// LoadConfig reads path strictly: defaults, then the file (with ${env:NAME}
+// expanded inside string values), then Validate.
+func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s", path, yaml.FormatError(err, false, false))
+	}
+	var errs []error
+	for _, doc := range f.Docs {
+		ast.Walk(visitor(func(n ast.Node) {
+			s, ok := n.(*ast.StringNode)
+			if !ok {
+				return
+			}
+			s.Value = envRE.ReplaceAllStringFunc(s.Value, func(m string) string {
+				name := envRE.FindStringSubmatch(m)[1]
+				v, ok := lookupEnv(name)
+				if !ok {
+					errs = append(errs, fmt.Errorf("%s:%d: environment variable %s is not set", path, s.GetToken().Position.Line, name))
+				}
+				return v
+			})
+		}), doc)
+	}
+	c := &Config{Listen: "127.0.0.1:8080", Store: "sqlite:agentg8.db", Tasks: "tasks", Policies: "policies",
+		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"}}
+	if len(f.Docs) > 0 && f.Docs[0].Body != nil {
+		if err := yaml.NodeToValue(f.Docs[0].Body, c, yaml.Strict()); err != nil {
+			return nil, fmt.Errorf("%s:%s", path, strings.TrimPrefix(yaml.FormatError(err, false, false), " "))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c.path = abs
+	c.dir = filepath.Dir(abs)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type visitor func(ast.Node)
+
+func (v visitor) Visit(n ast.Node) ast.Visitor { v(n); return v }
+
+// Validate checks what can be checked without touching secrets.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s", c.path, key, fmt.Sprintf(format, a...)))
+	}
+	if _, _, err := store.Kind(c.Store); err != nil {
+		bad("store", "%v", err)
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Agents {
+		k := fmt.Sprintf("agents[%d]", i)
+		if !idRE.MatchString(a.ID) {
+			bad(k+".id", "%q is not a valid id", a.ID)
+		}
+		if seen[a.ID] {
+			bad(k+".id", "%q is used twice", a.ID)
+		}
+		seen[a.ID] = true
+		if err := credential.CheckRef(a.Key); err != nil {
+			bad(k+".key", "%v", err)
+		}
+	}
+	users := map[string]bool{}
+	for i, u := range c.Users {
+		k := fmt.Sprintf("users[%d]", i)
+		if !idRE.MatchString(u.ID) {
+			bad(k+".id", "%q is not a valid id", u.ID)
+		}
+		if seen[u.ID] || users[u.ID] {
+			bad(k+".id", "%q is used twice (agent and user ids share one namespace)", u.ID)
+		}
+		users[u.ID] = true
+		if u.Key != "" {
+			if err := credential.CheckRef(u.Key); err != nil {
+				bad(k+".key", "%v", err)
+			}
+		}
+	}
+	for _, n := range c.credentialNames() {
+		if err := c.Credentials[n].Check(); err != nil {
+			bad("credentials."+n, "%v", err)
+		}
+	}
+	if d, err := time.ParseDuration(c.Approvals.DefaultTTL); err != nil || d <= 0 {
+		bad("approvals.default_ttl", "%q is not a positive duration", c.Approvals.DefaultTTL)
+	}
+	for i, n := range c.Notify {
+		k := fmt.Sprintf("notify[%d]", i)
+		switch n.Type {
+		case "webhook":
+			if !strings.HasPrefix(n.URL, "http://") && !strings.HasPrefix(n.URL, "https://") {
+				bad(k+".url", "webhook needs an http(s) url")
+			}
+			if n.Format != "" && n.Format != "json" && n.Format != "slack" {
+				bad(k+".format", "must be json or slack")
+			}
+		case "smtp":
+			if n.Addr == "" || n.From == "" || len(n.ToGroups) == 0 {
+				bad(k, "smtp needs addr, from and to_groups")
+			}
+		default:
+			bad(k+".type", "must be webhook or smtp, not %q", n.Type)
+		}
+	}
+	if !strings.HasPrefix(c.Audit.SigningKey, "file:") {
+		bad("audit.signing_key", "must be file:PATH (created on first start)")
+	}
+	if c.Limits.MaxBodyBytes < 0 {
+		bad("limits.max_body_bytes", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) credentialNames() []string {
+	var out []string
+	for n := range c.Credentials {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// rel resolves a path from the config against the config's folder.
+func (c *Config) rel(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// storeURL returns the store with a relative sqlite path resolved.
+func (c *Config) storeURL() string {
+	kind, rest, _ := store.Kind(c.Store)
+	if kind == "sqlite" {
+		return "sqlite:" + c.rel(rest)
+	}
+	return c.Store
+}
+
+func (c *Config) signingKeyPath() string {
+	return c.rel(strings.TrimPrefix(c.Audit.SigningKey, "file:"))
+}
+
+func (c *Config) approvalTTL() time.Duration {
+	d, _ := time.ParseDuration(c.Approvals.DefaultTTL)
+	return d
+}

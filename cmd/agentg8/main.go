@@ -1,0 +1,263 @@
+// Command agentg8 is the AgentG8 action gateway: the server, its operator
+// commands and a client for agents and people. It is the only package that
+// knows every other one: flags and config are read here and nowhere else.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/agentg8/agentg8"
+)
+
+// Exit codes (SPEC §4).
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitDenied  = 3
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := NewMain()
+	os.Exit(m.Run(ctx, os.Args[1:]))
+}
+
+// Main is the program, as a value so tests run the real thing in-process.
+type Main struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	LookupEnv      func(string) (string, bool)
+	Clock          agentg8.Clock
+
+	mu    sync.Mutex
+	addr  string
+	ready chan struct{}
+}
+
+// NewMain returns a Main bound to the process's streams and environment.
+func NewMain() *Main {
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv,
+		Clock: agentg8.SystemClock{}, ready: make(chan struct{})}
+}
+
+// Ready is closed once a server started by Run is listening.
+func (m *Main) Ready() <-chan struct{} { return m.ready }
+
+// Addr is the address a server started by Run listens on.
+func (m *Main) Addr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+func (m *Main) setAddr(a string) {
+	m.mu.Lock()
+	m.addr = a
+	m.mu.Unlock()
+	close(m.ready)
+}
+
+const usage = `agentg8 — an action gateway for AI agents
+
+Server:
+  serve            run the gateway (--config, default ./agentg8.yaml)
+  validate         check the config, tasks, policies and secrets
+  demo             run everything with a sample CRM on embedded SQLite
+  migrate          apply database migrations
+Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
+  propose TASK --input JSON [--dry-run] [--wait]
+  actions get ID [--wait 30s] | actions list
+  tools export --format openai|anthropic|mcp
+Operators:
+  audit verify|tail|export
+  keys new
+  version
+Exit codes: 0 ok, 1 failure, 2 usage, 3 denied or rejected.
+`
+
+// errUsage marks a usage error (exit 2).
+type errUsage struct{ msg string }
+
+func (e errUsage) Error() string { return e.msg }
+
+func usageErr(format string, a ...any) error { return errUsage{fmt.Sprintf(format, a...)} }
+
+// errDenied marks a denial or rejection (exit 3).
+type errDenied struct{ err error }
+
+func (e errDenied) Error() string { return e.err.Error() }
+
+// Run executes one command and returns its exit code.
+func (m *Main) Run(ctx context.Context, args []string) int {
+	err := m.run(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintln(m.Stderr, "agentg8:", err)
+	var ue errUsage
+	var de errDenied
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &de):
+		return exitDenied
+	}
+	return exitFailure
+}
+
+func (m *Main) run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(m.Stderr, usage)
+		return usageErr("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return m.cmdServe(ctx, rest)
+	case "validate":
+		return m.cmdValidate(rest)
+	case "demo":
+		return m.cmdDemo(ctx, rest)
+	case "migrate":
+		return m.cmdMigrate(ctx, rest)
+	case "propose":
+		return m.cmdPropose(ctx, rest)
+	case "actions":
+		return m.cmdActions(ctx, rest)
+	case "tools":
+		return m.cmdTools(ctx, rest)
+	case "audit":
+		return m.cmdAudit(ctx, rest)
+	case "keys":
+		return m.cmdKeys(rest)
+	case "version", "--version":
+		fmt.Fprintln(m.Stdout, "agentg8", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(m.Stdout, usage)
+		return nil
+	}
+	fmt.Fprint(m.Stderr, usage)
+	return usageErr("unknown command %q", cmd)
+}
+
+func (m *Main) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("agentg8 "+name, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	return fs
+}
+
+// parse parses flags and turns flag errors into usage errors. Flags may come
+// before or after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageErr("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func (m *Main) logger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func (m *Main) cmdServe(ctx context.Context, args []string) error {
+	fs := m.flags("serve")
+	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	listen := fs.String("listen", "", "override the config's listen address")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	return m.serve(ctx, cfg, m.logger(*level), nil)
+}
+
+// serve runs a server until ctx ends; started, if set, runs once it listens.
+func (m *Main) serve(ctx context.Context, cfg *Config, logger *slog.Logger, started func(addr string)) error {
+	s, err := startServer(ctx, cfg, m.LookupEnv, logger, m.Clock)
+	if err != nil {
+		return err
+	}
+	addr := s.ln.Addr().String()
+	if started != nil {
+		started(addr)
+	}
+	m.setAddr(addr)
+	err = s.serve(ctx)
+	logger.Info("agentg8 stopped")
+	return err
+}
+
+func (m *Main) cmdValidate(args []string) error {
+	fs := m.flags("validate")
+	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	if err != nil {
+		return err
+	}
+	l, err := load(cfg, m.LookupEnv, true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stdout, "ok: %d tasks, %d policies, %d agents, %d users, %d credentials\n",
+		len(l.registry.Tasks()), l.policy.Count(), len(cfg.Agents), len(cfg.Users), len(cfg.Credentials))
+	return nil
+}
+
+func (m *Main) cmdMigrate(ctx context.Context, args []string) error {
+	fs := m.flags("migrate")
+	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(m.Stdout, "migrated", strings.TrimPrefix(cfg.storeURL(), "sqlite:"))
+	return st.Close()
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/audit"
+	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/httpapi"
+	"github.com/agentg8/agentg8/policy"
+	"github.com/agentg8/agentg8/registry"
+	"github.com/agentg8/agentg8/store"
+	"github.com/agentg8/agentg8/store/sqlite"
+)
+
+// loaded is everything a config yields that needs no store.
+type loaded struct {
+	cfg      *Config
+	resolver *credential.Resolver
+	registry *registry.Registry
+	policy   *policy.Engine
+	users    map[string]agentg8.User
+}
+
+// load reads tasks and policies and cross-checks them against the config.
+// With checkSecrets it also resolves every secret reference once.
+func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool) (*loaded, error) {
+	l := &loaded{cfg: cfg, resolver: &credential.Resolver{Dir: cfg.dir, LookupEnv: lookupEnv}, users: map[string]agentg8.User{}}
+	var errs []error
+	creds := map[string]registry.CredentialInfo{}
+	for n, s := range cfg.Credentials {
+		creds[n] = registry.CredentialInfo{Scopes: s.Scopes}
+	}
+	reg, err := registry.Load(cfg.rel(cfg.Tasks), creds)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	l.registry = reg
+	var names []string
+	if reg != nil {
+		for _, t := range reg.Tasks() {
+			names = append(names, t.Name)
+		}
+	}
+	srcs, err := policy.LoadDir(cfg.rel(cfg.Policies))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	eng, err := policy.New(srcs, names)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	l.policy = eng
+	groups := map[string]int{}
+	for _, u := range cfg.Users {
+		l.users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups}
+		for _, g := range u.Groups {
+			groups[g]++
+		}
+	}
+	// Approval rules must be satisfiable by the configured users.
+	if eng != nil {
+		for _, r := range eng.Rules() {
+			if groups[r.Group] == 0 {
+				errs = append(errs, fmt.Errorf("%s: approval rule %s names group %q, which has no users", r.File, r.ID, r.Group))
+			} else if groups[r.Group] < r.Quorum {
+				errs = append(errs, fmt.Errorf("%s: approval rule %s needs %d approvers from %q, which has only %d users", r.File, r.ID, r.Quorum, r.Group, groups[r.Group]))
+			}
+		}
+	}
+	if reg != nil {
+		for _, t := range reg.Tasks() {
+			for _, g := range t.Approvers {
+				if groups[g] == 0 {
+					errs = append(errs, fmt.Errorf("%s: approvers: group %q has no users", t.Path, g))
+				}
+			}
+		}
+	}
+	if checkSecrets {
+		for i, a := range cfg.Agents {
+			if _, err := l.resolver.Resolve(a.Key); err != nil {
+				errs = append(errs, fmt.Errorf("agents[%d] (%s).key: %w", i, a.ID, err))
+			}
+		}
+		for i, u := range cfg.Users {
+			if u.Key == "" {
+				continue
+			}
+			if _, err := l.resolver.Resolve(u.Key); err != nil {
+				errs = append(errs, fmt.Errorf("users[%d] (%s).key: %w", i, u.ID, err))
+			}
+		}
+		set, err := credential.NewSet(cfg.Credentials, l.resolver, nil)
+		if err == nil {
+			err = set.CheckAvailable()
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return l, errors.Join(errs...)
+}
+
+// keyring authenticates bearer keys against stored SHA-256 hashes, in
+// constant time over every key.
+type keyring struct {
+	entries []keyEntry
+}
+
+type keyEntry struct {
+	hash [32]byte
+	p    agentg8.Principal
+}
+
+func newKeyring(l *loaded) (*keyring, error) {
+	k := &keyring{}
+	for _, a := range l.cfg.Agents {
+		v, err := l.resolver.Resolve(a.Key)
+		if err != nil {
+			return nil, fmt.Errorf("agent %s key: %w", a.ID, err)
+		}
+		k.entries = append(k.entries, keyEntry{hash: sha256.Sum256([]byte(v)),
+			p: agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}})
+	}
+	for _, u := range l.cfg.Users {
+		if u.Key == "" {
+			continue
+		}
+		v, err := l.resolver.Resolve(u.Key)
+		if err != nil {
+			return nil, fmt.Errorf("user %s key: %w", u.ID, err)
+		}
+		k.entries = append(k.entries, keyEntry{hash: sha256.Sum256([]byte(v)),
+			p: agentg8.Principal{Kind: agentg8.KindUser, ID: u.ID, Groups: u.Groups}})
+	}
+	return k, nil
+}
+
+func (k *keyring) Authenticate(token string) (agentg8.Principal, bool) {
+	h := sha256.Sum256([]byte(token))
+	var found agentg8.Principal
+	ok := 0
+	for _, e := range k.entries {
+		if subtle.ConstantTimeCompare(h[:], e.hash[:]) == 1 {
+			found = e.p
+			ok = 1
+		}
+	}
+	return found, ok == 1
+}
+
+// observer exports pipeline metrics to Prometheus.
+type observer struct {
+	actions  *prometheus.CounterVec
+	decision prometheus.Histogram
+	upstream *prometheus.HistogramVec
+	audit    prometheus.Histogram
+}
+
+func newObserver(reg *prometheus.Registry) *observer {
+	o := &observer{
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_actions_total", Help: "Actions by task and the status they reached."}, []string{"task", "status"}),
+		decision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_decision_seconds", Help: "Policy decision latency.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentg8_upstream_seconds", Help: "Upstream call latency by task.",
+			Buckets: prometheus.DefBuckets}, []string{"task"}),
+		audit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_audit_append_seconds", Help: "Audit batch commit latency.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 14)}),
+	}
+	reg.MustRegister(o.actions, o.decision, o.upstream, o.audit)
+	return o
+}
+
+func (o *observer) Decision(d time.Duration)              { o.decision.Observe(d.Seconds()) }
+func (o *observer) Upstream(task string, d time.Duration) { o.upstream.WithLabelValues(task).Observe(d.Seconds()) }
+func (o *observer) Action(task string, s agentg8.State)   { o.actions.WithLabelValues(task, string(s)).Inc() }
+
+// server is a running gateway.
+type server struct {
+	store   *sqlite.Store
+	log     *audit.Log
+	service *action.Service
+	http    *http.Server
+	ln      net.Listener
+}
+
+// openStore opens the configured store.
+func openStore(ctx context.Context, cfg *Config) (*sqlite.Store, error) {
+	kind, rest, err := store.Kind(cfg.storeURL())
+	if err != nil {
+		return nil, err
+	}
+	if kind != "sqlite" {
+		return nil, fmt.Errorf("store %s: PostgreSQL is not supported yet", kind)
+	}
+	return sqlite.Open(ctx, rest)
+}
+
+func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (string, bool), logger *slog.Logger, clock agentg8.Clock) (*server, error) {
+	l, err := load(cfg, lookupEnv, true)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := newKeyring(l)
+	if err != nil {
+		return nil, err
+	}
+	key, err := audit.LoadOrCreateKey(cfg.signingKeyPath())
+	if err != nil {
+		return nil, err
+	}
+	creds, err := credential.NewSet(cfg.Credentials, l.resolver, key.HMACKey())
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	preg := prometheus.NewRegistry()
+	preg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	obs := newObserver(preg)
+	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, _ int) { obs.audit.Observe(d.Seconds()) }})
+	svc := action.New(action.Config{
+		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
+		Audit: alog, Store: st, Users: l.users, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
+		Clock: clock, Logger: logger, Observer: obs,
+	})
+	if n, err := svc.Recover(ctx); err != nil {
+		alog.Close()
+		st.Close()
+		return nil, fmt.Errorf("recover interrupted actions: %w", err)
+	} else if n > 0 {
+		logger.Warn("actions interrupted by a previous stop are now outcome_unknown", "count", n)
+	}
+	api := httpapi.New(httpapi.Config{
+		Actions: svc, Auth: keys, Audit: st, Logger: logger, MaxBody: cfg.Limits.MaxBodyBytes,
+		Metrics: promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
+		Ready:   func(ctx context.Context) error { return st.Ping(ctx) },
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		alog.Close()
+		st.Close()
+		return nil, err
+	}
+	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
+		Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}}
+	logger.Info("agentg8 listening", "addr", ln.Addr().String(), "tasks", len(l.registry.Tasks()), "policies", l.policy.Count())
+	return s, nil
+}
+
+// serve blocks until ctx ends, then shuts down gracefully.
+func (s *server) serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if serr := s.http.Shutdown(shCtx); serr != nil && err == nil {
+		err = serr
+	}
+	s.log.Close()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,114 @@
+// Package crm is a small CRM-style JSON API used as the demo's upstream and in
+// tests. It requires a bearer key, like a real SaaS API would.
+package crm
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+)
+
+// Customer is a CRM record.
+type Customer struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Plan        string `json:"plan"`
+	Notes       []Note `json:"notes"`
+	InternalRef string `json:"internal_ref"`
+}
+
+// Note is a note on a customer.
+type Note struct {
+	ID     int    `json:"id"`
+	Text   string `json:"text"`
+	Author string `json:"author"`
+}
+
+// Server is the sample CRM. Safe for concurrent use.
+type Server struct {
+	key       string
+	mu        sync.Mutex
+	customers map[string]*Customer
+	seen      map[string]Note // Idempotency-Key -> note, so retries don't duplicate
+}
+
+// New returns a CRM that accepts only "Bearer <key>".
+func New(key string) *Server {
+	return &Server{key: key, seen: map[string]Note{}, customers: map[string]*Customer{
+		"cus_1": {ID: "cus_1", Name: "Ada Lovelace", Plan: "enterprise", Notes: []Note{}, InternalRef: "ref-ada-7731"},
+		"cus_2": {ID: "cus_2", Name: "Alan Turing", Plan: "pro", Notes: []Note{}, InternalRef: "ref-alan-1912"},
+	}}
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.key)) != 1 {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /customers/{id}", s.get)
+	mux.HandleFunc("POST /customers/{id}/notes", s.addNote)
+	mux.HandleFunc("DELETE /customers/{id}", s.delete)
+	mux.ServeHTTP(w, r)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.customers[r.PathValue("id")]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Text   string `json:"text"`
+		Author string `json:"author"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil || in.Text == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "text is required"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.customers[r.PathValue("id")]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+		return
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		if n, dup := s.seen[k]; dup {
+			writeJSON(w, http.StatusOK, map[string]any{"note": n, "customer_id": c.ID})
+			return
+		}
+	}
+	n := Note{ID: len(c.Notes) + 1, Text: in.Text, Author: in.Author}
+	c.Notes = append(c.Notes, n)
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		s.seen[k] = n
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"note": n, "customer_id": c.ID, "internal_ref": fmt.Sprintf("note-%s-%d", c.ID, n.ID)})
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := r.PathValue("id")
+	if _, ok := s.customers[id]; !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+		return
+	}
+	delete(s.customers, id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,155 @@
+package registry
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Request is an upstream request rendered from a task and an input, before
+// credentials are applied.
+type Request struct {
+	Method string
+	URL    string
+	Header http.Header
+	// Body is the JSON body, nil when the task has none.
+	Body []byte
+}
+
+// RenderRequest builds the upstream request. Errors caused by the input are
+// *RenderError.
+func (t *Task) RenderRequest(v Vars) (*Request, error) {
+	u, err := t.url.Render(v)
+	if err != nil {
+		return nil, err
+	}
+	r := &Request{Method: t.Request.Method, URL: u, Header: http.Header{}}
+	for k, tp := range t.headers {
+		val, err := tp.RenderHeader(v)
+		if err != nil {
+			return nil, err
+		}
+		r.Header.Set(k, val)
+	}
+	if t.body != nil {
+		tree, err := t.body.Render(v)
+		if err != nil {
+			return nil, err
+		}
+		if r.Body, err = json.Marshal(tree); err != nil {
+			return nil, err
+		}
+		r.Header.Set("Content-Type", "application/json")
+	}
+	return r, nil
+}
+
+// RenderSideEffects renders the declared side effects.
+func (t *Task) RenderSideEffects(v Vars) ([]string, error) {
+	var out []string
+	for _, tp := range t.sideEffects {
+		s, err := tp.RenderText(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// ResourceID renders the id of the task's Cedar resource.
+func (t *Task) ResourceID(v Vars) (string, error) { return t.resourceID.RenderText(v) }
+
+// SelectOutput applies output.select and output.redact to a JSON response.
+func (t *Task) SelectOutput(body any) any {
+	for _, p := range t.Output.Redact {
+		body = removePointer(body, p)
+	}
+	if t.Output.Select != "" {
+		v, ok := getPointer(body, t.Output.Select)
+		if !ok {
+			return nil
+		}
+		return v
+	}
+	return body
+}
+
+func splitPointer(p string) []string {
+	if p == "" {
+		return nil
+	}
+	parts := strings.Split(p[1:], "/")
+	for i, s := range parts {
+		parts[i] = strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+	}
+	return parts
+}
+
+func getPointer(v any, p string) (any, bool) {
+	for _, seg := range splitPointer(p) {
+		switch c := v.(type) {
+		case map[string]any:
+			n, ok := c[seg]
+			if !ok {
+				return nil, false
+			}
+			v = n
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			v = c[i]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// removePointer deletes the value at p (in objects, and in every element of
+// arrays when a segment is "*" ) and returns the new tree.
+func removePointer(v any, p string) any {
+	segs := splitPointer(p)
+	if len(segs) == 0 {
+		return nil
+	}
+	var rm func(v any, segs []string) any
+	rm = func(v any, segs []string) any {
+		seg, last := segs[0], len(segs) == 1
+		switch c := v.(type) {
+		case map[string]any:
+			if last {
+				delete(c, seg)
+				return c
+			}
+			if n, ok := c[seg]; ok {
+				c[seg] = rm(n, segs[1:])
+			}
+			return c
+		case []any:
+			if seg == "*" {
+				for i := range c {
+					if last {
+						return []any{}
+					}
+					c[i] = rm(c[i], segs[1:])
+				}
+				return c
+			}
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return c
+			}
+			if last {
+				return append(c[:i:i], c[i+1:]...)
+			}
+			c[i] = rm(c[i], segs[1:])
+			return c
+		}
+		return v
+	}
+	return rm(v, segs)
+}

@@ -1,0 +1,361 @@
+// Package sqlite is the embedded store: modernc SQLite in WAL mode with
+// synchronous=FULL, embedded migrations, and SQL written for this dialect.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/audit"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the SQLite implementation of the action and audit stores.
+type Store struct {
+	db *sql.DB
+}
+
+var (
+	_ action.Store = (*Store)(nil)
+	_ audit.Store  = (*Store)(nil)
+	_ audit.Reader = (*Store)(nil)
+)
+
+// Open opens (creating if needed) the database at path and migrates it.
+func Open(ctx context.Context, path string) (*Store, error) {
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	s := &Store{db: db}
+	if err := s.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database is reachable (readiness).
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Migrate applies embedded migrations not yet applied.
+func (s *Store) Migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		base := strings.TrimPrefix(n, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name", n)
+		}
+		body, err := migrations.ReadFile(n)
+		if err != nil {
+			return err
+		}
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		var done int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, v).Scan(&done); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if done > 0 {
+			tx.Rollback()
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, v, time.Now().Unix()); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// CreateAction inserts a new action.
+func (s *Store) CreateAction(ctx context.Context, a *agentg8.Action) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data)
+	if err != nil {
+		return fmt.Errorf("insert action: %w", err)
+	}
+	return nil
+}
+
+func decodeAction(data []byte) (*agentg8.Action, error) {
+	var a agentg8.Action
+	if err := json.Unmarshal(data, &a); err != nil {
+		return nil, fmt.Errorf("decode action: %w", err)
+	}
+	return &a, nil
+}
+
+// GetAction returns an action or action.ErrNotFound.
+func (s *Store) GetAction(ctx context.Context, id string) (*agentg8.Action, error) {
+	var data []byte
+	err := s.db.QueryRowContext(ctx, `SELECT data FROM actions WHERE id = ?`, id).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, action.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get action: %w", err)
+	}
+	return decodeAction(data)
+}
+
+// ListActions lists actions newest first.
+func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Action, error) {
+	before := f.Before
+	if before.IsZero() {
+		before = time.Unix(0, 1<<62)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM actions
+		WHERE (? = '' OR principal = ?) AND (? = '' OR task = ?) AND (? = '' OR status = ?) AND created_at < ?
+		ORDER BY created_at DESC, id DESC LIMIT ?`,
+		f.Principal, f.Principal, f.Task, f.Task, string(f.Status), string(f.Status), before.UnixNano(), f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list actions: %w", err)
+	}
+	return scanActions(rows)
+}
+
+func scanActions(rows *sql.Rows) ([]*agentg8.Action, error) {
+	defer rows.Close()
+	out := []*agentg8.Action{}
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, err
+		}
+		a, err := decodeAction(data)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// ActionsInState lists every action in state st, oldest first.
+func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg8.Action, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM actions WHERE status = ? ORDER BY created_at`, string(st))
+	if err != nil {
+		return nil, fmt.Errorf("actions in state: %w", err)
+	}
+	return scanActions(rows)
+}
+
+// UpdateAction is a compare-and-set on the action's status.
+func (s *Store) UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ?, data = ? WHERE id = ? AND status = ?`,
+		string(a.Status), a.UpdatedAt.UnixNano(), data, a.ID, string(from))
+	if err != nil {
+		return fmt.Errorf("update action: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return action.ErrStateConflict
+	}
+	return nil
+}
+
+// ClaimIdempotency inserts the claim or returns the existing record.
+func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyRecord) (*action.IdempotencyRecord, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO idempotency (agent, key, payload_hash, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		rec.Agent, rec.Key, rec.PayloadHash, rec.CreatedAt.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("claim idempotency: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil, nil
+	}
+	var prev action.IdempotencyRecord
+	var created int64
+	err = s.db.QueryRowContext(ctx, `SELECT agent, key, payload_hash, result, created_at FROM idempotency WHERE agent = ? AND key = ?`,
+		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.Result, &created)
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency: %w", err)
+	}
+	prev.CreatedAt = time.Unix(0, created).UTC()
+	return &prev, nil
+}
+
+// CompleteIdempotency stores the answer for a claim.
+func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE idempotency SET result = ? WHERE agent = ? AND key = ?`, result, agent, key)
+	return err
+}
+
+// ReleaseIdempotency deletes an unanswered claim so the agent may retry.
+func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE agent = ? AND key = ? AND result IS NULL`, agent, key)
+	return err
+}
+
+// AuditSize is the number of audit records.
+func (s *Store) AuditSize(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_records`).Scan(&n)
+	return n, err
+}
+
+// ReadAuditHashes returns stored tree hashes by index.
+func (s *Store) ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	stmt, err := s.db.PrepareContext(ctx, `SELECT hash FROM audit_hashes WHERE idx = ?`)
+	if err != nil {
+		return nil, err
+	}
+	defer stmt.Close()
+	for i, x := range indexes {
+		var b []byte
+		if err := stmt.QueryRowContext(ctx, x).Scan(&b); err != nil {
+			return nil, fmt.Errorf("audit hash %d: %w", x, err)
+		}
+		if len(b) != tlog.HashSize {
+			return nil, fmt.Errorf("audit hash %d: bad length", x)
+		}
+		copy(out[i][:], b)
+	}
+	return out, nil
+}
+
+// AppendAudit writes a batch atomically.
+func (s *Store) AppendAudit(ctx context.Context, b audit.Batch) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var size int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_records`).Scan(&size); err != nil {
+		return err
+	}
+	if size != b.Start {
+		return audit.ErrConflict
+	}
+	for _, r := range b.Records {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_records (seq, action_id, data) VALUES (?, ?, ?)`, r.Seq, r.ActionID, r.Data); err != nil {
+			return fmt.Errorf("insert audit record: %w", err)
+		}
+	}
+	for _, h := range b.Hashes {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`, h.Index, h.Hash[:]); err != nil {
+			return fmt.Errorf("insert audit hash: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)`, b.Size, b.Checkpoint); err != nil {
+		return fmt.Errorf("insert checkpoint: %w", err)
+	}
+	return tx.Commit()
+}
+
+// LatestAuditCheckpoint returns the newest signed checkpoint, or nil.
+func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// AuditCheckpoints returns every stored checkpoint, smallest first.
+func (s *Store) AuditCheckpoints(ctx context.Context) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT note FROM audit_checkpoints ORDER BY size`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// ReadAuditRecords returns records after position after, in stored order.
+func (s *Store) ReadAuditRecords(ctx context.Context, after int64, limit int) ([]audit.Record, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, action_id, data FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanRecords(rows)
+}
+
+// AuditRecordsForAction returns an action's records in order.
+func (s *Store) AuditRecordsForAction(ctx context.Context, actionID string, after int64, limit int) ([]audit.Record, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, action_id, data FROM audit_records WHERE action_id = ? AND seq > ? ORDER BY seq LIMIT ?`, actionID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanRecords(rows)
+}
+
+func scanRecords(rows *sql.Rows) ([]audit.Record, error) {
+	defer rows.Close()
+	var out []audit.Record
+	for rows.Next() {
+		var r audit.Record
+		if err := rows.Scan(&r.Seq, &r.ActionID, &r.Data); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
