@@ -283,15 +283,16 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	a.Decision = &dec
 
-	// Render now so input-caused request errors are invalid_input, not failures.
-	rendered, err := task.RenderRequest(vars)
-	if err != nil {
-		return nil, s.invalid(ctx, p, prop, renderError(err))
-	}
-
 	proposed := &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: a.ID, Task: a.Task, Principal: p.ID,
 		OnBehalfOf: a.OnBehalfOf, Input: a.Input, Decision: &dec, Detail: clip(prop.Reason, 500)}
 
+	// Render before anything is stored, so an input that cannot build the
+	// request is invalid_input rather than a failed action. A denial needs
+	// no request, so it is reported first.
+	rendered, err := task.RenderRequest(vars)
+	if err != nil && dec.Effect == agentg8.Allow {
+		return nil, s.invalid(ctx, p, prop, renderError(err))
+	}
 	if prop.DryRun {
 		a.Status = agentg8.StateDryRun
 		a.Preview = s.preview(task, vars, rendered, dec, required)
@@ -409,6 +410,10 @@ func (s *Service) preview(task *registry.Task, vars registry.Vars, r *registry.R
 	default:
 		pv.Outcome = "would_execute"
 	}
+	pv.SideEffects, _ = task.RenderSideEffects(vars)
+	if r == nil {
+		return pv
+	}
 	rr := &agentg8.RenderedRequest{Method: r.Method, URL: r.URL, Headers: map[string]string{}}
 	for k := range r.Header {
 		rr.Headers[k] = r.Header.Get(k)
@@ -431,7 +436,6 @@ func (s *Service) preview(task *registry.Task, vars registry.Vars, r *registry.R
 		rr.Body = r.Body
 	}
 	pv.Request = rr
-	pv.SideEffects, _ = task.RenderSideEffects(vars)
 	return pv
 }
 

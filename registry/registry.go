@@ -74,10 +74,10 @@ type RequestFile struct {
 
 // PreviewFile declares how to preview a mutating task.
 type PreviewFile struct {
-	SideEffects []string           `yaml:"side_effects" json:"side_effects,omitempty"`
-	Current     *CurrentFile       `yaml:"current" json:"current,omitempty"`
-	Patch       []map[string]any   `yaml:"patch" json:"patch,omitempty"`
-	MergePatch  map[string]any     `yaml:"merge_patch" json:"merge_patch,omitempty"`
+	SideEffects []string         `yaml:"side_effects" json:"side_effects,omitempty"`
+	Current     *CurrentFile     `yaml:"current" json:"current,omitempty"`
+	Patch       []map[string]any `yaml:"patch" json:"patch,omitempty"`
+	MergePatch  map[string]any   `yaml:"merge_patch" json:"merge_patch,omitempty"`
 }
 
 // CurrentFile is the read request that fetches current state for a preview.

@@ -159,8 +159,13 @@ func text(r ref, v any, ok bool) (string, error) {
 	return "", renderErr("%s is not a scalar and cannot be placed in text", r)
 }
 
-// Render renders t as plain text, with escape applied to each value.
+// Render renders t as plain text, with escape applied to each value. An
+// absent value is an error.
 func (t *Template) Render(v Vars, escape func(ref, string) (string, error)) (string, error) {
+	return t.render(v, escape, false)
+}
+
+func (t *Template) render(v Vars, escape func(ref, string) (string, error), allowMissing bool) (string, error) {
 	var b strings.Builder
 	for _, p := range t.parts {
 		if p.ref == nil {
@@ -168,6 +173,9 @@ func (t *Template) Render(v Vars, escape func(ref, string) (string, error)) (str
 			continue
 		}
 		val, ok := p.ref.lookup(v)
+		if !ok && allowMissing {
+			continue
+		}
 		s, err := text(*p.ref, val, ok)
 		if err != nil {
 			return "", err
@@ -277,7 +285,8 @@ func (u *URLTemplate) Render(v Vars) (string, error) {
 	}
 	out := u.origin + p
 	if len(u.query.parts) > 0 {
-		q, err := u.query.Render(v, func(_ ref, s string) (string, error) { return url.QueryEscape(s), nil })
+		// An absent optional value leaves its query parameter empty.
+		q, err := u.query.render(v, func(_ ref, s string) (string, error) { return url.QueryEscape(s), nil }, true)
 		if err != nil {
 			return "", err
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/agentg8/agentg8"
@@ -185,9 +186,13 @@ func newObserver(reg *prometheus.Registry) *observer {
 	return o
 }
 
-func (o *observer) Decision(d time.Duration)              { o.decision.Observe(d.Seconds()) }
-func (o *observer) Upstream(task string, d time.Duration) { o.upstream.WithLabelValues(task).Observe(d.Seconds()) }
-func (o *observer) Action(task string, s agentg8.State)   { o.actions.WithLabelValues(task, string(s)).Inc() }
+func (o *observer) Decision(d time.Duration) { o.decision.Observe(d.Seconds()) }
+func (o *observer) Upstream(task string, d time.Duration) {
+	o.upstream.WithLabelValues(task).Observe(d.Seconds())
+}
+func (o *observer) Action(task string, s agentg8.State) {
+	o.actions.WithLabelValues(task, string(s)).Inc()
+}
 
 // server is a running gateway.
 type server struct {
@@ -232,7 +237,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		return nil, err
 	}
 	preg := prometheus.NewRegistry()
-	preg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	obs := newObserver(preg)
 	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, _ int) { obs.audit.Observe(d.Seconds()) }})
 	svc := action.New(action.Config{

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestAllowedReadAndWrite(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+
+	st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1", "q": "x"})
+	if st != 200 || a["status"] != "succeeded" {
+		t.Fatalf("read: %d %v", st, a["_body"])
+	}
+	got := e.up.last()
+	if got.Method != "GET" || got.Path != "/customers/cus_1" || got.RawQuery != "q=x&fixed=1" {
+		t.Errorf("upstream got %s %s?%s", got.Method, got.Path, got.RawQuery)
+	}
+	if got.Header.Get("Authorization") != "Bearer "+crmSecret {
+		t.Errorf("credential not injected: %q", got.Header.Get("Authorization"))
+	}
+	if out, _ := a["output"].(map[string]any); out == nil || out["internal_ref"] != nil || out["ok"] != true {
+		t.Errorf("output not shaped (redact /internal_ref): %v", a["output"])
+	}
+	if d, _ := a["decision"].(map[string]any); d["effect"] != "allow" || !strings.Contains(a["_body"].(string), "support-crm") {
+		t.Errorf("decision: %v", a["decision"])
+	}
+
+	st, a = e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_2", "note": "hello", "priority": 3})
+	if st != 200 || a["status"] != "succeeded" {
+		t.Fatalf("write: %d %v", st, a["_body"])
+	}
+	got = e.up.last()
+	var body map[string]any
+	if err := json.Unmarshal(got.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body["text"] != "hello" || body["author"] != "support-bot" || body["priority"] != float64(3) || body["summary"] != "p=cus_2" {
+		t.Errorf("body: %s", got.Body)
+	}
+	if got.Header.Get("Idempotency-Key") != "agentg8-"+a["id"].(string) {
+		t.Errorf("idempotency header: %q", got.Header.Get("Idempotency-Key"))
+	}
+	if out, _ := a["output"].(map[string]any); out["text"] != "stored" {
+		t.Errorf("output.select: %v", a["output"])
+	}
+	if e.up.count() != 2 {
+		t.Errorf("upstream calls: %d", e.up.count())
+	}
+
+	// The proposer can read it back; another agent cannot see it exists.
+	id := a["id"].(string)
+	if st, g := e.do("GET", "/v1/actions/"+id, supportKey, nil); st != 200 || g["status"] != "succeeded" {
+		t.Errorf("get: %d %v", st, g["_body"])
+	}
+	if st, g := e.do("GET", "/v1/actions/"+id, otherKey, nil); st != 404 || g["code"] != "not_found" {
+		t.Errorf("other agent get: %d %v", st, g["_body"])
+	}
+	if st, g := e.do("GET", "/v1/actions", supportKey, nil); st != 200 || len(g["actions"].([]any)) != 2 {
+		t.Errorf("list: %d %v", st, g["_body"])
+	}
+}
+
+func TestRejectedRequestsNeverReachUpstream(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	deep := strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)
+	cases := []struct {
+		name   string
+		key    string
+		body   any
+		status int
+		code   string
+	}{
+		{"missing key", "", map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}}, 401, "unauthenticated"},
+		{"wrong key", "ag8_wrong", map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}}, 401, "unauthenticated"},
+		{"user key cannot propose", aliceKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}}, 403, "forbidden"},
+		{"unknown task", supportKey, map[string]any{"task": "crm.nope", "input": map[string]any{}}, 404, "unknown_task"},
+		{"case trick", supportKey, map[string]any{"task": "CRM.get_customer", "input": map[string]any{"customer_id": "c"}}, 404, "unknown_task"},
+		{"trailing dot", supportKey, map[string]any{"task": "crm.get_customer.", "input": map[string]any{"customer_id": "c"}}, 404, "unknown_task"},
+		{"zero width", supportKey, map[string]any{"task": "crm.get\u200b_customer", "input": map[string]any{"customer_id": "c"}}, 404, "unknown_task"},
+		{"cyrillic look-alike", supportKey, map[string]any{"task": "\u0441rm.get_customer", "input": map[string]any{"customer_id": "c"}}, 404, "unknown_task"},
+		{"leading space", supportKey, map[string]any{"task": " crm.get_customer", "input": map[string]any{"customer_id": "c"}}, 404, "unknown_task"},
+		{"invalid input", supportKey, map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "bob"}}, 400, "invalid_input"},
+		{"extra property", supportKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c", "admin": true}}, 400, "invalid_input"},
+		{"duplicate keys", supportKey, `{"task":"crm.get_customer","input":{"customer_id":"a","customer_id":"b"}}`, 400, "invalid_input"},
+		{"invalid utf-8", supportKey, []byte("{\"task\":\"crm.get_customer\",\"input\":{\"customer_id\":\"\xff\xfe\"}}"), 400, "invalid_input"},
+		{"number too big", supportKey, `{"task":"crm.add_note","input":{"customer_id":"cus_1","note":"n","priority":123456789012345678901234567890}}`, 400, "invalid_input"},
+		{"too deep", supportKey, `{"task":"crm.delete_customer","input":` + deep + `}`, 400, "invalid_input"},
+		{"unknown envelope field", supportKey, `{"task":"crm.get_customer","input":{"customer_id":"c"},"sudo":true}`, 400, "invalid_input"},
+		{"header injection", supportKey, map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "cus_1", "note": "hi\r\nX-Evil: 1"}}, 400, "invalid_input"},
+		{"path traversal value", supportKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": ".."}}, 400, "invalid_input"},
+		{"forbidden action", supportKey, map[string]any{"task": "crm.delete_customer", "input": map[string]any{"customer_id": "c"}}, 403, "policy_denied"},
+		{"agent without grant", otherKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}}, 403, "policy_denied"},
+		{"erroring forbid with matching permit", supportKey, map[string]any{"task": "ops.broken", "input": map[string]any{"x": 1}}, 403, "policy_denied"},
+		{"acting for an unknown user", supportKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}, "on_behalf_of": "mallory"}, 403, "policy_denied"},
+		{"acting for a user outside act_for", supportKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "c"}, "on_behalf_of": "olga"}, 403, "policy_denied"},
+		{"body too large", supportKey, `{"task":"crm.add_note","input":{"customer_id":"cus_1","note":"` + strings.Repeat("a", 2<<20) + `"}}`, 413, "body_too_large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st, p := e.do("POST", "/v1/actions", c.key, c.body)
+			if st != c.status || p["code"] != c.code {
+				t.Fatalf("got %d %v, want %d %s", st, p["_body"], c.status, c.code)
+			}
+			if p["_ctype"] != "application/problem+json" {
+				t.Errorf("content type %v", p["_ctype"])
+			}
+			if n := e.up.count(); n != 0 {
+				t.Fatalf("upstream received %d requests", n)
+			}
+		})
+	}
+	// An erroring policy is recorded as such.
+	_, p := e.propose(supportKey, "ops.broken", map[string]any{"x": 1})
+	act, _ := p["action"].(map[string]any)
+	if act == nil || !strings.Contains(p["_body"].(string), "broken-forbid") || act["status"] != "denied" {
+		t.Errorf("denied action should name the erroring policy: %v", p["_body"])
+	}
+	// The invalid proposal answers carry field paths.
+	_, p = e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "bob", "note": ""})
+	if errs, _ := p["errors"].([]any); len(errs) != 2 {
+		t.Errorf("want two field errors: %v", p["_body"])
+	}
+}
+
+func TestActingForAUser(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	st, a := e.do("POST", "/v1/actions", supportKey, map[string]any{"task": "crm.get_customer", "input": map[string]any{"customer_id": "cus_1"}, "on_behalf_of": "alice"})
+	if st != 200 || a["on_behalf_of"] != "alice" {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+}
+
+func TestInjectionAttemptsStayInTheirPlace(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	for _, id := range []string{"a/b", "x?admin=1", "x#frag", "%2e%2e", "a b", "../../etc", "@evil.example", "http://evil.example/"} {
+		st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": id, "q": "1&admin=true#x"})
+		if st != 200 {
+			t.Fatalf("%q: %d %v", id, st, a["_body"])
+		}
+		got := e.up.last()
+		if got.Path != "/customers/"+id {
+			t.Errorf("%q: path decoded to %q", id, got.Path)
+		}
+		if strings.Count(got.RawPath, "/") != 2 {
+			t.Errorf("%q: value added a path segment: %q", id, got.RawPath)
+		}
+		q, _ := url.ParseQuery(got.RawQuery)
+		if len(q) != 2 || q.Get("q") != "1&admin=true#x" || q.Get("fixed") != "1" {
+			t.Errorf("%q: query %q", id, got.RawQuery)
+		}
+	}
+	// Body values are JSON values, never concatenated text.
+	note := `","admin":true,"x":"`
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": note}); st != 200 {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	var body map[string]any
+	json.Unmarshal(e.up.last().Body, &body)
+	if body["text"] != note || body["admin"] != nil {
+		t.Errorf("body injection: %s", e.up.last().Body)
+	}
+}
+
+func TestSecretNeverLeaves(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	b64 := base64.StdEncoding.EncodeToString([]byte(crmSecret))
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		json.NewEncoder(w).Encode(map[string]any{
+			"echo": auth, "raw": crmSecret, "b64": b64, "url": url.QueryEscape(crmSecret),
+			"b64url": base64.URLEncoding.EncodeToString([]byte(crmSecret)), "note": map[string]any{"text": "k=" + crmSecret},
+		})
+	})
+	st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	if st != 200 {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	if !strings.Contains(a["_body"].(string), "[REDACTED]") {
+		t.Errorf("expected redaction markers: %s", a["_body"])
+	}
+	// Dry run and a failing upstream that echoes the secret in an error body.
+	_, dr := e.do("POST", "/v1/actions", supportKey, map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "cus_1", "note": "n"}, "dry_run": true})
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(500)
+		w.Write([]byte(`{"error":"bad key ` + crmSecret + `"}`))
+	})
+	_, fail := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "n"})
+	responses := a["_body"].(string) + dr["_body"].(string) + fail["_body"].(string)
+	_, audit, _ := e.cli(nil, "audit", "export", "--config", e.cfgPath)
+	e.stop()
+	forbidden := []string{crmSecret, b64, url.QueryEscape(crmSecret), base64.URLEncoding.EncodeToString([]byte(crmSecret))}
+	for _, s := range forbidden {
+		if strings.Contains(responses, s) {
+			t.Errorf("secret form %q in API responses", s)
+		}
+		if strings.Contains(e.logs.String(), s) {
+			t.Errorf("secret form %q in logs", s)
+		}
+		if strings.Contains(audit, s) {
+			t.Errorf("secret form %q in audit export", s)
+		}
+	}
+	if !strings.Contains(audit, "hmac-sha256:") {
+		t.Error("audit should fingerprint the credential used")
+	}
+	// No file under the data directory holds the secret in any form.
+	filepath.Walk(filepath.Join(e.dir, "data"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		for _, s := range forbidden {
+			if strings.Contains(string(b), s) {
+				t.Errorf("secret form %q in %s", s, p)
+			}
+		}
+		return nil
+	})
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(time.Second)
+		}
+		w.WriteHeader(503)
+	})
+	st, p := e.propose(supportKey, "ops.slow", map[string]any{})
+	if st != 504 || p["code"] != "upstream_timeout" || p["action"].(map[string]any)["status"] != "failed" {
+		t.Errorf("timeout: %d %v", st, p["_body"])
+	}
+	st, p = e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "c"})
+	if st != 502 || p["code"] != "upstream_error" || p["action"].(map[string]any)["status"] != "failed" {
+		t.Errorf("5xx: %d %v", st, p["_body"])
+	}
+	// Redirects are not followed.
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/elsewhere", http.StatusFound)
+	})
+	before := e.up.count()
+	st, p = e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "c"})
+	if st != 502 || e.up.count() != before+1 {
+		t.Errorf("redirect followed or misreported: %d %v, calls %d", st, p["_body"], e.up.count()-before)
+	}
+}
+
+func TestEgressGuardRefusesLoopback(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: false})
+	st, p := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "c"})
+	if st != 502 || p["code"] != "egress_denied" {
+		t.Fatalf("%d %v", st, p["_body"])
+	}
+	if e.up.count() != 0 {
+		t.Fatalf("upstream reached: %d", e.up.count())
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	in := map[string]any{"customer_id": "cus_1", "note": "once"}
+	st1, a1 := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k1")
+	st2, a2 := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k1")
+	if st1 != 200 || st2 != 200 || a1["id"] != a2["id"] {
+		t.Fatalf("replay: %d %v / %d %v", st1, a1["id"], st2, a2["id"])
+	}
+	if e.up.count() != 1 {
+		t.Fatalf("replay executed again: %d upstream calls", e.up.count())
+	}
+	st, p := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "other"}, "Idempotency-Key", "k1")
+	if st != 422 || p["code"] != "idempotency_key_reused" {
+		t.Errorf("reuse: %d %v", st, p["_body"])
+	}
+	// Keys are scoped per agent: another agent's k1 is its own.
+	if st, p := e.propose(otherKey, "crm.add_note", in, "Idempotency-Key", "k1"); st != 403 {
+		t.Errorf("other agent: %d %v", st, p["_body"])
+	}
+	// A denial is an answer too, replayed as such.
+	for i := 0; i < 2; i++ {
+		if st, p := e.propose(supportKey, "crm.delete_customer", map[string]any{"customer_id": "c"}, "Idempotency-Key", "k2"); st != 403 || p["code"] != "policy_denied" {
+			t.Errorf("denied replay %d: %d %v", i, st, p["_body"])
+		}
+	}
+	// While the first request is in flight, a second gets 409.
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Write([]byte(`{"note":{}}`))
+	})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "slow"}, "Idempotency-Key", "k3")
+	}()
+	<-entered
+	st, p = e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "slow"}, "Idempotency-Key", "k3")
+	close(release)
+	wg.Wait()
+	if st != 409 || p["code"] != "idempotency_in_progress" {
+		t.Errorf("in flight: %d %v", st, p["_body"])
+	}
+}
+
+func TestPendingApprovalDoesNotExecute(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	st, a := e.propose(supportKey, "ops.refund", map[string]any{"amount": 5000})
+	if st != 202 || a["status"] != "pending_approval" {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	apr := a["approval"].(map[string]any)
+	if !strings.HasPrefix(apr["request_hash"].(string), "sha256:") || apr["required"].([]any)[0].(map[string]any)["group"] != "finance" {
+		t.Errorf("approval: %v", apr)
+	}
+	if e.up.count() != 0 {
+		t.Fatal("pending action reached upstream")
+	}
+	// Small refunds need no approval.
+	if st, a := e.propose(supportKey, "ops.refund", map[string]any{"amount": 5}); st != 200 || a["status"] != "succeeded" {
+		t.Errorf("small refund: %d %v", st, a["_body"])
+	}
+	// The proposer can cancel while pending; long-poll sees the change.
+	id := a["id"].(string)
+	done := make(chan map[string]any, 1)
+	go func() {
+		_, g := e.do("GET", "/v1/actions/"+id+"?wait=10s", supportKey, nil)
+		done <- g
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if st, c := e.do("POST", "/v1/actions/"+id+"/cancel", supportKey, nil); st != 200 || c["status"] != "cancelled" {
+		t.Fatalf("cancel: %d %v", st, c["_body"])
+	}
+	select {
+	case g := <-done:
+		if g["status"] != "cancelled" {
+			t.Errorf("long-poll returned %v", g["status"])
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("long-poll was not woken")
+	}
+}
+
+func TestTasksToolsAndOps(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	st, p := e.do("GET", "/v1/tasks", supportKey, nil)
+	if st != 200 {
+		t.Fatal(st)
+	}
+	var names []string
+	for _, x := range p["tasks"].([]any) {
+		names = append(names, x.(map[string]any)["name"].(string))
+	}
+	// ops.refund has only an approval rule and no grant for support... it does: support-ops.
+	want := "crm.add_note crm.delete_customer crm.get_customer ops.broken ops.refund ops.slow"
+	if strings.Join(names, " ") != want {
+		t.Errorf("tasks = %v", names)
+	}
+	if _, p := e.do("GET", "/v1/tasks", otherKey, nil); len(p["tasks"].([]any)) != 0 {
+		t.Errorf("agent without grants sees tasks: %v", p["_body"])
+	}
+	_, p = e.do("GET", "/v1/tools?format=openai", supportKey, nil)
+	if !strings.Contains(p["_body"].(string), `"name":"crm-add_note"`) {
+		t.Errorf("openai names: %s", p["_body"])
+	}
+	code, out, errs := e.cli(map[string]string{"AGENTG8_URL": e.url, "AGENTG8_KEY": supportKey}, "tools", "export", "--format", "anthropic")
+	if code != 0 || !strings.Contains(out, `"input_schema"`) || !strings.Contains(out, `"crm-get_customer"`) {
+		t.Errorf("tools export: %d %s %s", code, out, errs)
+	}
+	code, out, _ = e.cli(map[string]string{"AGENTG8_URL": e.url, "AGENTG8_KEY": supportKey}, "propose", "crm.get_customer", "--input", `{"customer_id":"cus_9"}`)
+	if code != 0 || !strings.Contains(out, `"succeeded"`) {
+		t.Errorf("propose: %d %s", code, out)
+	}
+	var act map[string]any
+	json.Unmarshal([]byte(out), &act)
+	code, out, _ = e.cli(map[string]string{"AGENTG8_URL": e.url, "AGENTG8_KEY": supportKey}, "actions", "get", act["id"].(string))
+	if code != 0 || !strings.Contains(out, act["id"].(string)) {
+		t.Errorf("actions get: %d %s", code, out)
+	}
+	if code, _, _ = e.cli(map[string]string{"AGENTG8_URL": e.url, "AGENTG8_KEY": supportKey}, "propose", "crm.delete_customer", "--input", `{}`); code != exitDenied {
+		t.Errorf("denied propose exit %d, want 3", code)
+	}
+	if code, _, _ = e.cli(map[string]string{"AGENTG8_URL": e.url, "AGENTG8_KEY": supportKey}, "propose", "crm.add_note", "--input", `{}`); code != exitFailure {
+		t.Errorf("invalid propose exit %d, want 1", code)
+	}
+	if code, _, _ = e.cli(nil, "propose"); code != exitUsage {
+		t.Errorf("usage exit %d, want 2", code)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if st, _ := e.do("GET", path, "", nil); st != 200 {
+			t.Errorf("%s: %d", path, st)
+		}
+	}
+	_, m := e.do("GET", "/metrics", "", nil)
+	for _, name := range []string{"agentg8_actions_total", "agentg8_decision_seconds", "agentg8_upstream_seconds", "agentg8_audit_append_seconds"} {
+		if !strings.Contains(m["_body"].(string), name) {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
+	// Audit endpoints: users in auditors only.
+	if st, _ := e.do("GET", "/v1/audit", supportKey, nil); st != 403 {
+		t.Errorf("agent read audit: %d", st)
+	}
+	st, p = e.do("GET", "/v1/audit?limit=5", aliceKey, nil)
+	if st != 200 || len(p["events"].([]any)) != 5 {
+		t.Errorf("audit: %d %v", st, p["_body"])
+	}
+	if st, p := e.do("GET", "/v1/audit/checkpoint", aliceKey, nil); st != 200 || !strings.HasPrefix(p["_body"].(string), "agentg8 audit log\n") {
+		t.Errorf("checkpoint: %d %v", st, p["_body"])
+	}
+}

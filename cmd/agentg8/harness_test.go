@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Keys and secrets used by the end-to-end tests.
+const (
+	supportKey = "ag8_support_bot_test_key_0123456789abcdef"
+	otherKey   = "ag8_other_bot_test_key_0123456789abcdef"
+	aliceKey   = "ag8_alice_user_test_key_0123456789abcdef"
+	crmSecret  = "sk_live_S3cr3t+Value/With=Chars&More"
+)
+
+// recorder is a real HTTP upstream that records every request it receives.
+type recorder struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	reqs    []recorded
+	handler http.HandlerFunc
+}
+
+type recorded struct {
+	Method, Path, RawPath, RawQuery string
+	Header                          http.Header
+	Body                            []byte
+}
+
+func newRecorder(t *testing.T) *recorder {
+	rec := &recorder{}
+	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rec.mu.Lock()
+		rec.reqs = append(rec.reqs, recorded{Method: r.Method, Path: r.URL.Path, RawPath: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), Body: b})
+		h := rec.handler
+		rec.mu.Unlock()
+		if h != nil {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"ok": true, "path": r.URL.Path, "note": map[string]any{"id": 7, "text": "stored"}, "internal_ref": "secret-ref"})
+	}))
+	t.Cleanup(rec.srv.Close)
+	return rec
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reqs)
+}
+
+func (r *recorder) last() recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reqs[len(r.reqs)-1]
+}
+
+func (r *recorder) setHandler(h http.HandlerFunc) {
+	r.mu.Lock()
+	r.handler = h
+	r.mu.Unlock()
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const testTasks = `
+- name: crm.get_customer
+  description: Read a customer.
+  risk: read
+  input:
+    type: object
+    required: [customer_id]
+    additionalProperties: false
+    properties:
+      customer_id: {type: string, minLength: 1, maxLength: 200}
+      q: {type: string}
+  resource: Customer::"${input.customer_id}"
+  credential: crm
+  request:
+    method: GET
+    url: UPSTREAM/customers/${input.customer_id}?q=${input.q}&fixed=1
+  output:
+    redact: [/internal_ref]
+- name: crm.add_note
+  description: Add a note.
+  risk: write
+  input:
+    type: object
+    required: [customer_id, note]
+    additionalProperties: false
+    properties:
+      customer_id: {type: string, pattern: "^cus_[0-9]+$"}
+      note: {type: string, minLength: 1, maxLength: 5000}
+      priority: {type: integer}
+  resource: Customer::"${input.customer_id}"
+  credential: crm
+  request:
+    method: POST
+    url: UPSTREAM/customers/${input.customer_id}/notes
+    headers: {X-Note-Title: "note for ${input.customer_id}", X-Note: "${input.note}"}
+    body: {text: "${input.note}", author: "${principal.id}", priority: "${input.priority}", summary: "p=${input.customer_id}"}
+    idempotency_header: Idempotency-Key
+  output:
+    select: /note
+- name: crm.delete_customer
+  description: Delete a customer.
+  risk: destructive
+  input: {type: object, properties: {customer_id: {type: string}}}
+  credential: crm
+  request: {method: DELETE, url: "UPSTREAM/customers/${input.customer_id}"}
+- name: ops.slow
+  description: An upstream that may be slow.
+  risk: read
+  input: {type: object}
+  credential: crm
+  request: {method: GET, url: "UPSTREAM/slow", timeout: 300ms}
+- name: ops.broken
+  description: A task whose forbid policy errors at runtime.
+  risk: write
+  input: {type: object, properties: {x: {type: integer}}}
+  request: {method: POST, url: "UPSTREAM/broken", body: {x: "${input.x}"}}
+- name: ops.refund
+  description: Refund that needs approval when big.
+  risk: write
+  input: {type: object, required: [amount], properties: {amount: {type: integer}}}
+  request: {method: POST, url: "UPSTREAM/refund", body: {amount: "${input.amount}"}}
+`
+
+const testPolicies = `
+@id("support-crm")
+permit (principal in Group::"support", action in Action::"crm", resource);
+
+@id("support-ops")
+permit (principal in Group::"support", action in Action::"ops", resource);
+
+@id("no-deletes")
+forbid (principal, action == Action::"crm.delete_customer", resource);
+
+// context.input.missing does not exist: evaluating this forbid is an error.
+@id("broken-forbid")
+forbid (principal, action == Action::"ops.broken", resource) when { context.input.missing == 1 };
+
+@id("big-refunds") @approval("finance")
+permit (principal, action == Action::"ops.refund", resource) when { context.input.amount > 1000 };
+
+@id("act-for-alice")
+permit (principal in Group::"support", action == Action::"crm.get_customer", resource) when { context has user && context.user in Group::"support" };
+`
+
+type envOpts struct {
+	allowPrivate bool
+	extraConfig  string
+}
+
+// testEnv is a real server on 127.0.0.1:0 with a temp SQLite store and a
+// recording upstream.
+type testEnv struct {
+	t        *testing.T
+	dir      string
+	cfgPath  string
+	url      string
+	up       *recorder
+	logs     *syncBuffer
+	stop     func()
+	env      map[string]string
+	stopped  chan struct{}
+	exitCode int
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeConfig(t *testing.T, dir, upstream string, o envOpts) string {
+	writeFile(t, filepath.Join(dir, "tasks", "tasks.yaml"), strings.ReplaceAll(testTasks, "UPSTREAM", upstream))
+	writeFile(t, filepath.Join(dir, "policies", "main.cedar"), testPolicies)
+	writeFile(t, filepath.Join(dir, "secrets", "crm"), crmSecret+"\n")
+	cfg := `listen: 127.0.0.1:0
+store: sqlite:data/agentg8.db
+agents:
+  - {id: support-bot, key: "env:SUPPORT_KEY", groups: [support], act_for: [support]}
+  - {id: other-bot, key: "env:OTHER_KEY", groups: [nobody]}
+users:
+  - {id: alice, groups: [support, auditors], key: "env:ALICE_KEY"}
+  - {id: fran, groups: [finance]}
+  - {id: olga, groups: [outsiders]}
+credentials:
+  crm: {type: api_key, secret: "file:secrets/crm", header: Authorization, format: "Bearer {secret}"}
+egress:
+  allow_private: ALLOW
+audit:
+  signing_key: file:data/audit.key
+  auditors: [auditors]
+` + o.extraConfig
+	cfg = strings.Replace(cfg, "ALLOW", map[bool]string{true: "true", false: "false"}[o.allowPrivate], 1)
+	p := filepath.Join(dir, "agentg8.yaml")
+	writeFile(t, p, cfg)
+	return p
+}
+
+func testEnvVars() map[string]string {
+	return map[string]string{"SUPPORT_KEY": supportKey, "OTHER_KEY": otherKey, "ALICE_KEY": aliceKey}
+}
+
+func lookup(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func newTestEnv(t *testing.T, o envOpts) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, dir: t.TempDir(), up: newRecorder(t), logs: &syncBuffer{}, env: testEnvVars()}
+	e.cfgPath = writeConfig(t, e.dir, e.up.srv.URL, o)
+	e.start()
+	return e
+}
+
+func (e *testEnv) start() {
+	t := e.t
+	m := NewMain()
+	m.Stdout, m.Stderr, m.LookupEnv = e.logs, e.logs, lookup(e.env)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopped = make(chan struct{})
+	go func() {
+		e.exitCode = m.Run(ctx, []string{"serve", "--config", e.cfgPath, "--log-level", "debug"})
+		close(e.stopped)
+	}()
+	select {
+	case <-m.Ready():
+	case <-e.stopped:
+		t.Fatalf("server exited early (code %d): %s", e.exitCode, e.logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	e.url = "http://" + m.Addr()
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			<-e.stopped
+		})
+	}
+	t.Cleanup(e.stop)
+}
+
+// do sends a request with a bearer key and decodes the JSON answer.
+func (e *testEnv) do(method, path, key string, body any, hdr ...string) (int, map[string]any) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	if out == nil {
+		out = map[string]any{"_raw": string(raw)}
+	}
+	out["_body"] = string(raw)
+	out["_ctype"] = resp.Header.Get("Content-Type")
+	return resp.StatusCode, out
+}
+
+func (e *testEnv) propose(key, task string, input any, hdr ...string) (int, map[string]any) {
+	e.t.Helper()
+	return e.do("POST", "/v1/actions", key, map[string]any{"task": task, "input": input}, hdr...)
+}
+
+// cli runs an agentg8 command in-process.
+func (e *testEnv) cli(env map[string]string, args ...string) (int, string, string) {
+	var out, errb syncBuffer
+	m := NewMain()
+	m.Stdout, m.Stderr, m.LookupEnv = &out, &errb, lookup(env)
+	code := m.Run(context.Background(), args)
+	return code, out.String(), errb.String()
+}
