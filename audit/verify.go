@@ -103,6 +103,7 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 	if err != nil {
 		return nil, err
 	}
+	var lastGood int64
 	check := func(cp []byte, what string) (tlog.Tree, error) {
 		t, err := ParseCheckpoint(cp, vkey)
 		if err != nil {
@@ -120,9 +121,13 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 			if firstStoredMismatch >= 0 && firstStoredMismatch < t.N {
 				seq = firstStoredMismatch
 			}
-			msg := fmt.Sprintf("records before %d do not match the %s signed at size %d (modified)", t.N, what, t.N)
+			msg := fmt.Sprintf("a record in %d..%d was modified: the records do not match the %s signed at size %d", lastGood, t.N-1, what, t.N)
+			if seq >= 0 {
+				msg = fmt.Sprintf("modified: the records do not match the %s signed at size %d", what, t.N)
+			}
 			return t, &Problem{Seq: seq, Msg: msg}
 		}
+		lastGood = max(lastGood, t.N)
 		return t, nil
 	}
 	if firstStoredMismatch >= 0 {

@@ -98,7 +98,12 @@ func New(sources []Source, taskNames []string) (*Engine, error) {
 	for _, src := range sources {
 		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w", err))
+			// cedar-go names the source "<input>"; name the file instead.
+			msg := strings.ReplaceAll(err.Error(), "<input>", src.Name)
+			if !strings.Contains(msg, src.Name) {
+				msg = src.Name + ": " + msg
+			}
+			errs = append(errs, errors.New(msg))
 			continue
 		}
 		for i, p := range list {

@@ -97,7 +97,7 @@ func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s", path, yaml.FormatError(err, false, false))
+		return nil, yamlErr(path, err)
 	}
 	var errs []error
 	for _, doc := range f.Docs {
@@ -120,7 +120,7 @@ func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"}}
 	if len(f.Docs) > 0 && f.Docs[0].Body != nil {
 		if err := yaml.NodeToValue(f.Docs[0].Body, c, yaml.Strict()); err != nil {
-			return nil, fmt.Errorf("%s:%s", path, strings.TrimPrefix(yaml.FormatError(err, false, false), " "))
+			return nil, yamlErr(path, err)
 		}
 	}
 	if len(errs) > 0 {
@@ -249,4 +249,18 @@ func (c *Config) signingKeyPath() string {
 func (c *Config) approvalTTL() time.Duration {
 	d, _ := time.ParseDuration(c.Approvals.DefaultTTL)
 	return d
+}
+
+var yamlPosRE = regexp.MustCompile(`^\[(\d+):(\d+)\]\s*`)
+
+// yamlErr formats a YAML error as file:line: message.
+func yamlErr(path string, err error) error {
+	msg := yaml.FormatError(err, false, false)
+	if m := yamlPosRE.FindStringSubmatch(msg); m != nil {
+		msg = m[1] + ": " + msg[len(m[0]):]
+	} else {
+		msg = " " + msg
+	}
+	msg, _, _ = strings.Cut(msg, "\n")
+	return fmt.Errorf("%s:%s", path, msg)
 }

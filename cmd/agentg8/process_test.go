@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles agentg8 once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "agentg8")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *syncBuffer
+	done chan error
+}
+
+var listenRE = regexp.MustCompile(`"msg":"agentg8 listening","addr":"([^"]+)"`)
+
+func startProc(t *testing.T, bin, cfg string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--config", cfg)
+	env := os.Environ()
+	for k, v := range testEnvVars() {
+		env = append(env, k+"="+v)
+	}
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.logs.Write([]byte(line + "\n"))
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	select {
+	case a := <-addr:
+		p.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not start: %s", p.logs.String())
+	}
+	return p
+}
+
+func TestKillDuringUpstreamCallNeverExecutesTwice(t *testing.T) {
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	var calls atomic.Int32
+	entered := make(chan struct{}, 1)
+	up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		entered <- struct{}{}
+		<-r.Context().Done() // hang until the gateway dies
+	})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	p := startProc(t, bin, cfg)
+
+	go func() {
+		body, _ := json.Marshal(map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "cus_1", "note": "once"}})
+		req, _ := http.NewRequest("POST", p.url+"/v1/actions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+supportKey)
+		http.DefaultClient.Do(req)
+	}()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("upstream never called")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+
+	// Restart on the same store: the in-flight action is outcome_unknown and
+	// nothing is retried.
+	p2 := startProc(t, bin, cfg)
+	if !strings.Contains(p2.logs.String(), "outcome_unknown") {
+		t.Errorf("restart should report interrupted actions: %s", p2.logs.String())
+	}
+	req, _ := http.NewRequest("GET", p2.url+"/v1/actions?task=crm.add_note", nil)
+	req.Header.Set("Authorization", "Bearer "+supportKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Actions []struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+		} `json:"actions"`
+	}
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Actions) != 1 || list.Actions[0].Status != "outcome_unknown" {
+		t.Fatalf("after restart: %+v", list.Actions)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("upstream called %d times", n)
+	}
+
+	// SIGTERM shuts down gracefully with exit 0.
+	if err := p2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p2.done:
+		if err != nil {
+			t.Fatalf("SIGTERM exit: %v\n%s", err, p2.logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	// The log, with the crash in it, still verifies.
+	e := &testEnv{t: t}
+	if code, out, errs := e.cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
+		t.Fatalf("verify after crash: %s %s", out, errs)
+	}
+	_, out, _ := e.cli(testEnvVars(), "audit", "export", "--config", cfg)
+	if !strings.Contains(out, `"type":"outcome_unknown"`) || !strings.Contains(out, `"type":"executing"`) {
+		t.Errorf("audit lacks executing/outcome_unknown: %s", out)
+	}
+}

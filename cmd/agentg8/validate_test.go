@@ -1,0 +1,121 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	base := func(t *testing.T) string {
+		dir := t.TempDir()
+		return writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	}
+	e := &testEnv{t: t}
+	t.Run("good config", func(t *testing.T) {
+		cfg := base(t)
+		code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+		if code != 0 || !strings.Contains(out, "ok: 6 tasks, 6 policies") {
+			t.Fatalf("%d %s %s", code, out, errs)
+		}
+	})
+	cases := []struct {
+		name  string
+		edit  func(t *testing.T, dir string)
+		wants []string
+	}{
+		{"unknown config key", func(t *testing.T, dir string) {
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "colour: blue\n")
+		}, []string{"agentg8.yaml:17:", "colour"}},
+		{"unknown nested config key", func(t *testing.T, dir string) {
+			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "allow_private: true", "allow_private: true\n  allow_all: true")
+		}, []string{"agentg8.yaml", "allow_all"}},
+		{"unknown task key", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object}\nrequest: {method: GET, url: http://h/}\nretries: 3\n")
+		}, []string{"x.yaml:6", "retries"}},
+		{"unknown placeholder", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object}\nrequest:\n  method: GET\n  url: http://h/${secret.key}\n")
+		}, []string{"x.yaml:7", "request.url", "unknown placeholder ${secret.key}"}},
+		{"placeholder naming no property", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object, properties: {a: {type: string}}, additionalProperties: false}\nrequest:\n  method: POST\n  url: http://h/\n  body: {b: \"${input.b}\"}\n")
+		}, []string{"x.yaml:8", "request.body", "${input.b}"}},
+		{"placeholder in host", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object, properties: {h: {type: string}}}\nrequest: {method: GET, url: \"http://${input.h}/\"}\n")
+		}, []string{"x.yaml", "scheme, host or port"}},
+		{"bad schema", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object, properties: {a: {type: strng}}}\nrequest: {method: GET, url: http://h/}\n")
+		}, []string{"x.yaml:4", "input", "invalid JSON Schema"}},
+		{"remote ref", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object, properties: {a: {$ref: \"https://example.com/s.json\"}}}\nrequest: {method: GET, url: http://h/}\n")
+		}, []string{"x.yaml:4", "input"}},
+		{"bad task name", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: Bad.Name\ndescription: d\nrisk: read\ninput: {type: object}\nrequest: {method: GET, url: http://h/}\n")
+		}, []string{"x.yaml:1", "name"}},
+		{"missing credential", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: x.y\ndescription: d\nrisk: read\ninput: {type: object}\ncredential: billing\nrequest: {method: GET, url: http://h/}\n")
+		}, []string{"x.yaml:5", "credential", `"billing"`}},
+		{"cedar parse error", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "policies", "bad.cedar"), "permit (principal, action, resource)\nwhen { context.input.x > };\n")
+		}, []string{"bad.cedar:2"}},
+		{"approval group without users", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("ghosts") permit (principal, action, resource);`)
+		}, []string{"a.cedar", `"ghosts"`}},
+		{"impossible quorum", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("finance") @quorum("2") permit (principal, action, resource);`)
+		}, []string{"a.cedar", "needs 2 approvers"}},
+		{"approval on forbid", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("finance") forbid (principal, action, resource);`)
+		}, []string{"a.cedar:1", "permit"}},
+		{"missing secret", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "secrets", "crm"))
+		}, []string{"credentials.crm", "secret file"}},
+		{"unknown secret scheme", func(t *testing.T, dir string) {
+			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), `file:secrets/crm`, `aws:secrets/crm`)
+		}, []string{"credentials.crm", "unknown scheme"}},
+		{"duplicate task", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "tasks", "x.yaml"), "name: crm.get_customer\ndescription: d\nrisk: read\ninput: {type: object}\nrequest: {method: GET, url: http://h/}\n")
+		}, []string{"also defined"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := base(t)
+			c.edit(t, filepath.Dir(cfg))
+			code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1: %s %s", code, out, errs)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(errs, w) {
+					t.Errorf("error %q lacks %q", errs, w)
+				}
+			}
+		})
+	}
+	t.Run("missing environment variable in config", func(t *testing.T) {
+		cfg := base(t)
+		replaceIn(t, cfg, "listen: 127.0.0.1:0", "listen: ${env:AG8_LISTEN}")
+		code, _, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+		if code != 1 || !strings.Contains(errs, "AG8_LISTEN") || !strings.Contains(errs, ":1:") {
+			t.Fatalf("%d %s", code, errs)
+		}
+		env := testEnvVars()
+		env["AG8_LISTEN"] = "127.0.0.1:0"
+		if code, _, errs := e.cli(env, "validate", "--config", cfg); code != 0 {
+			t.Fatalf("with env: %s", errs)
+		}
+	})
+}
+
+func appendFile(t *testing.T, path, s string) {
+	b, _ := os.ReadFile(path)
+	writeFile(t, path, string(b)+s)
+}
+
+func replaceIn(t *testing.T, path, old, new string) {
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%q not in %s", old, path)
+	}
+	writeFile(t, path, strings.Replace(string(b), old, new, 1))
+}
