@@ -86,6 +86,9 @@ type Log struct {
 	done   chan struct{}
 	closed sync.Once
 	cache  map[int64]tlog.Hash
+	// size is the log size after this appender's last commit, or -1 when
+	// unknown; a stale size is caught by the store's conflict check.
+	size int64
 }
 
 type appendReq struct {
@@ -105,7 +108,7 @@ func Open(s Store, key *Key, opts Options) *Log {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 256
 	}
-	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}}
+	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}, size: -1}
 	go l.run()
 	return l
 }
@@ -177,6 +180,7 @@ func (l *Log) commit(batch []*appendReq) error {
 			return nil
 		}
 		clear(l.cache)
+		l.size = -1
 		if !errors.Is(err, ErrConflict) {
 			break
 		}
@@ -186,9 +190,12 @@ func (l *Log) commit(batch []*appendReq) error {
 }
 
 func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
-	size, err := l.store.AuditSize(ctx)
-	if err != nil {
-		return 0, err
+	size := l.size
+	if size < 0 {
+		var err error
+		if size, err = l.store.AuditSize(ctx); err != nil {
+			return 0, err
+		}
 	}
 	now := l.opts.Clock.Now().UTC()
 	b := Batch{Start: size}
@@ -258,6 +265,7 @@ func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 	if err := l.store.AppendAudit(ctx, b); err != nil {
 		return 0, err
 	}
+	l.size = n
 	if len(l.cache) > 1<<16 {
 		clear(l.cache)
 	}

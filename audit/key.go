@@ -23,6 +23,7 @@ type Key struct {
 	Signer      note.Signer
 	VerifierKey string
 	seed        []byte
+	skey        string
 }
 
 // HMACKey derives a key for fingerprints of secrets written to the log.
@@ -78,5 +79,8 @@ func ParseKey(skey string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Key{Signer: s, VerifierKey: vkey, seed: seed}, nil
+	return &Key{Signer: s, VerifierKey: vkey, seed: seed, skey: skey}, nil
 }
+
+// SignerKey returns the private key in note's text form, for storage.
+func (k *Key) SignerKey() string { return k.skey }
