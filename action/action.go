@@ -33,9 +33,11 @@ import (
 	"github.com/agentg8/agentg8/registry"
 )
 
-// Auditor appends events durably.
+// Auditor appends events durably. Commit also applies a *Change in the same
+// transaction.
 type Auditor interface {
 	Append(ctx context.Context, events ...*agentg8.AuditEvent) error
+	Commit(ctx context.Context, change any, events ...*agentg8.AuditEvent) error
 }
 
 // Credentials apply upstream credentials.
@@ -135,6 +137,8 @@ type stored struct {
 	Error  *agentg8.Error  `json:"error,omitempty"`
 }
 
+// errAudit is returned whenever the audit log cannot be written. It is never
+// modified.
 var errAudit = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the audit log cannot be written; nothing was executed"}
 
 // Propose runs a proposal through the pipeline. It returns the action
@@ -326,11 +330,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		}
 		return a, nil
 	}
-	a.Status = agentg8.StateApproved
-	if err := s.record(ctx, a, proposed); err != nil {
-		return nil, err
-	}
-	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered)
+	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered, proposed)
 }
 
 func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]agentg8.ApprovalRequirement, error) {
@@ -347,17 +347,28 @@ func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]
 	return s.c.Policy.RequiredApprovals(req)
 }
 
-// record appends the events and then stores the new action.
+// record stores a new action together with its audit events.
 func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agentg8.AuditEvent) error {
-	if err := s.c.Audit.Append(ctx, events...); err != nil {
-		s.c.Logger.Error("audit unavailable", "action", a.ID, "err", err)
-		return errAudit
-	}
-	if err := s.c.Store.CreateAction(context.WithoutCancel(ctx), a); err != nil {
-		return fmt.Errorf("store action %s: %w", a.ID, err)
+	if err := s.commit(ctx, &Change{Action: a}, events...); err != nil {
+		return err
 	}
 	s.c.Observer.Action(a.Task, a.Status)
 	return nil
+}
+
+// commit writes a change and its events atomically. A refused change keeps
+// its cause (ErrStateConflict); any other failure is audit_unavailable.
+func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
+	err := s.c.Audit.Commit(ctx, ch, events...)
+	if err == nil {
+		s.notify(ch.Action.ID)
+		return nil
+	}
+	if errors.Is(err, ErrStateConflict) {
+		return err
+	}
+	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
+	return errAudit
 }
 
 func sharesGroup(a, b []string) bool {

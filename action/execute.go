@@ -17,59 +17,58 @@ import (
 	"github.com/agentg8/agentg8/registry"
 )
 
-// execute runs an approved action at most once.
-func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.Action, vars registry.Vars, r *registry.Request) (*agentg8.Action, error) {
-	// Claim: approved -> executing. Only one caller anywhere wins.
-	a.Status = agentg8.StateExecuting
-	a.UpdatedAt = s.c.Clock.Now()
-	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateApproved); err != nil {
-		if errors.Is(err, ErrStateConflict) {
-			cur, gerr := s.c.Store.GetAction(ctx, a.ID)
-			if gerr != nil {
-				return nil, gerr
-			}
-			return cur, nil
-		}
-		return nil, fmt.Errorf("claim action %s: %w", a.ID, err)
-	}
-	s.notify(a.ID)
-
+// execute runs an action at most once. With proposed set, the action is new
+// and is created directly in executing; otherwise it must be approved. Either
+// way the move to executing is a compare-and-set committed together with the
+// intent record, before any byte goes upstream.
+func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.Action, vars registry.Vars, r *registry.Request, proposed *agentg8.AuditEvent) (*agentg8.Action, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil {
-		return s.finish(ctx, a, nil, agentg8.Errorf(agentg8.CodeInternal, "rendered URL is invalid"), nil, nil)
+		return nil, fmt.Errorf("rendered URL: %w", err)
 	}
 	header := r.Header.Clone()
 	if task.Request.IdempotencyHeader != "" {
 		header.Set(task.Request.IdempotencyHeader, idempotencyValue(a.ID))
 	}
-	var issued *credential.Issued
-	if task.Credential != "" {
-		issued, err = s.c.Credentials.Apply(ctx, task.Credential, header, u)
-		if err != nil {
-			return s.finish(ctx, a, nil, agentg8.AsError(err), nil, nil)
-		}
+	var events []*agentg8.AuditEvent
+	ch := &Change{Action: a, From: agentg8.StateApproved}
+	if proposed != nil {
+		events = append(events, proposed)
+		ch.From = ""
 	}
 	redactor := credential.NewRedactor()
-	events := []*agentg8.AuditEvent{}
-	if issued != nil {
+	if task.Credential != "" {
+		issued, err := s.c.Credentials.Apply(ctx, task.Credential, header, u)
+		if err != nil {
+			// Nothing was sent: record the action as failed.
+			e := agentg8.AsError(err)
+			e.ActionID = a.ID
+			from := ch.From
+			a.Status, a.Error, a.UpdatedAt = agentg8.StateFailed, e, s.c.Clock.Now()
+			events = append(events, &agentg8.AuditEvent{Type: agentg8.EventFailed, ActionID: a.ID, Task: a.Task,
+				Principal: a.Principal, Status: a.Status, Error: e, Credential: task.Credential})
+			if err := s.commit(ctx, &Change{Action: a, From: from}, events...); err != nil {
+				return nil, err
+			}
+			s.c.Observer.Action(a.Task, a.Status)
+			return a, e
+		}
 		redactor = credential.NewRedactor(issued.Secrets...)
 		events = append(events, &agentg8.AuditEvent{Type: agentg8.EventCredentialIssued, ActionID: a.ID, Task: a.Task,
 			Principal: a.Principal, Credential: issued.Name, SecretHMAC: issued.Fingerprint})
 	}
 	info := &agentg8.UpstreamInfo{Method: r.Method, URL: redactor.RedactString(r.URL)}
+	a.Status = agentg8.StateExecuting
+	a.UpdatedAt = s.c.Clock.Now()
 	events = append(events, &agentg8.AuditEvent{Type: agentg8.EventExecuting, ActionID: a.ID, Task: a.Task,
 		Principal: a.Principal, OnBehalfOf: a.OnBehalfOf, Status: a.Status, Upstream: info})
 	// The intent record: no durable "executing", no request.
-	if err := s.c.Audit.Append(ctx, events...); err != nil {
-		s.c.Logger.Error("audit unavailable before execution", "action", a.ID, "err", err)
-		a.Status = agentg8.StateFailed
-		a.Error = errAudit
-		a.UpdatedAt = s.c.Clock.Now()
-		if uerr := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); uerr != nil {
-			s.c.Logger.Error("store failed action", "action", a.ID, "err", uerr)
+	if err := s.commit(ctx, ch, events...); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			// Someone else executes (or executed) it: report, never repeat.
+			return s.c.Store.GetAction(ctx, a.ID)
 		}
-		s.notify(a.ID)
-		return nil, errAudit
+		return nil, err
 	}
 
 	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
@@ -139,16 +138,15 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 		ev.Error = e
 	}
 	ev.Status = a.Status
-	if err := s.c.Audit.Append(ctx, ev); err != nil {
-		// The upstream call already happened; the result must still reach
-		// the store and the agent. The missing record is logged loudly.
-		s.c.Logger.Error("audit unavailable after execution", "action", a.ID, "status", a.Status, "err", err)
-	}
-	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); err != nil {
-		return nil, fmt.Errorf("store outcome of %s: %w", a.ID, err)
+	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil {
+		// The upstream call already happened. Without a durable outcome the
+		// action stays executing and becomes outcome_unknown at the next
+		// start; the agent still learns what the upstream answered.
+		s.c.Logger.Error("outcome not recorded", "action", a.ID, "status", a.Status, "err", err)
+		return a, &agentg8.Error{Code: agentg8.CodeAuditUnavailable, ActionID: a.ID,
+			Message: "the action ran but its outcome could not be recorded; it will read as outcome_unknown"}
 	}
 	s.c.Observer.Action(a.Task, a.Status)
-	s.notify(a.ID)
 	if e != nil {
 		return a, e
 	}
@@ -167,14 +165,11 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	for _, a := range stuck {
 		ev := &agentg8.AuditEvent{Type: agentg8.EventOutcomeUnknown, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
 			Status: agentg8.StateOutcomeUnknown, Detail: "gateway stopped while the upstream call was in flight"}
-		if err := s.c.Audit.Append(ctx, ev); err != nil {
-			return n, err
-		}
 		a.Status = agentg8.StateOutcomeUnknown
 		a.Error = agentg8.Errorf(agentg8.CodeUpstreamError, "the gateway stopped during execution; the upstream may or may not have applied this action")
 		a.Error.ActionID = a.ID
 		a.UpdatedAt = s.c.Clock.Now()
-		if err := s.c.Store.UpdateAction(ctx, a, agentg8.StateExecuting); err != nil && !errors.Is(err, ErrStateConflict) {
+		if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil && !errors.Is(err, ErrStateConflict) {
 			return n, err
 		}
 		n++
@@ -279,19 +274,15 @@ func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*
 		return nil, agentg8.Errorf(agentg8.CodeConflict, "action is %s; only pending actions can be cancelled", a.Status)
 	}
 	ev := &agentg8.AuditEvent{Type: agentg8.EventCancelled, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: agentg8.StateCancelled}
-	if err := s.c.Audit.Append(ctx, ev); err != nil {
-		return nil, errAudit
-	}
 	a.Status = agentg8.StateCancelled
 	a.Approval.Status = "cancelled"
 	a.UpdatedAt = s.c.Clock.Now()
-	if err := s.c.Store.UpdateAction(ctx, a, agentg8.StatePendingApproval); err != nil {
+	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StatePendingApproval}, ev); err != nil {
 		if errors.Is(err, ErrStateConflict) {
 			return nil, agentg8.Errorf(agentg8.CodeConflict, "action changed state; it can no longer be cancelled")
 		}
 		return nil, err
 	}
-	s.notify(a.ID)
 	return a, nil
 }
 

@@ -51,3 +51,11 @@ type Store interface {
 	CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error
 	ReleaseIdempotency(ctx context.Context, agent, key string) error
 }
+
+// Change is an action write committed in the same transaction as its audit
+// events, so the action's state and the audit log never disagree.
+type Change struct {
+	Action *agentg8.Action
+	// From is the state the stored action must be in; empty creates it.
+	From agentg8.State
+}

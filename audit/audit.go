@@ -48,7 +48,19 @@ type Batch struct {
 	Hashes     []IndexedHash
 	Checkpoint []byte
 	Size       int64
+	// Changes are state writes to apply in the same transaction, one slot
+	// per append in the batch (nil when that append carries none).
+	Changes []any
 }
+
+// ChangeError is a store's refusal of one change in a batch.
+type ChangeError struct {
+	Index int
+	Err   error
+}
+
+func (e *ChangeError) Error() string { return fmt.Sprintf("change %d: %v", e.Index, e.Err) }
+func (e *ChangeError) Unwrap() error { return e.Err }
 
 // Record is a stored record. ActionID is kept beside the data for look-ups;
 // only Data is hashed.
@@ -93,6 +105,7 @@ type Log struct {
 
 type appendReq struct {
 	ctx    context.Context
+	change any
 	events []*agentg8.AuditEvent
 	done   chan error
 }
@@ -123,13 +136,21 @@ func (l *Log) Close() {
 
 // Append durably records events, in order, and sets their Seq and Time.
 // It returns only when they are committed, or with an error.
-func (l *Log) Append(ctx context.Context, events ...*agentg8.AuditEvent) (err error) {
+func (l *Log) Append(ctx context.Context, events ...*agentg8.AuditEvent) error {
+	return l.Commit(ctx, nil, events...)
+}
+
+// Commit is Append with a state change the store applies in the same
+// transaction as the events: both are durable, or neither is. The change is
+// opaque to the log; a store that refuses it answers with a *ChangeError and
+// only this call fails.
+func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEvent) (err error) {
 	defer func() {
 		if r := recover(); r != nil { // appending after Close
 			err = errors.New("audit: log is closed")
 		}
 	}()
-	req := &appendReq{ctx: ctx, events: events, done: make(chan error, 1)}
+	req := &appendReq{ctx: ctx, change: change, events: events, done: make(chan error, 1)}
 	select {
 	case l.reqs <- req:
 	case <-ctx.Done():
@@ -158,18 +179,18 @@ func (l *Log) run() {
 				break collect
 			}
 		}
-		err := l.commit(batch)
-		for _, r := range batch {
-			r.done <- err
-		}
+		l.commit(batch)
 	}
 }
 
-func (l *Log) commit(batch []*appendReq) error {
+// commit writes a batch and answers every request in it. A request whose
+// change is refused (e.g. a lost compare-and-set) fails alone; the rest are
+// retried without it.
+func (l *Log) commit(batch []*appendReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; len(batch) > 0 && attempt < 5+len(batch); attempt++ {
 		start := time.Now()
 		var n int
 		n, err = l.tryCommit(ctx, batch)
@@ -177,16 +198,30 @@ func (l *Log) commit(batch []*appendReq) error {
 			if l.opts.Observe != nil {
 				l.opts.Observe(time.Since(start), n)
 			}
-			return nil
+			for _, r := range batch {
+				r.done <- nil
+			}
+			return
 		}
 		clear(l.cache)
 		l.size = -1
+		var ce *ChangeError
+		if errors.As(err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {
+			batch[ce.Index].done <- ce.Err
+			batch = append(batch[:ce.Index:ce.Index], batch[ce.Index+1:]...)
+			continue
+		}
 		if !errors.Is(err, ErrConflict) {
 			break
 		}
 	}
+	if len(batch) == 0 {
+		return
+	}
 	l.opts.Logger.Error("audit append failed", "err", err)
-	return fmt.Errorf("audit append: %w", err)
+	for _, r := range batch {
+		r.done <- fmt.Errorf("audit append: %w", err)
+	}
 }
 
 func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
@@ -233,7 +268,9 @@ func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 		return out, nil
 	})
 	n := size
-	for _, r := range batch {
+	b.Changes = make([]any, len(batch))
+	for i, r := range batch {
+		b.Changes[i] = r.change
 		for _, ev := range r.events {
 			ev.Seq = n
 			ev.Time = now

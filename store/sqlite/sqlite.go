@@ -114,11 +114,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // CreateAction inserts a new action.
 func (s *Store) CreateAction(ctx context.Context, a *agentg8.Action) error {
+	return insertAction(ctx, s.db, a)
+}
+
+func insertAction(ctx context.Context, db execer, a *agentg8.Action) error {
 	data, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err = db.ExecContext(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data)
 	if err != nil {
 		return fmt.Errorf("insert action: %w", err)
@@ -191,11 +195,15 @@ func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg
 
 // UpdateAction is a compare-and-set on the action's status.
 func (s *Store) UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error {
+	return updateAction(ctx, s.db, a, from)
+}
+
+func updateAction(ctx context.Context, db execer, a *agentg8.Action, from agentg8.State) error {
 	data, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ?, data = ? WHERE id = ? AND status = ?`,
+	res, err := db.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ?, data = ? WHERE id = ? AND status = ?`,
 		string(a.Status), a.UpdatedAt.UnixNano(), data, a.ID, string(from))
 	if err != nil {
 		return fmt.Errorf("update action: %w", err)
@@ -298,7 +306,31 @@ func (s *Store) AppendAudit(ctx context.Context, b audit.Batch) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)`, b.Size, b.Checkpoint); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", err)
 	}
+	for i, c := range b.Changes {
+		if c == nil {
+			continue
+		}
+		ch, ok := c.(*action.Change)
+		if !ok {
+			return &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
+		}
+		if err := applyChange(ctx, tx, ch); err != nil {
+			return &audit.ChangeError{Index: i, Err: err}
+		}
+	}
 	return tx.Commit()
+}
+
+// execer is what both *sql.DB and *sql.Tx offer.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func applyChange(ctx context.Context, tx execer, ch *action.Change) error {
+	if ch.From == "" {
+		return insertAction(ctx, tx, ch.Action)
+	}
+	return updateAction(ctx, tx, ch.Action, ch.From)
 }
 
 // LatestAuditCheckpoint returns the newest signed checkpoint, or nil.

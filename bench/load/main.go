@@ -1,0 +1,284 @@
+// Command load measures what AgentG8 adds to an allowed read action. In one
+// run it drives the same upstream three ways — directly, through a plain
+// httputil.ReverseProxy, and through AgentG8 (a real `agentg8 serve`
+// process on SQLite) — with the same concurrency and duration, and prints
+// requests/s, latency percentiles and the ratios between them.
+//
+// All traffic stays on 127.0.0.1, and every loop is bounded in time.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+)
+
+const (
+	upstreamKey = "sk_load_upstream_key_123456"
+	agentKey    = "ag8_load_agent_key_0123456789abcdef"
+)
+
+func main() {
+	dur := flag.Duration("duration", 5*time.Second, "measurement time per target")
+	conc := flag.Int("concurrency", 16, "concurrent clients")
+	flag.Parse()
+	if err := run(*dur, *conc); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func serve(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { s.Close() }, nil
+}
+
+func run(dur time.Duration, conc int) error {
+	body := []byte(`{"id":"cus_1","name":"Ada Lovelace","plan":"enterprise","notes":[]}`)
+	upURL, stopUp, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+upstreamKey {
+			w.WriteHeader(401)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	if err != nil {
+		return err
+	}
+	defer stopUp()
+	target, _ := url.Parse(upURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	inner := rp.Director
+	rp.Director = func(r *http.Request) { inner(r); r.Header.Set("Authorization", "Bearer "+upstreamKey) }
+	proxyURL, stopProxy, err := serve(rp)
+	if err != nil {
+		return err
+	}
+	defer stopProxy()
+
+	gwURL, stopGW, err := startGateway(upURL)
+	if err != nil {
+		return err
+	}
+	defer stopGW()
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}}
+	get := func(u string) func() (*http.Request, error) {
+		return func() (*http.Request, error) {
+			r, err := http.NewRequest("GET", u, nil)
+			if err == nil {
+				r.Header.Set("Authorization", "Bearer "+upstreamKey)
+			}
+			return r, err
+		}
+	}
+	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
+	targets := []struct {
+		name string
+		req  func() (*http.Request, error)
+	}{
+		{"direct", get(upURL + "/customers/cus_1")},
+		{"reverse proxy", get(proxyURL + "/customers/cus_1")},
+		{"agentg8", func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", gwURL+"/v1/actions", bytes.NewReader(propose))
+			if err == nil {
+				r.Header.Set("Authorization", "Bearer "+agentKey)
+			}
+			return r, err
+		}},
+	}
+	fmt.Printf("load: %d concurrent clients, %s per target, allowed read action, 2-core machine\n\n", conc, dur)
+	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
+	res := map[string]result{}
+	for _, tg := range targets {
+		r := measure(client, tg.req, conc, dur)
+		res[tg.name] = r
+		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
+	fmt.Printf("\nratios (same run):\n")
+	fmt.Printf("  reverse proxy / direct throughput   %.2f\n", p.rps/d.rps)
+	fmt.Printf("  agentg8 / direct throughput         %.2f\n", g.rps/d.rps)
+	fmt.Printf("  agentg8 / reverse proxy throughput  %.2f\n", g.rps/p.rps)
+	fmt.Printf("  added p50 latency vs direct: proxy %s, agentg8 %s\n", (p.p50 - d.p50).Round(time.Microsecond), (g.p50 - d.p50).Round(time.Microsecond))
+	if g.errors > 0 || d.errors > 0 || p.errors > 0 {
+		return fmt.Errorf("errors during the run")
+	}
+	return nil
+}
+
+type result struct {
+	rps      float64
+	p50, p99 time.Duration
+	errors   int
+}
+
+func measure(c *http.Client, mk func() (*http.Request, error), conc int, dur time.Duration) result {
+	// Warm up connections and caches, then measure.
+	warm := time.Now().Add(dur / 5)
+	for time.Now().Before(warm) {
+		if r, err := mk(); err == nil {
+			if resp, err := c.Do(r); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for ctx.Err() == nil {
+				r, err := mk()
+				if err != nil {
+					bad++
+					continue
+				}
+				t := time.Now()
+				resp, err := c.Do(r)
+				if err != nil {
+					bad++
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(float64(len(lat)-1)*p)]
+	}
+	return result{rps: float64(len(lat)) / el.Seconds(), p50: pct(0.5), p99: pct(0.99), errors: errs}
+}
+
+var listenRE = regexp.MustCompile(`"msg":"agentg8 listening","addr":"([^"]+)"`)
+
+// startGateway builds agentg8 and runs it on a temp SQLite store.
+func startGateway(upstream string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "agentg8-load-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "agentg8")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/agentg8").CombinedOutput(); err != nil {
+		return "", nil, fmt.Errorf("build: %v\n%s", err, out)
+	}
+	files := map[string]string{
+		"agentg8.yaml": `listen: 127.0.0.1:0
+store: sqlite:agentg8.db
+agents: [{id: load-bot, key: "file:agent.key", groups: [support]}]
+credentials:
+  crm: {type: api_key, secret: "file:crm.key", header: Authorization, format: "Bearer {secret}"}
+egress: {allow_private: true}
+`,
+		"agent.key": agentKey,
+		"crm.key":   upstreamKey,
+		"tasks/crm.yaml": `name: crm.get_customer
+description: Read a customer.
+risk: read
+input: {type: object, required: [customer_id], properties: {customer_id: {type: string, pattern: "^cus_[0-9]+$"}}}
+credential: crm
+request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
+`,
+		"policies/p.cedar": `@id("support-read") permit (principal in Group::"support", action in Action::"crm", resource);`,
+	}
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			return "", nil, err
+		}
+	}
+	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "agentg8.yaml"), "--log-level", "warn")
+	cmd.Stdout = os.Stdout
+	pr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	// Info is needed once, to learn the address; keep the level at info.
+	cmd.Args[len(cmd.Args)-1] = "info"
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	stop := func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	select {
+	case a := <-addr:
+		// Check one request works before measuring.
+		var out map[string]any
+		req, _ := http.NewRequest("POST", "http://"+a+"/v1/actions", bytes.NewReader([]byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)))
+		req.Header.Set("Authorization", "Bearer "+agentKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			stop()
+			return "", nil, err
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if out["status"] != "succeeded" {
+			stop()
+			return "", nil, fmt.Errorf("gateway smoke test: %v", out)
+		}
+		return "http://" + a, stop, nil
+	case <-time.After(60 * time.Second):
+		stop()
+		return "", nil, fmt.Errorf("gateway did not start")
+	}
+}

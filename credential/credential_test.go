@@ -1,0 +1,103 @@
+package credential
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentg8/agentg8"
+)
+
+func TestRedactor(t *testing.T) {
+	secret := `s3cr3t/+="<&>`
+	r := NewRedactor(secret)
+	j, _ := json.Marshal(secret)
+	forms := []string{secret, base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)),
+		url.QueryEscape(secret), url.PathEscape(secret), hex.EncodeToString([]byte(secret)), string(j[1 : len(j)-1])}
+	for _, f := range forms {
+		in := `{"x":"before ` + f + ` after"}`
+		out := r.RedactString(in)
+		if strings.Contains(out, f) || !strings.Contains(out, Redacted) {
+			t.Errorf("form %q survived: %s", f, out)
+		}
+	}
+	if NewRedactor().RedactString("plain") != "plain" {
+		t.Error("empty redactor changed text")
+	}
+}
+
+func TestResolverAndApply(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "k"), []byte("file-secret-value\n"), 0o600)
+	env := map[string]string{"API": "env-secret-value"}
+	r := &Resolver{Dir: dir, LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	if v, err := r.Resolve("file:k"); err != nil || v != "file-secret-value" {
+		t.Errorf("file: %q %v", v, err)
+	}
+	if v, err := r.Resolve("env:API"); err != nil || v != "env-secret-value" {
+		t.Errorf("env: %q %v", v, err)
+	}
+	for _, bad := range []string{"env:NOPE", "file:nope", "plain", "vault:x#y", "aws:x"} {
+		if _, err := r.Resolve(bad); err == nil {
+			t.Errorf("%s resolved", bad)
+		}
+	}
+	set, err := NewSet(map[string]Spec{
+		"hdr": {Type: "api_key", Secret: "env:API", Header: "Authorization", Format: "Bearer {secret}"},
+		"qry": {Type: "api_key", Secret: "file:k", Query: "api_key"},
+		"bad": {Type: "api_key", Secret: "env:NOPE", Header: "X-Key"},
+	}, r, []byte("hmac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	u, _ := url.Parse("https://h/p?a=1")
+	iss, err := set.Apply(t.Context(), "hdr", h, u)
+	if err != nil || h.Get("Authorization") != "Bearer env-secret-value" || iss.Secrets[0] != "env-secret-value" || !strings.HasPrefix(iss.Fingerprint, "hmac-sha256:") {
+		t.Errorf("header: %v %v %+v", h, err, iss)
+	}
+	if strings.Contains(iss.Fingerprint, "env-secret") {
+		t.Error("fingerprint holds the secret")
+	}
+	if _, err := set.Apply(t.Context(), "qry", h, u); err != nil || u.Query().Get("api_key") != "file-secret-value" || u.Query().Get("a") != "1" {
+		t.Errorf("query: %s %v", u, err)
+	}
+	// Rotation needs no restart: the file is read at use.
+	os.WriteFile(filepath.Join(dir, "k"), []byte("rotated-secret-value"), 0o600)
+	u, _ = url.Parse("https://h/p")
+	set.Apply(t.Context(), "qry", h, u)
+	if u.Query().Get("api_key") != "rotated-secret-value" {
+		t.Errorf("rotation: %s", u)
+	}
+	_, err = set.Apply(t.Context(), "bad", h, u)
+	var e *agentg8.Error
+	if !errors.As(err, &e) || e.Code != agentg8.CodeCredentialUnavailable || strings.Contains(e.Message, "NOPE") {
+		t.Errorf("unavailable: %v", err)
+	}
+	if err := set.CheckAvailable(); err == nil || !strings.Contains(err.Error(), "credentials.bad") {
+		t.Errorf("check: %v", err)
+	}
+}
+
+func TestSpecCheck(t *testing.T) {
+	for name, s := range map[string]Spec{
+		"no type":      {Secret: "env:A", Header: "X"},
+		"both":         {Type: "api_key", Secret: "env:A", Header: "X", Query: "q"},
+		"neither":      {Type: "api_key", Secret: "env:A"},
+		"bad format":   {Type: "api_key", Secret: "env:A", Header: "X", Format: "Bearer"},
+		"unknown type": {Type: "magic", Secret: "env:A"},
+		"later type":   {Type: "oauth2_client_credentials", TokenURL: "http://x"},
+		"stray key":    {Type: "api_key", Secret: "env:A", Header: "X", TokenURL: "http://x"},
+	} {
+		if err := s.Check(); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}

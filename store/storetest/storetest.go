@@ -1,0 +1,257 @@
+// Package storetest is the conformance suite every store adapter must pass,
+// unchanged: SQLite now, PostgreSQL later.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/audit"
+)
+
+// Store is everything an adapter provides.
+type Store interface {
+	action.Store
+	audit.Store
+	audit.Reader
+}
+
+// Run exercises a store. newStore returns a fresh, empty store.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
+	t.Run("actions", func(t *testing.T) { testActions(t, newStore(t)) })
+	t.Run("compare-and-set is exclusive", func(t *testing.T) { testCAS(t, newStore(t)) })
+	t.Run("idempotency", func(t *testing.T) { testIdempotency(t, newStore(t)) })
+	t.Run("audit", func(t *testing.T) { testAudit(t, newStore(t)) })
+	t.Run("changes commit with their audit batch", func(t *testing.T) { testChanges(t, newStore(t)) })
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newAction(id, principal, task string, st agentg8.State, at time.Time) *agentg8.Action {
+	return &agentg8.Action{ID: id, Task: task, Status: st, Principal: principal, Input: json.RawMessage(`{"a":1}`),
+		Decision: &agentg8.Decision{Effect: agentg8.Allow, Policies: []string{"p"}}, CreatedAt: at, UpdatedAt: at}
+}
+
+func testActions(t *testing.T, s Store) {
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		p := []string{"bot", "other"}[i%2]
+		if err := s.CreateAction(ctx, newAction(fmt.Sprintf("act_%d", i), p, "crm.x", agentg8.StateSucceeded, t0.Add(time.Duration(i)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateAction(ctx, newAction("act_0", "bot", "crm.x", agentg8.StateSucceeded, t0)); err == nil {
+		t.Error("duplicate id accepted")
+	}
+	a, err := s.GetAction(ctx, "act_3")
+	if err != nil || a.Principal != "other" || string(a.Input) != `{"a":1}` || !a.CreatedAt.Equal(t0.Add(3*time.Second)) || a.Decision.Policies[0] != "p" {
+		t.Fatalf("get: %+v %v", a, err)
+	}
+	if _, err := s.GetAction(ctx, "act_none"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("missing: %v", err)
+	}
+	list, err := s.ListActions(ctx, action.Filter{Principal: "bot", Limit: 10})
+	if err != nil || len(list) != 3 || list[0].ID != "act_4" || list[2].ID != "act_0" {
+		t.Errorf("list by principal: %v %v", ids(list), err)
+	}
+	list, _ = s.ListActions(ctx, action.Filter{Limit: 2})
+	if len(list) != 2 || list[0].ID != "act_4" {
+		t.Errorf("limit: %v", ids(list))
+	}
+	list, _ = s.ListActions(ctx, action.Filter{Limit: 10, Before: t0.Add(2 * time.Second)})
+	if len(list) != 2 || list[0].ID != "act_1" {
+		t.Errorf("before: %v", ids(list))
+	}
+	a.Status = agentg8.StateExecuting
+	if err := s.UpdateAction(ctx, a, agentg8.StateApproved); !errors.Is(err, action.ErrStateConflict) {
+		t.Errorf("update from wrong state: %v", err)
+	}
+	if err := s.UpdateAction(ctx, a, agentg8.StateSucceeded); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.ActionsInState(ctx, agentg8.StateExecuting)
+	if len(in) != 1 || in[0].ID != "act_3" {
+		t.Errorf("in state: %v", ids(in))
+	}
+	list, _ = s.ListActions(ctx, action.Filter{Status: agentg8.StateExecuting, Limit: 10})
+	if len(list) != 1 {
+		t.Errorf("by status: %v", ids(list))
+	}
+}
+
+func ids(as []*agentg8.Action) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.ID)
+	}
+	return out
+}
+
+func testCAS(t *testing.T, s Store) {
+	ctx := context.Background()
+	if err := s.CreateAction(ctx, newAction("act_cas", "bot", "crm.x", agentg8.StateApproved, t0)); err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := newAction("act_cas", "bot", "crm.x", agentg8.StateExecuting, t0)
+			err := s.UpdateAction(ctx, a, agentg8.StateApproved)
+			if err == nil {
+				wins.Add(1)
+			} else if !errors.Is(err, action.ErrStateConflict) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners, want exactly 1", wins.Load())
+	}
+}
+
+func testIdempotency(t *testing.T, s Store) {
+	ctx := context.Background()
+	rec := action.IdempotencyRecord{Agent: "bot", Key: "k", PayloadHash: "h1", CreatedAt: t0}
+	if prev, err := s.ClaimIdempotency(ctx, rec); err != nil || prev != nil {
+		t.Fatalf("first claim: %v %v", prev, err)
+	}
+	prev, err := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "bot", Key: "k", PayloadHash: "h2", CreatedAt: t0})
+	if err != nil || prev == nil || prev.PayloadHash != "h1" || prev.Result != nil {
+		t.Fatalf("second claim: %+v %v", prev, err)
+	}
+	if prev, _ := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "other", Key: "k", PayloadHash: "h", CreatedAt: t0}); prev != nil {
+		t.Error("keys must be scoped per agent")
+	}
+	if err := s.CompleteIdempotency(ctx, "bot", "k", []byte(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	prev, _ = s.ClaimIdempotency(ctx, rec)
+	if prev == nil || string(prev.Result) != `{"x":1}` {
+		t.Errorf("completed: %+v", prev)
+	}
+	// Release removes only unanswered claims.
+	s.ReleaseIdempotency(ctx, "bot", "k")
+	if prev, _ := s.ClaimIdempotency(ctx, rec); prev == nil {
+		t.Error("released an answered claim")
+	}
+	s.ReleaseIdempotency(ctx, "other", "k")
+	if prev, _ := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "other", Key: "k", PayloadHash: "h", CreatedAt: t0}); prev != nil {
+		t.Error("release did not free the claim")
+	}
+	// Concurrent claims: exactly one wins.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prev, err := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "bot", Key: "race", PayloadHash: "h", CreatedAt: t0})
+			if err != nil {
+				t.Error(err)
+			} else if prev == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("%d concurrent claims won", wins.Load())
+	}
+}
+
+func testAudit(t *testing.T, s Store) {
+	ctx := context.Background()
+	if n, err := s.AuditSize(ctx); err != nil || n != 0 {
+		t.Fatalf("empty size %d %v", n, err)
+	}
+	if cp, err := s.LatestAuditCheckpoint(ctx); err != nil || cp != nil {
+		t.Fatalf("empty checkpoint %q %v", cp, err)
+	}
+	h := tlog.RecordHash([]byte("r0"))
+	b := audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "act_1", Data: []byte("r0")}},
+		Hashes: []audit.IndexedHash{{Index: 0, Hash: h}}, Checkpoint: []byte("cp1")}
+	if err := s.AppendAudit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, b); !errors.Is(err, audit.ErrConflict) {
+		t.Errorf("stale start: %v", err)
+	}
+	b2 := audit.Batch{Start: 1, Size: 3, Records: []audit.Record{{Seq: 1, ActionID: "act_2", Data: []byte("r1")}, {Seq: 2, ActionID: "act_1", Data: []byte("r2")}},
+		Hashes: []audit.IndexedHash{{Index: 1, Hash: tlog.RecordHash([]byte("r1"))}, {Index: 2, Hash: h}}, Checkpoint: []byte("cp3")}
+	if err := s.AppendAudit(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 3 {
+		t.Errorf("size %d", n)
+	}
+	got, err := s.ReadAuditHashes(ctx, []int64{2, 0})
+	if err != nil || got[0] != h || got[1] != h {
+		t.Errorf("hashes %v %v", got, err)
+	}
+	if _, err := s.ReadAuditHashes(ctx, []int64{99}); err == nil {
+		t.Error("missing hash not reported")
+	}
+	recs, err := s.ReadAuditRecords(ctx, 0, 10)
+	if err != nil || len(recs) != 2 || string(recs[0].Data) != "r1" || recs[1].Seq != 2 {
+		t.Errorf("records %+v %v", recs, err)
+	}
+	cps, _ := s.AuditCheckpoints(ctx)
+	if len(cps) != 2 || string(cps[0]) != "cp1" {
+		t.Errorf("checkpoints %q", cps)
+	}
+	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != "cp3" {
+		t.Errorf("latest %q", cp)
+	}
+}
+
+func testChanges(t *testing.T, s Store) {
+	ctx := context.Background()
+	rec := func(seq int64) audit.Record { return audit.Record{Seq: seq, ActionID: "act_c", Data: []byte(fmt.Sprint(seq))} }
+	hash := func(i int64) audit.IndexedHash { return audit.IndexedHash{Index: i, Hash: tlog.RecordHash([]byte(fmt.Sprint(i)))} }
+	a := newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)
+	err := s.AppendAudit(ctx, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{rec(0)}, Hashes: []audit.IndexedHash{hash(0)},
+		Checkpoint: []byte("c1"), Changes: []any{&action.Change{Action: a}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetAction(ctx, "act_c"); err != nil || got.Status != agentg8.StateExecuting {
+		t.Fatalf("created: %v %v", got, err)
+	}
+	// A batch whose second change loses its compare-and-set writes nothing,
+	// and says which change failed.
+	done := newAction("act_c", "bot", "crm.x", agentg8.StateSucceeded, t0)
+	err = s.AppendAudit(ctx, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
+		Checkpoint: []byte("c2"), Changes: []any{nil, &action.Change{Action: done, From: agentg8.StateApproved}}})
+	var ce *audit.ChangeError
+	if !errors.As(err, &ce) || ce.Index != 1 || !errors.Is(err, action.ErrStateConflict) {
+		t.Fatalf("want ChangeError{1, ErrStateConflict}, got %v", err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 1 {
+		t.Errorf("records of a refused batch were kept: size %d", n)
+	}
+	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateExecuting {
+		t.Errorf("state changed: %s", got.Status)
+	}
+	err = s.AppendAudit(ctx, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
+		Checkpoint: []byte("c2"), Changes: []any{&action.Change{Action: done, From: agentg8.StateExecuting}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
+		t.Errorf("update: %s", got.Status)
+	}
+}
