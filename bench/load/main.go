@@ -68,9 +68,10 @@ func run(dur time.Duration, conc int) error {
 	}
 	defer stopUp()
 	target, _ := url.Parse(upURL)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	inner := rp.Director
-	rp.Director = func(r *http.Request) { inner(r); r.Header.Set("Authorization", "Bearer "+upstreamKey) }
+	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		pr.Out.Header.Set("Authorization", "Bearer "+upstreamKey)
+	}}
 	proxyURL, stopProxy, err := serve(rp)
 	if err != nil {
 		return err

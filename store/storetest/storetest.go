@@ -220,8 +220,12 @@ func testAudit(t *testing.T, s Store) {
 
 func testChanges(t *testing.T, s Store) {
 	ctx := context.Background()
-	rec := func(seq int64) audit.Record { return audit.Record{Seq: seq, ActionID: "act_c", Data: []byte(fmt.Sprint(seq))} }
-	hash := func(i int64) audit.IndexedHash { return audit.IndexedHash{Index: i, Hash: tlog.RecordHash([]byte(fmt.Sprint(i)))} }
+	rec := func(seq int64) audit.Record {
+		return audit.Record{Seq: seq, ActionID: "act_c", Data: []byte(fmt.Sprint(seq))}
+	}
+	hash := func(i int64) audit.IndexedHash {
+		return audit.IndexedHash{Index: i, Hash: tlog.RecordHash([]byte(fmt.Sprint(i)))}
+	}
 	a := newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)
 	err := s.AppendAudit(ctx, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{rec(0)}, Hashes: []audit.IndexedHash{hash(0)},
 		Checkpoint: []byte("c1"), Changes: []any{&action.Change{Action: a}}})
