@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -224,4 +225,25 @@ func FuzzLookup(f *testing.F) {
 			t.Fatalf("lookup(%q) = %v", name, ok)
 		}
 	})
+}
+
+// BenchmarkValidateInput parses and validates inputs of about 1 KB and 10 KB.
+func BenchmarkValidateInput(b *testing.B) {
+	task := mustTask(b, taskYAML)
+	for _, size := range []int{1 << 10, 10 << 10} {
+		tags := []string{}
+		for n := 0; n*12 < size-100; n++ {
+			tags = append(tags, fmt.Sprintf("tag-%06d", n))
+		}
+		in, _ := json.Marshal(map[string]any{"customer_id": "cus_123", "note": "hello", "count": 3, "email": "a@example.com", "tags": tags})
+		b.Run(fmt.Sprintf("bytes=%d", len(in)), func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := task.ValidateInput(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
