@@ -9,91 +9,99 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxInputDepth bounds the nesting of action inputs.
 const MaxInputDepth = 32
 
-// ParseInput decodes an action input strictly: it must be valid UTF-8, one JSON
-// value, with no duplicate object keys, no nesting deeper than MaxInputDepth
-// and only numbers that fit (integers in int64, others in a finite float64).
-// Numbers are returned as json.Number so no precision is lost on the way to
-// the schema validator and policy.
+// ParseInput decodes an action input strictly: one JSON value, valid UTF-8
+// (lone surrogate escapes included), no duplicate object keys, no nesting
+// deeper than MaxInputDepth, and only numbers that fit (integers in int64,
+// others in a finite float64). Numbers are returned as json.Number so no
+// precision is lost on the way to the schema validator and policy.
+//
+// jsontext (already a dependency of cedar-go) rejects duplicate names and
+// invalid UTF-8 by default, and reads tokens without encoding/json's
+// per-token overhead.
 func ParseInput(data []byte) (any, error) {
-	if !utf8.Valid(data) {
-		return nil, errors.New("input is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := parseValue(dec, 0)
+	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	v, err := parseValue(dec)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return nil, errors.New("unexpected data after the input value")
 	}
 	return v, nil
 }
 
-func parseValue(dec *json.Decoder, depth int) (any, error) {
-	if depth > MaxInputDepth {
+func syntaxErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errors.New("malformed JSON: unexpected end of input")
+	}
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		return fmt.Errorf("malformed JSON: %v", se.Err)
+	}
+	return fmt.Errorf("malformed JSON: %w", err)
+}
+
+func parseValue(dec *jsontext.Decoder) (any, error) {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return nil, syntaxErr(err)
+	}
+	if dec.StackDepth() > MaxInputDepth {
 		return nil, fmt.Errorf("input nests deeper than %d levels", MaxInputDepth)
 	}
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("malformed JSON: %w", err)
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			obj := map[string]any{}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, fmt.Errorf("malformed JSON: %w", err)
-				}
-				k, ok := kt.(string)
-				if !ok {
-					return nil, errors.New("malformed JSON: object key is not a string")
-				}
-				if _, dup := obj[k]; dup {
-					return nil, fmt.Errorf("duplicate key %q", k)
-				}
-				v, err := parseValue(dec, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				obj[k] = v
+	switch tok.Kind() {
+	case '{':
+		obj := map[string]any{}
+		for dec.PeekKind() != '}' {
+			kt, err := dec.ReadToken()
+			if err != nil {
+				return nil, syntaxErr(err)
 			}
-			if _, err := dec.Token(); err != nil {
-				return nil, fmt.Errorf("malformed JSON: %w", err)
+			k := kt.String()
+			v, err := parseValue(dec)
+			if err != nil {
+				return nil, err
 			}
-			return obj, nil
-		case '[':
-			arr := []any{}
-			for dec.More() {
-				v, err := parseValue(dec, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				arr = append(arr, v)
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, fmt.Errorf("malformed JSON: %w", err)
-			}
-			return arr, nil
+			obj[k] = v
 		}
-		return nil, fmt.Errorf("malformed JSON: unexpected %q", t)
-	case json.Number:
-		if err := checkNumber(t); err != nil {
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, syntaxErr(err)
+		}
+		return obj, nil
+	case '[':
+		arr := []any{}
+		for dec.PeekKind() != ']' {
+			v, err := parseValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, syntaxErr(err)
+		}
+		return arr, nil
+	case '"':
+		return tok.String(), nil
+	case '0':
+		n := json.Number(tok.String())
+		if err := checkNumber(n); err != nil {
 			return nil, err
 		}
-		return t, nil
-	default: // string, bool, nil
-		return t, nil
+		return n, nil
+	case 't', 'f':
+		return tok.Bool(), nil
+	case 'n':
+		return nil, nil
 	}
+	return nil, fmt.Errorf("malformed JSON: unexpected %v", tok.Kind())
 }
 
 func checkNumber(n json.Number) error {
