@@ -293,13 +293,23 @@ func (s *Store) AppendAudit(ctx context.Context, b audit.Batch) error {
 	if size != b.Start {
 		return audit.ErrConflict
 	}
+	recStmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_records (seq, action_id, data) VALUES (?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer recStmt.Close()
 	for _, r := range b.Records {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_records (seq, action_id, data) VALUES (?, ?, ?)`, r.Seq, r.ActionID, r.Data); err != nil {
+		if _, err := recStmt.ExecContext(ctx, r.Seq, r.ActionID, r.Data); err != nil {
 			return fmt.Errorf("insert audit record: %w", err)
 		}
 	}
+	hashStmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer hashStmt.Close()
 	for _, h := range b.Hashes {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`, h.Index, h.Hash[:]); err != nil {
+		if _, err := hashStmt.ExecContext(ctx, h.Index, h.Hash[:]); err != nil {
 			return fmt.Errorf("insert audit hash: %w", err)
 		}
 	}
