@@ -352,7 +352,7 @@ func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agen
 	if err := s.commit(ctx, &Change{Action: a}, events...); err != nil {
 		return err
 	}
-	s.c.Observer.Action(a.Task, a.Status)
+	s.logAction(a)
 	return nil
 }
 
@@ -369,6 +369,23 @@ func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.Aud
 	}
 	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
 	return errAudit
+}
+
+// logAction reports an action reaching a state, without inputs or outputs
+// (they may be personal data; the audit log keeps them).
+func (s *Service) logAction(a *agentg8.Action) {
+	s.c.Observer.Action(a.Task, a.Status)
+	attrs := []any{"action_id", a.ID, "task", a.Task, "principal", a.Principal, "status", a.Status}
+	if a.OnBehalfOf != "" {
+		attrs = append(attrs, "on_behalf_of", a.OnBehalfOf)
+	}
+	if a.UpstreamStatus != 0 {
+		attrs = append(attrs, "upstream_status", a.UpstreamStatus)
+	}
+	if a.Error != nil {
+		attrs = append(attrs, "error_code", a.Error.Code)
+	}
+	s.c.Logger.Info("action", attrs...)
 }
 
 func sharesGroup(a, b []string) bool {

@@ -50,7 +50,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 			if err := s.commit(ctx, &Change{Action: a, From: from}, events...); err != nil {
 				return nil, err
 			}
-			s.c.Observer.Action(a.Task, a.Status)
+			s.logAction(a)
 			return a, e
 		}
 		redactor = credential.NewRedactor(issued.Secrets...)
@@ -146,7 +146,7 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 		return a, &agentg8.Error{Code: agentg8.CodeAuditUnavailable, ActionID: a.ID,
 			Message: "the action ran but its outcome could not be recorded; it will read as outcome_unknown"}
 	}
-	s.c.Observer.Action(a.Task, a.Status)
+	s.logAction(a)
 	if e != nil {
 		return a, e
 	}
@@ -169,9 +169,13 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		a.Error = agentg8.Errorf(agentg8.CodeUpstreamError, "the gateway stopped during execution; the upstream may or may not have applied this action")
 		a.Error.ActionID = a.ID
 		a.UpdatedAt = s.c.Clock.Now()
-		if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil && !errors.Is(err, ErrStateConflict) {
+		if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil {
+			if errors.Is(err, ErrStateConflict) {
+				continue
+			}
 			return n, err
 		}
+		s.logAction(a)
 		n++
 	}
 	return n, nil
@@ -283,6 +287,7 @@ func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*
 		}
 		return nil, err
 	}
+	s.logAction(a)
 	return a, nil
 }
 
