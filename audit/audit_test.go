@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -122,6 +123,47 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+		})
+	}
+}
+
+// BenchmarkBaselineInsert is the ceiling the audit log is compared with: one
+// durable single-row INSERT per operation on the same SQLite settings (WAL,
+// synchronous=FULL), with the same numbers of writers.
+func BenchmarkBaselineInsert(b *testing.B) {
+	for _, writers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			dsn := "file:" + filepath.Join(b.TempDir(), "base.db") + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
+			db, err := sql.Open("sqlite", dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			db.SetMaxOpenConns(8)
+			if _, err := db.Exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)`); err != nil {
+				b.Fatal(err)
+			}
+			row := []byte(`{"seq":0,"time":"2026-01-01T00:00:00Z","type":"proposed","action_id":"act_bench","task":"crm.add_note"}`)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for w := 0; w < writers; w++ {
+				n := b.N / writers
+				if w < b.N%writers {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < n; i++ {
+						if _, err := db.Exec(`INSERT INTO t (data) VALUES (?)`, row); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "inserts/s")
 		})
 	}
 }
