@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDemo(t *testing.T) {
+	out := &syncBuffer{}
+	m := NewMain()
+	m.Stdout, m.Stderr, m.LookupEnv = out, &syncBuffer{}, lookup(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- m.Run(ctx, []string{"demo", "--listen", "127.0.0.1:0", "--dir", t.TempDir()}) }()
+	select {
+	case <-m.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not start")
+	}
+	text := out.String()
+	for _, want := range []string{"http://" + m.Addr(), "crm.get_customer", "crm.add_note", "crm.delete_customer", "audit verify"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("banner lacks %q:\n%s", want, text)
+		}
+	}
+	key := regexp.MustCompile(`support-bot \(agent[^\n]*?(ag8_\S+)`).FindStringSubmatch(text)
+	if key == nil {
+		t.Fatalf("no support-bot key in banner:\n%s", text)
+	}
+	req, _ := http.NewRequest("POST", "http://"+m.Addr()+"/v1/actions", strings.NewReader(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`))
+	req.Header.Set("Authorization", "Bearer "+key[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a map[string]any
+	json.NewDecoder(resp.Body).Decode(&a)
+	resp.Body.Close()
+	out2, _ := a["output"].(map[string]any)
+	if a["status"] != "succeeded" || out2["name"] != "Ada Lovelace" || out2["internal_ref"] != nil {
+		t.Errorf("demo read: %v", a)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("demo exit %d", code)
+	}
+}
