@@ -126,6 +126,8 @@ type Approval struct {
 	Required    []ApprovalRequirement `json:"required"`
 	Decisions   []ApprovalDecision    `json:"decisions"`
 	ExpiresAt   time.Time             `json:"expires_at"`
+	// Satisfied lists the rules whose quorum is met.
+	Satisfied []string `json:"satisfied,omitempty"`
 }
 
 // RenderedRequest is an upstream request as it would be sent, credentials masked.
@@ -169,6 +171,8 @@ type Action struct {
 	UpstreamStatus int       `json:"upstream_status,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// Version counts stored writes; updates compare-and-set on it.
+	Version int64 `json:"-"`
 }
 
 // AuditEvent types (SPEC §5.5).
@@ -179,6 +183,9 @@ const (
 	EventDryRun            = "dry_run"
 	EventApprovalRequested = "approval_requested"
 	EventApprovalDecided   = "approval_decided"
+	EventApprovalGranted   = "approval_granted"
+	EventApprovalVoid      = "approval_void"
+	EventRejected          = "rejected"
 	EventCredentialIssued  = "credential_issued"
 	EventExecuting         = "executing"
 	EventSucceeded         = "succeeded"
@@ -206,8 +213,31 @@ type AuditEvent struct {
 	Credential  string          `json:"credential,omitempty"`
 	SecretHMAC  string          `json:"secret_hmac,omitempty"`
 	RequestHash string          `json:"request_hash,omitempty"`
+	ApprovalID  string          `json:"approval_id,omitempty"`
+	User        string          `json:"user,omitempty"`
+	Comment     string          `json:"comment,omitempty"`
 	Detail      string          `json:"detail,omitempty"`
 	Upstream    *UpstreamInfo   `json:"upstream,omitempty"`
+}
+
+// ApprovalNotice tells approvers (and whoever listens) about an approval:
+// what will run, who must decide, and where.
+type ApprovalNotice struct {
+	Event       string                `json:"event"` // approval_requested | approval_granted | rejected | expired | approval_void | cancelled
+	ApprovalID  string                `json:"approval_id"`
+	ActionID    string                `json:"action_id"`
+	Task        string                `json:"task"`
+	Principal   string                `json:"principal"`
+	OnBehalfOf  string                `json:"on_behalf_of,omitempty"`
+	Reason      string                `json:"reason,omitempty"`
+	Input       json.RawMessage       `json:"input"`
+	Target      string                `json:"target,omitempty"`
+	SideEffects []string              `json:"side_effects,omitempty"`
+	Required    []ApprovalRequirement `json:"required"`
+	RequestHash string                `json:"request_hash"`
+	ExpiresAt   time.Time             `json:"expires_at"`
+	Status      State                 `json:"status"`
+	Link        string                `json:"link,omitempty"`
 }
 
 // UpstreamInfo records what the upstream answered.
@@ -236,6 +266,11 @@ const (
 	CodeConflict              = "conflict"
 	CodeBodyTooLarge          = "body_too_large"
 	CodeInternal              = "internal"
+	CodeApprovalMismatch      = "approval_mismatch"
+	CodeSelfApproval          = "self_approval_forbidden"
+	CodeTooManyPending        = "too_many_pending"
+	CodeApprovalVoid          = "approval_void"
+	CodeNotPending            = "not_pending"
 )
 
 // FieldError locates one problem in an input.

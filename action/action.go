@@ -56,6 +56,7 @@ type Observer interface {
 	Decision(d time.Duration)
 	Upstream(task string, d time.Duration)
 	Action(task string, s agentg8.State)
+	Notification(channel string, ok bool)
 }
 
 type nopObserver struct{}
@@ -63,6 +64,14 @@ type nopObserver struct{}
 func (nopObserver) Decision(time.Duration)         {}
 func (nopObserver) Upstream(string, time.Duration) {}
 func (nopObserver) Action(string, agentg8.State)   {}
+func (nopObserver) Notification(string, bool)      {}
+
+// Notifier delivers approval notices to configured channels.
+type Notifier interface {
+	Channels() int
+	Name(channel int) string
+	Send(ctx context.Context, channel int, n *agentg8.ApprovalNotice) error
+}
 
 // Config wires a Service.
 type Config struct {
@@ -73,13 +82,24 @@ type Config struct {
 	Audit       Auditor
 	Store       Store
 	Users       map[string]agentg8.User
+	// Agents are the configured agents, for re-evaluating policy at execution.
+	Agents map[string]agentg8.Principal
 	// AuditorGroups may read every action and the audit log.
 	AuditorGroups []string
 	ApprovalTTL   time.Duration
-	Clock         agentg8.Clock
-	NewID         func(prefix string) string
-	Logger        *slog.Logger
-	Observer      Observer
+	// MaxPending bounds each agent's pending approvals (default 20).
+	MaxPending int
+	// Notifier tells approvers; nil sends nothing.
+	Notifier Notifier
+	// PublicURL is where people reach this gateway (links in notices).
+	PublicURL string
+	// WorkerInterval is how often the worker looks for expiries, approved
+	// actions and due notifications (default 1s).
+	WorkerInterval time.Duration
+	Clock          agentg8.Clock
+	NewID          func(prefix string) string
+	Logger         *slog.Logger
+	Observer       Observer
 }
 
 // Service runs proposals. Safe for concurrent use.
@@ -87,6 +107,9 @@ type Service struct {
 	c       Config
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
+	kick    chan struct{}
+	running map[string]bool // approved actions this process is executing
+	wg      sync.WaitGroup
 }
 
 // New returns a service.
@@ -109,7 +132,20 @@ func New(c Config) *Service {
 	if len(c.AuditorGroups) == 0 {
 		c.AuditorGroups = []string{"auditors"}
 	}
-	return &Service{c: c, waiters: map[string][]chan struct{}{}}
+	if c.MaxPending == 0 {
+		c.MaxPending = 20
+	}
+	if c.WorkerInterval == 0 {
+		c.WorkerInterval = time.Second
+	}
+	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{}}
+}
+
+// SetPublicURL sets where people reach the gateway, once it is listening.
+func (s *Service) SetPublicURL(u string) {
+	s.mu.Lock()
+	s.c.PublicURL = u
+	s.mu.Unlock()
 }
 
 // NewID returns prefix_ followed by 128 random bits in base32.
@@ -315,20 +351,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		return a, &agentg8.Error{Code: agentg8.CodePolicyDenied, Message: "policy denied this action: " + dec.Reason, ActionID: a.ID}
 	}
 	if len(required) > 0 {
-		hash, err := RequestHash(task, a)
-		if err != nil {
-			return nil, err
-		}
-		a.Status = agentg8.StatePendingApproval
-		a.Approval = &agentg8.Approval{ID: s.c.NewID("apr"), Status: "pending", RequestHash: hash, Required: required,
-			Decisions: []agentg8.ApprovalDecision{}, ExpiresAt: now.Add(s.c.ApprovalTTL)}
-		a.Preview = s.preview(task, vars, rendered, dec, required)
-		ev := &agentg8.AuditEvent{Type: agentg8.EventApprovalRequested, ActionID: a.ID, Task: a.Task, Principal: p.ID,
-			Status: a.Status, RequestHash: hash}
-		if err := s.record(ctx, a, proposed, ev); err != nil {
-			return nil, err
-		}
-		return a, nil
+		return s.requestApproval(ctx, task, a, vars, rendered, required, proposed)
 	}
 	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered, proposed)
 }
@@ -361,10 +384,15 @@ func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agen
 func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
 	err := s.c.Audit.Commit(ctx, ch, events...)
 	if err == nil {
+		if ch.From == "" {
+			ch.Action.Version = 1
+		} else {
+			ch.Action.Version++
+		}
 		s.notify(ch.Action.ID)
 		return nil
 	}
-	if errors.Is(err, ErrStateConflict) {
+	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) {
 		return err
 	}
 	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)

@@ -12,6 +12,8 @@ import (
 var (
 	ErrNotFound      = errors.New("not found")
 	ErrStateConflict = errors.New("action state changed concurrently")
+	// ErrDuplicatePending means an identical request is already pending.
+	ErrDuplicatePending = errors.New("an identical request is already pending approval")
 )
 
 // Filter selects actions to list.
@@ -40,10 +42,22 @@ type Store interface {
 	GetAction(ctx context.Context, id string) (*agentg8.Action, error)
 	ListActions(ctx context.Context, f Filter) ([]*agentg8.Action, error)
 	ActionsInState(ctx context.Context, s agentg8.State) ([]*agentg8.Action, error)
-	// UpdateAction stores a if the stored action's status is from, else
-	// returns ErrStateConflict. This compare-and-set is what makes execution
-	// at-most-once.
+	// UpdateAction stores a if the stored action's status is from and its
+	// version is a.Version, else returns ErrStateConflict. This
+	// compare-and-set is what makes execution at-most-once. The stored
+	// version becomes a.Version+1.
 	UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error
+	// GetActionByApproval finds the action an approval belongs to.
+	GetActionByApproval(ctx context.Context, approvalID string) (*agentg8.Action, error)
+	// PendingByHash returns the pending action with this request hash.
+	PendingByHash(ctx context.Context, requestHash string) (*agentg8.Action, error)
+	// CountPending counts an agent's pending approvals.
+	CountPending(ctx context.Context, principal string) (int, error)
+
+	// DueNotifications returns undelivered notifications due at now.
+	DueNotifications(ctx context.Context, now time.Time, limit int) ([]Notification, error)
+	// UpdateNotification records a delivery attempt.
+	UpdateNotification(ctx context.Context, n Notification) error
 
 	// ClaimIdempotency inserts rec if (agent, key) is new and returns nil;
 	// otherwise it returns the existing record and stores nothing.
@@ -57,5 +71,22 @@ type Store interface {
 type Change struct {
 	Action *agentg8.Action
 	// From is the state the stored action must be in; empty creates it.
+	// Updates also require the stored version to equal Action.Version.
 	From agentg8.State
+	// Notify are notifications to queue in the same transaction.
+	Notify []Notification
+}
+
+// Notification is one queued message to one channel, retried from the store
+// until delivered or out of attempts.
+type Notification struct {
+	ID        string
+	ActionID  string
+	Channel   int
+	Event     string
+	Payload   []byte
+	Attempts  int
+	NextAt    time.Time
+	Delivered bool
+	LastError string
 }

@@ -125,3 +125,30 @@ func (c *Client) Tasks(ctx context.Context) ([]TaskInfo, error) {
 	_, err := c.do(ctx, http.MethodGet, "/v1/tasks", nil, nil, &out)
 	return out.Tasks, err
 }
+
+// Approvals lists pending approvals the caller may see.
+func (c *Client) Approvals(ctx context.Context) ([]ApprovalView, error) {
+	var out struct {
+		Approvals []ApprovalView `json:"approvals"`
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/approvals?status=pending", nil, nil, &out)
+	return out.Approvals, err
+}
+
+// Approval fetches one approval.
+func (c *Client) Approval(ctx context.Context, id string) (*ApprovalView, error) {
+	var v ApprovalView
+	_, err := c.do(ctx, http.MethodGet, "/v1/approvals/"+url.PathEscape(id), nil, nil, &v)
+	return &v, err
+}
+
+// Decide approves or rejects the request with the given hash.
+func (c *Client) Decide(ctx context.Context, id string, approve bool, hash, comment string) (*ApprovalView, error) {
+	verb := "reject"
+	if approve {
+		verb = "approve"
+	}
+	var v ApprovalView
+	_, err := c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/"+verb, DecideRequest{RequestHash: hash, Comment: comment}, nil, &v)
+	return &v, err
+}

@@ -29,6 +29,9 @@ type Actions interface {
 	Cancel(ctx context.Context, p agentg8.Principal, id string) (*agentg8.Action, error)
 	Tasks(p agentg8.Principal) []*registry.Task
 	MayAudit(p agentg8.Principal) bool
+	Approvals(ctx context.Context, p agentg8.Principal) ([]*agentg8.Action, error)
+	Approval(ctx context.Context, p agentg8.Principal, approvalID string) (*agentg8.Action, error)
+	Decide(ctx context.Context, p agentg8.Principal, approvalID string, approve bool, hash, comment string) (*agentg8.Action, error)
 }
 
 // Authenticator maps a bearer token to a principal.
@@ -86,6 +89,10 @@ func New(c Config) http.Handler {
 	mux.Handle("GET /v1/actions", a.auth(a.list))
 	mux.Handle("GET /v1/actions/{id}", a.auth(a.get))
 	mux.Handle("POST /v1/actions/{id}/cancel", a.auth(a.cancel))
+	mux.Handle("GET /v1/approvals", a.auth(a.approvals))
+	mux.Handle("GET /v1/approvals/{id}", a.auth(a.approval))
+	mux.Handle("POST /v1/approvals/{id}/approve", a.auth(a.decide(true)))
+	mux.Handle("POST /v1/approvals/{id}/reject", a.auth(a.decide(false)))
 	mux.Handle("GET /v1/audit", a.auth(a.auditEvents))
 	mux.Handle("GET /v1/audit/checkpoint", a.auth(a.checkpoint))
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
@@ -317,4 +324,65 @@ func (a *api) checkpoint(w http.ResponseWriter, r *http.Request, p agentg8.Princ
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write(cp)
 	return nil
+}
+
+// ApprovalView is an approval as approvers see it: what will run, who must
+// decide, and whether the caller may decide now.
+type ApprovalView struct {
+	agentg8.Approval
+	CanDecide bool            `json:"can_decide"`
+	Action    *agentg8.Action `json:"action"`
+}
+
+func view(p agentg8.Principal, a *agentg8.Action) ApprovalView {
+	return ApprovalView{Approval: *a.Approval, CanDecide: action.CanDecide(p, a), Action: a}
+}
+
+func (a *api) approvals(w http.ResponseWriter, r *http.Request, p agentg8.Principal) error {
+	if st := r.URL.Query().Get("status"); st != "" && st != "pending" {
+		return agentg8.Errorf(agentg8.CodeInvalidInput, "status must be pending (decided approvals are on their actions)")
+	}
+	acts, err := a.c.Actions.Approvals(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	out := make([]ApprovalView, 0, len(acts))
+	for _, act := range acts {
+		out = append(out, view(p, act))
+	}
+	writeJSON(w, 200, map[string]any{"approvals": out})
+	return nil
+}
+
+func (a *api) approval(w http.ResponseWriter, r *http.Request, p agentg8.Principal) error {
+	act, err := a.c.Actions.Approval(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, view(p, act))
+	return nil
+}
+
+// DecideRequest is the body of an approve or reject.
+type DecideRequest struct {
+	RequestHash string `json:"request_hash"`
+	Comment     string `json:"comment,omitempty"`
+}
+
+func (a *api) decide(approve bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, p agentg8.Principal) error {
+		var req DecideRequest
+		if err := decodeBody(r, &req); err != nil {
+			return err
+		}
+		if req.RequestHash == "" {
+			return agentg8.Errorf(agentg8.CodeInvalidInput, "request_hash is required: send the hash you reviewed")
+		}
+		act, err := a.c.Actions.Decide(r.Context(), p, r.PathValue("id"), approve, req.RequestHash, req.Comment)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, view(p, act))
+		return nil
+	}
 }

@@ -26,6 +26,11 @@ var statusOf = map[string]int{
 	agentg8.CodeConflict:              http.StatusConflict,
 	agentg8.CodeBodyTooLarge:          http.StatusRequestEntityTooLarge,
 	agentg8.CodeInternal:              http.StatusInternalServerError,
+	agentg8.CodeApprovalMismatch:      http.StatusConflict,
+	agentg8.CodeSelfApproval:          http.StatusForbidden,
+	agentg8.CodeTooManyPending:        http.StatusTooManyRequests,
+	agentg8.CodeApprovalVoid:          http.StatusConflict,
+	agentg8.CodeNotPending:            http.StatusConflict,
 }
 
 // Status returns the HTTP status for an error code.

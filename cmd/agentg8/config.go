@@ -15,12 +15,14 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/notify"
 	"github.com/agentg8/agentg8/store"
 )
 
 // Config is agentg8.yaml (SPEC §2.1). Unknown keys are errors.
 type Config struct {
 	Listen      string                     `yaml:"listen"`
+	PublicURL   string                     `yaml:"public_url"`
 	Store       string                     `yaml:"store"`
 	Tasks       string                     `yaml:"tasks"`
 	Policies    string                     `yaml:"policies"`
@@ -51,6 +53,7 @@ type UserConfig struct {
 	ID     string   `yaml:"id"`
 	Groups []string `yaml:"groups"`
 	Key    string   `yaml:"key"`
+	Email  string   `yaml:"email"`
 }
 
 // EgressConfig controls where tasks may connect.
@@ -60,7 +63,8 @@ type EgressConfig struct {
 
 // ApprovalsConfig tunes approvals.
 type ApprovalsConfig struct {
-	DefaultTTL string `yaml:"default_ttl"`
+	DefaultTTL         string `yaml:"default_ttl"`
+	MaxPendingPerAgent int    `yaml:"max_pending_per_agent"`
 }
 
 // NotifyConfig is one approval notification channel.
@@ -175,6 +179,11 @@ func (c *Config) Validate() error {
 			bad(k+".id", "%q is used twice (agent and user ids share one namespace)", u.ID)
 		}
 		users[u.ID] = true
+		if u.Email != "" {
+			if err := notify.CheckAddress(u.Email); err != nil {
+				bad(k+".email", "%q: %v", u.Email, err)
+			}
+		}
 		if u.Key != "" {
 			if err := credential.CheckRef(u.Key); err != nil {
 				bad(k+".key", "%v", err)
@@ -185,6 +194,12 @@ func (c *Config) Validate() error {
 		if err := c.Credentials[n].Check(); err != nil {
 			bad("credentials."+n, "%v", err)
 		}
+	}
+	if c.Approvals.MaxPendingPerAgent < 0 {
+		bad("approvals.max_pending_per_agent", "must be positive")
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		bad("public_url", "must be an http(s) URL")
 	}
 	if d, err := time.ParseDuration(c.Approvals.DefaultTTL); err != nil || d <= 0 {
 		bad("approvals.default_ttl", "%q is not a positive duration", c.Approvals.DefaultTTL)

@@ -364,7 +364,7 @@ func TestTasksToolsAndOps(t *testing.T) {
 		names = append(names, x.(map[string]any)["name"].(string))
 	}
 	// ops.refund has only an approval rule and no grant for support... it does: support-ops.
-	want := "crm.add_note crm.delete_customer crm.get_customer ops.broken ops.refund ops.slow"
+	want := "crm.add_note crm.delete_customer crm.get_customer ops.broken ops.refund ops.slow ops.wire"
 	if strings.Join(names, " ") != want {
 		t.Errorf("tasks = %v", names)
 	}

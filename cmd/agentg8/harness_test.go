@@ -20,6 +20,8 @@ const (
 	supportKey = "ag8_support_bot_test_key_0123456789abcdef"
 	otherKey   = "ag8_other_bot_test_key_0123456789abcdef"
 	aliceKey   = "ag8_alice_user_test_key_0123456789abcdef"
+	franKey    = "ag8_fran_user_test_key_0123456789abcdef"
+	fredKey    = "ag8_fred_user_test_key_0123456789abcdef"
 	crmSecret  = "sk_live_S3cr3t+Value/With=Chars&More"
 )
 
@@ -151,8 +153,17 @@ const testTasks = `
 - name: ops.refund
   description: Refund that needs approval when big.
   risk: write
-  input: {type: object, required: [amount], properties: {amount: {type: integer}}}
-  request: {method: POST, url: "UPSTREAM/refund", body: {amount: "${input.amount}"}}
+  input: {type: object, required: [amount], properties: {amount: {type: integer}, ref: {type: string}}}
+  request: {method: POST, url: "UPSTREAM/refund", body: {amount: "${input.amount}", ref: "${input.ref}"}}
+  preview:
+    side_effects: ["Refunds ${input.amount} cents."]
+- name: ops.wire
+  description: A transfer that always needs approval.
+  risk: destructive
+  input: {type: object, properties: {amount: {type: integer}}}
+  approval: always
+  approvers: [finance]
+  request: {method: POST, url: "UPSTREAM/wire", body: {amount: "${input.amount}"}}
 `
 
 const testPolicies = `
@@ -172,6 +183,9 @@ forbid (principal, action == Action::"ops.broken", resource) when { context.inpu
 @id("big-refunds") @approval("finance")
 permit (principal, action == Action::"ops.refund", resource) when { context.input.amount > 1000 };
 
+@id("huge-refunds") @approval("finance") @quorum("2")
+permit (principal, action == Action::"ops.refund", resource) when { context.input.amount > 100000 };
+
 @id("act-for-alice")
 permit (principal in Group::"support", action == Action::"crm.get_customer", resource) when { context has user && context.user in Group::"support" };
 `
@@ -179,11 +193,31 @@ permit (principal in Group::"support", action == Action::"crm.get_customer", res
 type envOpts struct {
 	allowPrivate bool
 	extraConfig  string
+	clock        *testClock
+}
+
+// testClock is a settable clock for expiry tests.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 // testEnv is a real server on 127.0.0.1:0 with a temp SQLite store and a
 // recording upstream.
 type testEnv struct {
+	opts     envOpts
 	t        *testing.T
 	dir      string
 	cfgPath  string
@@ -216,8 +250,9 @@ agents:
   - {id: support-bot, key: "env:SUPPORT_KEY", groups: [support], act_for: [support]}
   - {id: other-bot, key: "env:OTHER_KEY", groups: [nobody]}
 users:
-  - {id: alice, groups: [support, auditors], key: "env:ALICE_KEY"}
-  - {id: fran, groups: [finance]}
+  - {id: alice, groups: [support, auditors, finance], key: "env:ALICE_KEY", email: alice@example.com}
+  - {id: fran, groups: [finance], key: "env:FRAN_KEY", email: fran@example.com}
+  - {id: fred, groups: [finance], key: "env:FRED_KEY", email: fred@example.com}
   - {id: olga, groups: [outsiders]}
 credentials:
   crm: {type: api_key, secret: "file:secrets/crm", header: Authorization, format: "Bearer {secret}"}
@@ -234,7 +269,7 @@ audit:
 }
 
 func testEnvVars() map[string]string {
-	return map[string]string{"SUPPORT_KEY": supportKey, "OTHER_KEY": otherKey, "ALICE_KEY": aliceKey}
+	return map[string]string{"SUPPORT_KEY": supportKey, "OTHER_KEY": otherKey, "ALICE_KEY": aliceKey, "FRAN_KEY": franKey, "FRED_KEY": fredKey}
 }
 
 func lookup(m map[string]string) func(string) (string, bool) {
@@ -243,7 +278,7 @@ func lookup(m map[string]string) func(string) (string, bool) {
 
 func newTestEnv(t *testing.T, o envOpts) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, dir: t.TempDir(), up: newRecorder(t), logs: &syncBuffer{}, env: testEnvVars()}
+	e := &testEnv{t: t, opts: o, dir: t.TempDir(), up: newRecorder(t), logs: &syncBuffer{}, env: testEnvVars()}
 	e.cfgPath = writeConfig(t, e.dir, e.up.srv.URL, o)
 	e.start()
 	return e
@@ -253,6 +288,9 @@ func (e *testEnv) start() {
 	t := e.t
 	m := NewMain()
 	m.Stdout, m.Stderr, m.LookupEnv = e.logs, e.logs, lookup(e.env)
+	if e.opts.clock != nil {
+		m.Clock = e.opts.clock
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopped = make(chan struct{})
 	go func() {

@@ -82,6 +82,7 @@ Server:
 Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
   propose TASK --input JSON [--dry-run] [--wait]
   actions get ID [--wait 30s] | actions list
+  approvals list | approve ID [--hash H] [--comment C] [--yes] | reject ID
   tools export --format openai|anthropic|mcp
 Operators:
   audit verify|tail|export
@@ -142,6 +143,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return m.cmdPropose(ctx, rest)
 	case "actions":
 		return m.cmdActions(ctx, rest)
+	case "approvals":
+		return m.cmdApprovals(ctx, rest)
 	case "tools":
 		return m.cmdTools(ctx, rest)
 	case "audit":

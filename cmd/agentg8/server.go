@@ -21,6 +21,7 @@ import (
 	"github.com/agentg8/agentg8/connector/httpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/httpapi"
+	"github.com/agentg8/agentg8/notify"
 	"github.com/agentg8/agentg8/policy"
 	"github.com/agentg8/agentg8/registry"
 	"github.com/agentg8/agentg8/store"
@@ -34,12 +35,17 @@ type loaded struct {
 	registry *registry.Registry
 	policy   *policy.Engine
 	users    map[string]agentg8.User
+	agents   map[string]agentg8.Principal
 }
 
 // load reads tasks and policies and cross-checks them against the config.
 // With checkSecrets it also resolves every secret reference once.
 func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool) (*loaded, error) {
-	l := &loaded{cfg: cfg, resolver: &credential.Resolver{Dir: cfg.dir, LookupEnv: lookupEnv}, users: map[string]agentg8.User{}}
+	l := &loaded{cfg: cfg, resolver: &credential.Resolver{Dir: cfg.dir, LookupEnv: lookupEnv}, users: map[string]agentg8.User{},
+		agents: map[string]agentg8.Principal{}}
+	for _, a := range cfg.Agents {
+		l.agents[a.ID] = agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}
+	}
 	var errs []error
 	creds := map[string]registry.CredentialInfo{}
 	for n, s := range cfg.Credentials {
@@ -166,6 +172,7 @@ func (k *keyring) Authenticate(token string) (agentg8.Principal, bool) {
 
 // observer exports pipeline metrics to Prometheus.
 type observer struct {
+	notify   *prometheus.CounterVec
 	actions  *prometheus.CounterVec
 	decision prometheus.Histogram
 	upstream *prometheus.HistogramVec
@@ -174,6 +181,7 @@ type observer struct {
 
 func newObserver(reg *prometheus.Registry) *observer {
 	o := &observer{
+		notify: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_notifications_total", Help: "Approval notification deliveries by channel and result."}, []string{"channel", "result"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_actions_total", Help: "Actions by task and the status they reached."}, []string{"task", "status"}),
 		decision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_decision_seconds", Help: "Policy decision latency.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
@@ -182,7 +190,7 @@ func newObserver(reg *prometheus.Registry) *observer {
 		audit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_audit_append_seconds", Help: "Audit batch commit latency.",
 			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 14)}),
 	}
-	reg.MustRegister(o.actions, o.decision, o.upstream, o.audit)
+	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit)
 	return o
 }
 
@@ -240,9 +248,23 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	obs := newObserver(preg)
 	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, _ int) { obs.audit.Observe(d.Seconds()) }})
+	var channels []notify.Channel
+	for _, n := range cfg.Notify {
+		channels = append(channels, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
+	}
+	emails := map[string][]string{}
+	for _, u := range cfg.Users {
+		for _, g := range u.Groups {
+			if u.Email != "" {
+				emails[g] = append(emails[g], u.Email)
+			}
+		}
+	}
+	publicURL := cfg.PublicURL
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
-		Audit: alog, Store: st, Users: l.users, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
+		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
+		MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails),
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {
@@ -263,6 +285,10 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		st.Close()
 		return nil, err
 	}
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	svc.SetPublicURL(publicURL)
 	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
 		Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
@@ -276,6 +302,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 func (s *server) serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	workerDone := make(chan struct{})
+	go func() { s.service.Run(workerCtx); close(workerDone) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -286,6 +315,8 @@ func (s *server) serve(ctx context.Context) error {
 	if serr := s.http.Shutdown(shCtx); serr != nil && err == nil {
 		err = serr
 	}
+	stopWorker()
+	<-workerDone
 	s.log.Close()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -294,4 +325,12 @@ func (s *server) serve(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+func (o *observer) Notification(channel string, ok bool) {
+	res := "ok"
+	if !ok {
+		res = "error"
+	}
+	o.notify.WithLabelValues(channel, res).Inc()
 }

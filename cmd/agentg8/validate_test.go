@@ -16,7 +16,7 @@ func TestValidate(t *testing.T) {
 	t.Run("good config", func(t *testing.T) {
 		cfg := base(t)
 		code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
-		if code != 0 || !strings.Contains(out, "ok: 6 tasks, 6 policies") {
+		if code != 0 || !strings.Contains(out, "ok: 7 tasks, 7 policies") {
 			t.Fatalf("%d %s %s", code, out, errs)
 		}
 	})
@@ -27,7 +27,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"unknown config key", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "colour: blue\n")
-		}, []string{"agentg8.yaml:17:", "colour"}},
+		}, []string{"agentg8.yaml:18:", "colour"}},
 		{"unknown nested config key", func(t *testing.T, dir string) {
 			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "allow_private: true", "allow_private: true\n  allow_all: true")
 		}, []string{"agentg8.yaml", "allow_all"}},
@@ -62,8 +62,8 @@ func TestValidate(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("ghosts") permit (principal, action, resource);`)
 		}, []string{"a.cedar", `"ghosts"`}},
 		{"impossible quorum", func(t *testing.T, dir string) {
-			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("finance") @quorum("2") permit (principal, action, resource);`)
-		}, []string{"a.cedar", "needs 2 approvers"}},
+			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("finance") @quorum("4") permit (principal, action, resource);`)
+		}, []string{"a.cedar", "needs 4 approvers"}},
 		{"approval on forbid", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, "policies", "a.cedar"), `@id("r") @approval("finance") forbid (principal, action, resource);`)
 		}, []string{"a.cedar:1", "permit"}},

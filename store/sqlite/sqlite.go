@@ -122,33 +122,71 @@ func insertAction(ctx context.Context, db execer, a *agentg8.Action) error {
 	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data)
+	aprID, hash := approvalKeys(a)
+	_, err = db.ExecContext(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
+		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash)
 	if err != nil {
+		if strings.Contains(err.Error(), "actions.request_hash") {
+			return action.ErrDuplicatePending
+		}
 		return fmt.Errorf("insert action: %w", err)
 	}
 	return nil
 }
 
-func decodeAction(data []byte) (*agentg8.Action, error) {
+func approvalKeys(a *agentg8.Action) (id, hash sql.NullString) {
+	if a.Approval != nil {
+		id = sql.NullString{String: a.Approval.ID, Valid: true}
+		hash = sql.NullString{String: a.Approval.RequestHash, Valid: true}
+	}
+	return id, hash
+}
+
+const actionCols = `data, version`
+
+func decodeAction(data []byte, version int64) (*agentg8.Action, error) {
 	var a agentg8.Action
 	if err := json.Unmarshal(data, &a); err != nil {
 		return nil, fmt.Errorf("decode action: %w", err)
 	}
+	a.Version = version
 	return &a, nil
 }
 
-// GetAction returns an action or action.ErrNotFound.
-func (s *Store) GetAction(ctx context.Context, id string) (*agentg8.Action, error) {
+func (s *Store) getAction(ctx context.Context, query string, arg any) (*agentg8.Action, error) {
 	var data []byte
-	err := s.db.QueryRowContext(ctx, `SELECT data FROM actions WHERE id = ?`, id).Scan(&data)
+	var version int64
+	err := s.db.QueryRowContext(ctx, query, arg).Scan(&data, &version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, action.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get action: %w", err)
 	}
-	return decodeAction(data)
+	return decodeAction(data, version)
+}
+
+// GetAction returns an action or action.ErrNotFound.
+func (s *Store) GetAction(ctx context.Context, id string) (*agentg8.Action, error) {
+	return s.getAction(ctx, `SELECT `+actionCols+` FROM actions WHERE id = ?`, id)
+}
+
+// GetActionByApproval returns the action an approval belongs to.
+func (s *Store) GetActionByApproval(ctx context.Context, approvalID string) (*agentg8.Action, error) {
+	return s.getAction(ctx, `SELECT `+actionCols+` FROM actions WHERE approval_id = ?`, approvalID)
+}
+
+// PendingByHash returns the pending action with this request hash.
+func (s *Store) PendingByHash(ctx context.Context, requestHash string) (*agentg8.Action, error) {
+	return s.getAction(ctx, `SELECT `+actionCols+` FROM actions WHERE request_hash = ? AND status = 'pending_approval'`, requestHash)
+}
+
+// CountPending counts an agent's pending approvals.
+func (s *Store) CountPending(ctx context.Context, principal string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE principal = ? AND status = 'pending_approval'`, principal).Scan(&n)
+	return n, err
 }
 
 // ListActions lists actions newest first.
@@ -157,7 +195,7 @@ func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Ac
 	if before.IsZero() {
 		before = time.Unix(0, 1<<62)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM actions
+	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions
 		WHERE (? = '' OR principal = ?) AND (? = '' OR task = ?) AND (? = '' OR status = ?) AND created_at < ?
 		ORDER BY created_at DESC, id DESC LIMIT ?`,
 		f.Principal, f.Principal, f.Task, f.Task, string(f.Status), string(f.Status), before.UnixNano(), f.Limit)
@@ -172,10 +210,11 @@ func scanActions(rows *sql.Rows) ([]*agentg8.Action, error) {
 	out := []*agentg8.Action{}
 	for rows.Next() {
 		var data []byte
-		if err := rows.Scan(&data); err != nil {
+		var version int64
+		if err := rows.Scan(&data, &version); err != nil {
 			return nil, err
 		}
-		a, err := decodeAction(data)
+		a, err := decodeAction(data, version)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +225,7 @@ func scanActions(rows *sql.Rows) ([]*agentg8.Action, error) {
 
 // ActionsInState lists every action in state st, oldest first.
 func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg8.Action, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM actions WHERE status = ? ORDER BY created_at`, string(st))
+	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions WHERE status = ? ORDER BY created_at`, string(st))
 	if err != nil {
 		return nil, fmt.Errorf("actions in state: %w", err)
 	}
@@ -203,9 +242,14 @@ func updateAction(ctx context.Context, db execer, a *agentg8.Action, from agentg
 	if err != nil {
 		return err
 	}
-	res, err := db.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ?, data = ? WHERE id = ? AND status = ?`,
-		string(a.Status), a.UpdatedAt.UnixNano(), data, a.ID, string(from))
+	aprID, hash := approvalKeys(a)
+	res, err := db.ExecContext(ctx, `UPDATE actions SET status = ?, updated_at = ?, data = ?, version = version + 1, approval_id = ?, request_hash = ?
+		WHERE id = ? AND status = ? AND version = ?`,
+		string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, a.ID, string(from), a.Version)
 	if err != nil {
+		if strings.Contains(err.Error(), "actions.request_hash") {
+			return action.ErrDuplicatePending
+		}
 		return fmt.Errorf("update action: %w", err)
 	}
 	n, err := res.RowsAffected()
@@ -337,10 +381,58 @@ type execer interface {
 }
 
 func applyChange(ctx context.Context, tx execer, ch *action.Change) error {
+	var err error
 	if ch.From == "" {
-		return insertAction(ctx, tx, ch.Action)
+		err = insertAction(ctx, tx, ch.Action)
+	} else {
+		err = updateAction(ctx, tx, ch.Action, ch.From)
 	}
-	return updateAction(ctx, tx, ch.Action, ch.From)
+	if err != nil {
+		return err
+	}
+	for _, n := range ch.Notify {
+		if err := insertNotification(ctx, tx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func insertNotification(ctx context.Context, db execer, n action.Notification) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, '')`, n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("queue notification: %w", err)
+	}
+	return nil
+}
+
+// DueNotifications returns undelivered notifications due at now, oldest first.
+func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, action_id, channel, event, payload, attempts, next_at, last_error FROM notifications
+		WHERE delivered = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now.UnixNano(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("due notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []action.Notification
+	for rows.Next() {
+		var n action.Notification
+		var next int64
+		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
+			return nil, err
+		}
+		n.NextAt = time.Unix(0, next).UTC()
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// UpdateNotification records a delivery attempt.
+func (s *Store) UpdateNotification(ctx context.Context, n action.Notification) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE notifications SET attempts = ?, next_at = ?, delivered = ?, last_error = ? WHERE id = ?`,
+		n.Attempts, n.NextAt.UnixNano(), n.Delivered, n.LastError, n.ID)
+	return err
 }
 
 // LatestAuditCheckpoint returns the newest signed checkpoint, or nil.

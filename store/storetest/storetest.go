@@ -39,7 +39,7 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func newAction(id, principal, task string, st agentg8.State, at time.Time) *agentg8.Action {
 	return &agentg8.Action{ID: id, Task: task, Status: st, Principal: principal, Input: json.RawMessage(`{"a":1}`),
-		Decision: &agentg8.Decision{Effect: agentg8.Allow, Policies: []string{"p"}}, CreatedAt: at, UpdatedAt: at}
+		Decision: &agentg8.Decision{Effect: agentg8.Allow, Policies: []string{"p"}}, CreatedAt: at, UpdatedAt: at, Version: 1}
 }
 
 func testActions(t *testing.T, s Store) {
@@ -78,6 +78,15 @@ func testActions(t *testing.T, s Store) {
 	}
 	if err := s.UpdateAction(ctx, a, agentg8.StateSucceeded); err != nil {
 		t.Fatal(err)
+	}
+	// The version moved on: a writer holding the old one loses.
+	if got, _ := s.GetAction(ctx, "act_3"); got.Version != 2 {
+		t.Errorf("version after update: %d", got.Version)
+	}
+	stale := *a
+	stale.Status = agentg8.StateFailed
+	if err := s.UpdateAction(ctx, &stale, agentg8.StateExecuting); !errors.Is(err, action.ErrStateConflict) {
+		t.Errorf("stale version accepted: %v", err)
 	}
 	in, _ := s.ActionsInState(ctx, agentg8.StateExecuting)
 	if len(in) != 1 || in[0].ID != "act_3" {

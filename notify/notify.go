@@ -1,0 +1,210 @@
+// Package notify delivers approval notices to people: webhooks (generic JSON
+// or Slack-compatible text) and email over SMTP. Delivery is attempted by the
+// pipeline's worker from a queue in the store, so a broken channel never
+// blocks or fails an action.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/mail"
+	"net/smtp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentg8/agentg8"
+)
+
+// Channel is one configured destination.
+type Channel struct {
+	Type     string   // webhook | smtp
+	URL      string   // webhook
+	Format   string   // json (default) | slack
+	Addr     string   // smtp host:port
+	From     string   // smtp sender
+	ToGroups []string // smtp: only members of these groups
+}
+
+// Notifier sends notices to its channels.
+type Notifier struct {
+	channels []Channel
+	// emails maps a group to its members' addresses.
+	emails map[string][]string
+	client *http.Client
+}
+
+// New returns a notifier; emails maps each group to its members' addresses.
+func New(channels []Channel, emails map[string][]string) *Notifier {
+	return &Notifier{channels: channels, emails: emails, client: &http.Client{Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// Channels is the number of configured channels.
+func (n *Notifier) Channels() int { return len(n.channels) }
+
+// Name describes channel i for logs and metrics.
+func (n *Notifier) Name(i int) string {
+	if i < 0 || i >= len(n.channels) {
+		return "unknown"
+	}
+	return fmt.Sprintf("%s#%d", n.channels[i].Type, i)
+}
+
+// Send delivers one notice to channel i.
+func (n *Notifier) Send(ctx context.Context, i int, notice *agentg8.ApprovalNotice) error {
+	if i < 0 || i >= len(n.channels) {
+		return fmt.Errorf("no notification channel %d", i)
+	}
+	ch := n.channels[i]
+	switch ch.Type {
+	case "webhook":
+		return n.webhook(ctx, ch, notice)
+	case "smtp":
+		return n.email(ctx, ch, notice)
+	}
+	return fmt.Errorf("unknown channel type %q", ch.Type)
+}
+
+// Text renders a notice for people.
+func Text(nt *agentg8.ApprovalNotice) string {
+	var b strings.Builder
+	switch nt.Event {
+	case "approval_requested":
+		fmt.Fprintf(&b, "Approval needed: %s proposed %s", nt.Principal, nt.Task)
+	default:
+		fmt.Fprintf(&b, "Approval %s: %s by %s is now %s", nt.ApprovalID, nt.Task, nt.Principal, nt.Status)
+	}
+	if nt.OnBehalfOf != "" {
+		fmt.Fprintf(&b, " for %s", nt.OnBehalfOf)
+	}
+	b.WriteString("\n")
+	if nt.Reason != "" {
+		fmt.Fprintf(&b, "Reason given by the agent: %q\n", nt.Reason)
+	}
+	fmt.Fprintf(&b, "Input: %s\n", nt.Input)
+	if nt.Target != "" {
+		fmt.Fprintf(&b, "Will call: %s\n", nt.Target)
+	}
+	for _, s := range nt.SideEffects {
+		fmt.Fprintf(&b, "Side effect: %s\n", s)
+	}
+	for _, r := range nt.Required {
+		fmt.Fprintf(&b, "Needs %d approver(s) from %s (rule %s)\n", r.Quorum, r.Group, r.Rule)
+	}
+	fmt.Fprintf(&b, "Request hash: %s\nExpires: %s\n", nt.RequestHash, nt.ExpiresAt.Format(time.RFC3339))
+	if nt.Link != "" {
+		fmt.Fprintf(&b, "Review: %s\n", nt.Link)
+	}
+	return b.String()
+}
+
+func (n *Notifier) webhook(ctx context.Context, ch Channel, nt *agentg8.ApprovalNotice) error {
+	var body any = nt
+	if ch.Format == "slack" {
+		body = map[string]string{"text": Text(nt)}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ch.URL, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "agentg8-notify")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+// recipients are the members of the required groups, narrowed to ToGroups.
+func (n *Notifier) recipients(ch Channel, nt *agentg8.ApprovalNotice) []string {
+	var out []string
+	for _, r := range nt.Required {
+		if len(ch.ToGroups) > 0 && !slices.Contains(ch.ToGroups, r.Group) {
+			continue
+		}
+		for _, e := range n.emails[r.Group] {
+			if !slices.Contains(out, e) {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (n *Notifier) email(ctx context.Context, ch Channel, nt *agentg8.ApprovalNotice) error {
+	to := n.recipients(ch, nt)
+	if len(to) == 0 {
+		return nil // nobody to tell on this channel
+	}
+	subject := fmt.Sprintf("[AgentG8] %s: %s", strings.ReplaceAll(nt.Event, "_", " "), nt.Task)
+	var msg bytes.Buffer
+	fmt.Fprintf(&msg, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+		ch.From, strings.Join(to, ", "), mime.QEncoding.Encode("utf-8", subject), time.Now().UTC().Format(time.RFC1123Z))
+	msg.WriteString(strings.ReplaceAll(Text(nt), "\n", "\r\n"))
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", ch.Addr)
+	if err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	host, _, _ := net.SplitHostPort(ch.Addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("smtp: %w", err)
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		if err := c.StartTLS(&tls.Config{ServerName: host}); err != nil {
+			return fmt.Errorf("smtp starttls: %w", err)
+		}
+	}
+	if err := c.Mail(ch.From); err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r); err != nil {
+			return fmt.Errorf("smtp rcpt: %w", err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	if _, err := w.Write(msg.Bytes()); err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	return c.Quit()
+}
+
+// CheckAddress validates an email address from the config.
+func CheckAddress(s string) error {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s {
+		return errors.New("not a plain email address")
+	}
+	return nil
+}
