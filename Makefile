@@ -3,10 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 STATICCHECK_VERSION := v0.8.2
+MAILPIT_VERSION := v1.33.1
 FUZZTIME ?= 5s
 export GOFLAGS := -mod=readonly
 
-.PHONY: help demo build test lint vet staticcheck unit fuzz bench load tools clean
+.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,12 +18,16 @@ demo: ## run AgentG8 with a sample CRM on embedded SQLite
 build: ## build bin/agentg8
 	$(GO) build -o $(BIN)/agentg8 ./cmd/agentg8
 
-tools: $(BIN)/staticcheck ## install pinned tools into ./bin (once)
+tools: $(BIN)/staticcheck $(BIN)/mailpit ## install pinned tools into ./bin (once)
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-test: lint unit fuzz ## the whole suite: lint, unit and end-to-end tests, short fuzzing
+# mailpit is the real SMTP server the notification tests deliver to.
+$(BIN)/mailpit:
+	GOBIN=$(BIN) $(GO) install github.com/axllent/mailpit@$(MAILPIT_VERSION)
+
+test: lint unit race fuzz ## the whole suite: lint, unit and end-to-end tests, race checks, short fuzzing
 
 lint: vet staticcheck ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -33,8 +38,12 @@ vet:
 staticcheck: tools
 	$(BIN)/staticcheck ./...
 
-unit: ## unit, conformance and end-to-end tests
-	$(GO) test -count=1 -timeout 10m ./...
+unit: tools ## unit, conformance and end-to-end tests
+	AGENTG8_MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -timeout 10m ./...
+
+race: ## concurrency tests under the race detector
+	$(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'
+
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParseInput$$' -fuzztime $(FUZZTIME) ./registry

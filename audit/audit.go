@@ -190,7 +190,9 @@ func (l *Log) commit(batch []*appendReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	for attempt := 0; len(batch) > 0 && attempt < 5+len(batch); attempt++ {
+	// Each refused change costs one retry; other conflicts get five.
+	maxAttempts := 5 + len(batch)
+	for attempt := 0; len(batch) > 0 && attempt < maxAttempts; attempt++ {
 		start := time.Now()
 		var n int
 		n, err = l.tryCommit(ctx, batch)

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/sqlite"
 )
@@ -165,5 +167,68 @@ func BenchmarkBaselineInsert(b *testing.B) {
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "inserts/s")
 		})
+	}
+}
+
+// slowStore holds the first append so later ones pile up into one batch.
+type slowStore struct {
+	*sqlite.Store
+	once sync.Once
+}
+
+func (s *slowStore) AppendAudit(ctx context.Context, b audit.Batch) error {
+	s.once.Do(func() { time.Sleep(100 * time.Millisecond) })
+	return s.Store.AppendAudit(ctx, b)
+}
+
+func TestRefusedChangesFailAlone(t *testing.T) {
+	_, st, key := open(t)
+	ctx := context.Background()
+	base := &agentg8.Action{ID: "act_base", Task: "a.b", Status: agentg8.StateApproved, Principal: "p", Version: 1}
+	if err := st.CreateAction(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	l := audit.Open(&slowStore{Store: st}, key, audit.Options{})
+	defer l.Close()
+	l.Append(ctx, &agentg8.AuditEvent{Type: "warm-up"}) // the slow one
+	var wg sync.WaitGroup
+	errs := make([]error, 50)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var ch *action.Change
+			if i%5 != 0 { // 40 race for one compare-and-set: one wins
+				a := *base
+				a.Status = agentg8.StateExecuting
+				ch = &action.Change{Action: &a, From: agentg8.StateApproved}
+			} else {
+				ch = &action.Change{Action: &agentg8.Action{ID: fmt.Sprintf("act_%d", i), Task: "a.b", Status: agentg8.StateDenied, Principal: "p"}}
+			}
+			errs[i] = l.Commit(ctx, ch, &agentg8.AuditEvent{Type: "x", ActionID: fmt.Sprint(i)})
+		}()
+	}
+	wg.Wait()
+	won, lost := 0, 0
+	for i, err := range errs {
+		switch {
+		case i%5 == 0 && err != nil:
+			t.Errorf("create %d failed: %v", i, err)
+		case i%5 == 0:
+		case err == nil:
+			won++
+		case errors.Is(err, action.ErrStateConflict):
+			lost++
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if won != 1 || lost != 39 {
+		t.Errorf("won %d lost %d", won, lost)
+	}
+	// Exactly the committed events are in the log, and it verifies.
+	rep, err := audit.Verify(ctx, st, key.VerifierKey, nil)
+	if err != nil || rep.Records != 1+10+1 {
+		t.Errorf("verify: %+v %v", rep, err)
 	}
 }
