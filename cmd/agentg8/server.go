@@ -181,7 +181,7 @@ type observer struct {
 
 func newObserver(reg *prometheus.Registry) *observer {
 	o := &observer{
-		notify: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_notifications_total", Help: "Approval notification deliveries by channel and result."}, []string{"channel", "result"}),
+		notify:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_notifications_total", Help: "Approval notification deliveries by channel and result."}, []string{"channel", "result"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_actions_total", Help: "Actions by task and the status they reached."}, []string{"task", "status"}),
 		decision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_decision_seconds", Help: "Policy decision latency.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
