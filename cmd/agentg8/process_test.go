@@ -154,3 +154,36 @@ func TestKillDuringUpstreamCallNeverExecutesTwice(t *testing.T) {
 		t.Errorf("audit lacks executing/outcome_unknown: %s", out)
 	}
 }
+
+// TestApprovalsSurviveKill: a pending approval survives SIGKILL and can be
+// approved after the restart; an action left approved (but not yet run) by
+// a stop is executed by the next start.
+func TestApprovalsSurviveKill(t *testing.T) {
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	p := startProc(t, bin, cfg)
+	e := &testEnv{t: t, url: p.url}
+	idA, aprA, hashA := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 1}))
+	idB, _, _ := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 2}))
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+
+	// B was approved by a process that died before running it.
+	db := filepath.Join(dir, "data", "agentg8.db")
+	execSQL(t, db, `UPDATE actions SET status = 'approved', version = version + 1,
+		data = CAST(json_set(data, '$.status', 'approved', '$.approval.status', 'approved',
+		'$.approval.decisions', json('[{"user":"fran","decision":"approve","at":"2026-01-01T00:00:00Z"}]')) AS BLOB) WHERE id = '`+idB+`'`)
+
+	p2 := startProc(t, bin, cfg)
+	e.url = p2.url
+	waitFor(t, "B to run after restart", 10*time.Second, func() bool { return e.status(idB) == "succeeded" })
+	if st, d := e.approve(franKey, aprA, hashA, true); st != 200 || d["status"] != "approved" {
+		t.Fatalf("approve after restart: %d %v", st, d["_body"])
+	}
+	waitFor(t, "A to run", 10*time.Second, func() bool { return e.status(idA) == "succeeded" })
+	if up.count() != 2 {
+		t.Fatalf("upstream calls: %d", up.count())
+	}
+}

@@ -33,6 +33,8 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("idempotency", func(t *testing.T) { testIdempotency(t, newStore(t)) })
 	t.Run("audit", func(t *testing.T) { testAudit(t, newStore(t)) })
 	t.Run("changes commit with their audit batch", func(t *testing.T) { testChanges(t, newStore(t)) })
+	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
+	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -266,5 +268,82 @@ func testChanges(t *testing.T, s Store) {
 	}
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
 		t.Errorf("update: %s", got.Status)
+	}
+}
+
+func pendingAction(id, principal, hash string) *agentg8.Action {
+	a := newAction(id, principal, "ops.x", agentg8.StatePendingApproval, t0)
+	a.Approval = &agentg8.Approval{ID: "apr_" + id, Status: "pending", RequestHash: hash}
+	return a
+}
+
+func testApprovals(t *testing.T, s Store) {
+	ctx := context.Background()
+	if err := s.CreateAction(ctx, pendingAction("a1", "bot", "sha256:1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAction(ctx, pendingAction("a2", "bot", "sha256:2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAction(ctx, pendingAction("a3", "bot", "sha256:1")); !errors.Is(err, action.ErrDuplicatePending) {
+		t.Errorf("second pending action with one hash: %v", err)
+	}
+	if a, err := s.GetActionByApproval(ctx, "apr_a2"); err != nil || a.ID != "a2" {
+		t.Errorf("by approval: %v %v", a, err)
+	}
+	if _, err := s.GetActionByApproval(ctx, "apr_none"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("missing approval: %v", err)
+	}
+	if a, err := s.PendingByHash(ctx, "sha256:1"); err != nil || a.ID != "a1" {
+		t.Errorf("by hash: %v %v", a, err)
+	}
+	if n, err := s.CountPending(ctx, "bot"); err != nil || n != 2 {
+		t.Errorf("count: %d %v", n, err)
+	}
+	// Once decided, the hash is free for a new request.
+	a, _ := s.GetAction(ctx, "a1")
+	a.Status = agentg8.StateRejected
+	if err := s.UpdateAction(ctx, a, agentg8.StatePendingApproval); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PendingByHash(ctx, "sha256:1"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("decided action still pending by hash: %v", err)
+	}
+	if err := s.CreateAction(ctx, pendingAction("a4", "bot", "sha256:1")); err != nil {
+		t.Errorf("new request after decision: %v", err)
+	}
+	if n, _ := s.CountPending(ctx, "bot"); n != 2 {
+		t.Errorf("count after decision: %d", n)
+	}
+}
+
+func testNotifications(t *testing.T, s Store) {
+	ctx := context.Background()
+	a := newAction("an", "bot", "ops.x", agentg8.StatePendingApproval, t0)
+	n1 := action.Notification{ID: "n1", ActionID: "an", Channel: 0, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0}
+	n2 := action.Notification{ID: "n2", ActionID: "an", Channel: 1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0.Add(time.Hour)}
+	err := s.AppendAudit(ctx, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "an", Data: []byte("0")}},
+		Hashes: []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash([]byte("0"))}}, Checkpoint: []byte("c"),
+		Changes: []any{&action.Change{Action: a, Notify: []action.Notification{n1, n2}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.DueNotifications(ctx, t0.Add(time.Minute), 10)
+	if err != nil || len(due) != 1 || due[0].ID != "n1" || string(due[0].Payload) != "{}" {
+		t.Fatalf("due: %+v %v", due, err)
+	}
+	due[0].Attempts, due[0].LastError, due[0].NextAt = 1, "boom", t0.Add(2*time.Hour)
+	if err := s.UpdateNotification(ctx, due[0]); err != nil {
+		t.Fatal(err)
+	}
+	due, _ = s.DueNotifications(ctx, t0.Add(90*time.Minute), 10)
+	if len(due) != 1 || due[0].ID != "n2" {
+		t.Errorf("rescheduled: %+v", due)
+	}
+	due[0].Delivered = true
+	s.UpdateNotification(ctx, due[0])
+	due, _ = s.DueNotifications(ctx, t0.Add(3*time.Hour), 10)
+	if len(due) != 1 || due[0].ID != "n1" || due[0].Attempts != 1 || due[0].LastError != "boom" {
+		t.Errorf("after delivery: %+v", due)
 	}
 }
