@@ -47,7 +47,7 @@ func (m *Main) cmdDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	keys := map[string]string{"crm-api": crmKey}
-	for _, n := range []string{"support-bot", "intern-bot", "alice"} {
+	for _, n := range []string{"support-bot", "intern-bot", "alice", "bob"} {
 		if keys[n], err = newKey(); err != nil {
 			return err
 		}
@@ -107,6 +107,7 @@ Keys (demo only):
   support-bot (agent, may read and write the CRM)   %s
   intern-bot  (agent, may only read)                %s
   alice       (user, auditor)                       %s
+  bob         (user, team lead: approves upgrades)  %s
 
 Try it in another terminal:
 
@@ -127,10 +128,18 @@ Try it in another terminal:
   # the intern may read but not write
   AGENTG8_KEY=%s go run ./cmd/agentg8 propose crm.add_note --input '{"customer_id":"cus_1","note":"hi"}'
 
+  # an action that needs approval: 202 pending_approval; nothing runs yet
+  go run ./cmd/agentg8 propose crm.update_plan --input '{"customer_id":"cus_2","plan":"enterprise"}'
+
+  # bob sees exactly what will run, and approves it (the agent's poll then sees succeeded)
+  AGENTG8_KEY=%s go run ./cmd/agentg8 approvals list
+  AGENTG8_KEY=%s go run ./cmd/agentg8 approvals approve <apr_… id from the list>
+
   # the tamper-evident audit log
   go run ./cmd/agentg8 audit tail --config %s/agentg8.yaml
   go run ./cmd/agentg8 audit verify --config %s/agentg8.yaml
 
 Press Ctrl-C to stop.
-`, u, dir, upstream, keys["support-bot"], keys["intern-bot"], keys["alice"], u, keys["support-bot"], keys["intern-bot"], dir, dir)
+`, u, dir, upstream, keys["support-bot"], keys["intern-bot"], keys["alice"], keys["bob"], u, keys["support-bot"], keys["intern-bot"],
+		keys["bob"], keys["bob"], dir, dir)
 }

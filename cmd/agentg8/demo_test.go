@@ -45,6 +45,21 @@ func TestDemo(t *testing.T) {
 	if a["status"] != "succeeded" || out2["name"] != "Ada Lovelace" || out2["internal_ref"] != nil {
 		t.Errorf("demo read: %v", a)
 	}
+	// The approval flow of the demo: bob approves an enterprise upgrade.
+	bob := regexp.MustCompile(`bob [^\n]*?(ag8_\S+)`).FindStringSubmatch(text)
+	if bob == nil {
+		t.Fatalf("no approver key in banner:\n%s", text)
+	}
+	e := &testEnv{t: t, url: "http://" + m.Addr()}
+	id, aprID, hash := e.pend(e.propose(key[1], "crm.update_plan", map[string]any{"customer_id": "cus_2", "plan": "enterprise"}))
+	if st, d := e.approve(bob[1], aprID, hash, true); st != 200 || d["status"] != "approved" {
+		t.Fatalf("bob approves: %d %v", st, d["_body"])
+	}
+	waitFor(t, "the upgrade", 10*time.Second, func() bool {
+		_, a := e.do("GET", "/v1/actions/"+id, key[1], nil)
+		out, _ := a["output"].(map[string]any)
+		return a["status"] == "succeeded" && out["plan"] == "enterprise"
+	})
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("demo exit %d", code)

@@ -51,6 +51,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mux.HandleFunc("GET /customers/{id}", s.get)
 	mux.HandleFunc("POST /customers/{id}/notes", s.addNote)
 	mux.HandleFunc("DELETE /customers/{id}", s.delete)
+	mux.HandleFunc("PATCH /customers/{id}", s.update)
 	mux.ServeHTTP(w, r)
 }
 
@@ -93,6 +94,25 @@ func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
 		s.seen[k] = n
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"note": n, "customer_id": c.ID, "internal_ref": fmt.Sprintf("note-%s-%d", c.ID, n.ID)})
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Plan string `json:"plan"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil || in.Plan == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "plan is required"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.customers[r.PathValue("id")]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+		return
+	}
+	c.Plan = in.Plan
+	writeJSON(w, http.StatusOK, c)
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
