@@ -148,7 +148,9 @@ type Preview struct {
 	Current     json.RawMessage       `json:"current,omitempty"`
 	Proposed    json.RawMessage       `json:"proposed,omitempty"`
 	Diff        json.RawMessage       `json:"diff,omitempty"`
-	Error       string                `json:"preview_error,omitempty"`
+	// Summary says the diff in words, one line per change.
+	Summary []string `json:"summary,omitempty"`
+	Error   string   `json:"preview_error,omitempty"`
 }
 
 // Action is one proposal of a task by an agent.

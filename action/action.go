@@ -335,7 +335,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	if prop.DryRun {
 		a.Status = agentg8.StateDryRun
-		a.Preview = s.preview(task, vars, rendered, dec, required)
+		a.Preview = s.preview(ctx, task, vars, rendered, dec, required)
 		ev := &agentg8.AuditEvent{Type: agentg8.EventDryRun, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: a.Status, Detail: a.Preview.Outcome}
 		if err := s.record(ctx, a, proposed, ev); err != nil {
 			return nil, err
@@ -451,48 +451,6 @@ func RequestHash(task *registry.Task, a *agentg8.Action) (string, error) {
 	}
 	sum := sha256.Sum256(c)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
-}
-
-// preview describes what would run, with credentials masked.
-func (s *Service) preview(task *registry.Task, vars registry.Vars, r *registry.Request, dec agentg8.Decision, required []agentg8.ApprovalRequirement) *agentg8.Preview {
-	pv := &agentg8.Preview{}
-	switch {
-	case dec.Effect != agentg8.Allow:
-		pv.Outcome = "would_be_denied"
-		pv.Policies = dec.Policies
-	case len(required) > 0:
-		pv.Outcome = "would_require_approval"
-		pv.Required = required
-	default:
-		pv.Outcome = "would_execute"
-	}
-	pv.SideEffects, _ = task.RenderSideEffects(vars)
-	if r == nil {
-		return pv
-	}
-	rr := &agentg8.RenderedRequest{Method: r.Method, URL: r.URL, Headers: map[string]string{}}
-	for k := range r.Header {
-		rr.Headers[k] = r.Header.Get(k)
-	}
-	if task.Credential != "" {
-		h, q, marker := s.c.Credentials.Mask(task.Credential)
-		if h != "" {
-			rr.Headers[http.CanonicalHeaderKey(h)] = marker
-		} else if u, err := url.Parse(r.URL); err == nil {
-			qv := u.Query()
-			qv.Set(q, marker)
-			u.RawQuery = qv.Encode()
-			rr.URL = u.String()
-		}
-	}
-	if task.Request.IdempotencyHeader != "" {
-		rr.Headers[http.CanonicalHeaderKey(task.Request.IdempotencyHeader)] = idempotencyValue(vars.ActionID)
-	}
-	if r.Body != nil {
-		rr.Body = r.Body
-	}
-	pv.Request = rr
-	return pv
 }
 
 func idempotencyValue(actionID string) string { return "agentg8-" + actionID }

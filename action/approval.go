@@ -52,7 +52,7 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	a.Status = agentg8.StatePendingApproval
 	a.Approval = &agentg8.Approval{ID: s.c.NewID("apr"), Status: approvalPending, RequestHash: hash, Required: required,
 		Decisions: []agentg8.ApprovalDecision{}, ExpiresAt: now.Add(s.c.ApprovalTTL)}
-	a.Preview = s.preview(task, vars, rendered, *a.Decision, required)
+	a.Preview = s.preview(ctx, task, vars, rendered, *a.Decision, required)
 	ev := &agentg8.AuditEvent{Type: agentg8.EventApprovalRequested, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
 		OnBehalfOf: a.OnBehalfOf, Status: a.Status, RequestHash: hash, ApprovalID: a.Approval.ID}
 	ch := &Change{Action: a, Notify: s.queue(a, "approval_requested")}

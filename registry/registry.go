@@ -110,6 +110,10 @@ type Task struct {
 	headers      map[string]*Template
 	body         *JSONTemplate
 	sideEffects  []*Template
+	current      *URLTemplate
+	currentHdrs  map[string]*Template
+	patch        *JSONTemplate
+	mergePatch   bool
 	schema       *compiledSchema
 	schemaJSON   json.RawMessage
 }
@@ -471,19 +475,64 @@ func compileTask(f File, creds map[string]CredentialInfo) (*Task, error) {
 		}
 		if p.Current != nil {
 			m := strings.ToUpper(p.Current.Method)
+			if m == "" {
+				m = http.MethodGet
+			}
 			if m != http.MethodGet && m != http.MethodHead {
 				return nil, keyErr("preview.current.method", "must be GET or HEAD (a preview never mutates)")
 			}
-			u, err := ParseURLTemplate(p.Current.URL)
-			if err != nil {
+			t.Preview.Current.Method = m
+			if t.current, err = ParseURLTemplate(p.Current.URL); err != nil {
 				return nil, keyErr("preview.current.url", "%v", err)
 			}
-			if err := checkRefs("preview.current.url", u.Refs()); err != nil {
+			if err := checkRefs("preview.current.url", t.current.Refs()); err != nil {
 				return nil, err
+			}
+			t.currentHdrs = map[string]*Template{}
+			for k, v := range p.Current.Headers {
+				tp, err := ParseTemplate(v)
+				if err != nil || !validHeaderName(k) || strings.ContainsAny(v, "\r\n\x00") {
+					return nil, keyErr("preview.current.headers", "invalid header %q", k)
+				}
+				if err := checkRefs("preview.current.headers", tp.Refs()); err != nil {
+					return nil, err
+				}
+				t.currentHdrs[http.CanonicalHeaderKey(k)] = tp
 			}
 		}
 		if p.Patch != nil && p.MergePatch != nil {
 			return nil, keyErr("preview.patch", "use patch or merge_patch, not both")
+		}
+		if (p.Patch != nil || p.MergePatch != nil) && p.Current == nil {
+			return nil, keyErr("preview.patch", "a patch needs preview.current to apply to")
+		}
+		var tree any = p.MergePatch
+		key := "preview.merge_patch"
+		if p.Patch != nil {
+			tree, key = p.Patch, "preview.patch"
+			for i, op := range p.Patch {
+				switch op["op"] {
+				case "add", "remove", "replace", "move", "copy", "test":
+				default:
+					return nil, keyErr(key, "operation %d: op must be add, remove, replace, move, copy or test", i)
+				}
+				if _, ok := op["path"].(string); !ok {
+					return nil, keyErr(key, "operation %d: path is required", i)
+				}
+			}
+		}
+		if p.Patch != nil || p.MergePatch != nil {
+			norm, err := normalizeJSON(tree)
+			if err != nil {
+				return nil, keyErr(key, "%v", err)
+			}
+			if t.patch, err = ParseJSONTemplate(norm); err != nil {
+				return nil, keyErr(key, "%v", err)
+			}
+			if err := checkRefs(key, t.patch.Refs()); err != nil {
+				return nil, err
+			}
+			t.mergePatch = p.Patch == nil
 		}
 	}
 

@@ -45,6 +45,41 @@ func (t *Task) RenderRequest(v Vars) (*Request, error) {
 	return r, nil
 }
 
+// RenderCurrent builds the preview's current-state read, or nil when the
+// task declares none.
+func (t *Task) RenderCurrent(v Vars) (*Request, error) {
+	if t.current == nil {
+		return nil, nil
+	}
+	u, err := t.current.Render(v)
+	if err != nil {
+		return nil, err
+	}
+	r := &Request{Method: t.Preview.Current.Method, URL: u, Header: http.Header{}}
+	for k, tp := range t.currentHdrs {
+		val, err := tp.RenderHeader(v)
+		if err != nil {
+			return nil, err
+		}
+		r.Header.Set(k, val)
+	}
+	return r, nil
+}
+
+// RenderPatch renders the preview's patch; merge reports RFC 7386. It
+// returns nil when the task declares none.
+func (t *Task) RenderPatch(v Vars) (patch []byte, merge bool, err error) {
+	if t.patch == nil {
+		return nil, false, nil
+	}
+	tree, err := t.patch.Render(v)
+	if err != nil {
+		return nil, false, err
+	}
+	b, err := json.Marshal(tree)
+	return b, t.mergePatch, err
+}
+
 // RenderSideEffects renders the declared side effects.
 func (t *Task) RenderSideEffects(v Vars) ([]string, error) {
 	var out []string
@@ -60,6 +95,14 @@ func (t *Task) RenderSideEffects(v Vars) ([]string, error) {
 
 // ResourceID renders the id of the task's Cedar resource.
 func (t *Task) ResourceID(v Vars) (string, error) { return t.resourceID.RenderText(v) }
+
+// RedactOutput applies only output.redact (used on preview current state).
+func (t *Task) RedactOutput(body any) any {
+	for _, p := range t.Output.Redact {
+		body = removePointer(body, p)
+	}
+	return body
+}
 
 // SelectOutput applies output.select and output.redact to a JSON response.
 func (t *Task) SelectOutput(body any) any {

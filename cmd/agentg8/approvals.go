@@ -117,5 +117,13 @@ func (m *Main) printApproval(v *httpapi.ApprovalView) {
 	for _, d := range v.Decisions {
 		fmt.Fprintf(w, "  decided      %s by %s at %s %s\n", d.Decision, d.User, d.At.Format(time.RFC3339), d.Comment)
 	}
+	if a.Preview != nil && (len(a.Preview.Summary) > 0 || a.Preview.Error != "") {
+		for _, s := range a.Preview.Summary {
+			fmt.Fprintf(w, "  changes      %s\n", s)
+		}
+		if a.Preview.Error != "" {
+			fmt.Fprintf(w, "  preview      incomplete: %s\n", a.Preview.Error)
+		}
+	}
 	fmt.Fprintf(w, "  expires      %s\n  request_hash %s\n", v.ExpiresAt.Format(time.RFC3339), v.RequestHash)
 }

@@ -64,6 +64,7 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 	obo := fs.String("on-behalf-of", "", "user the agent acts for")
 	reason := fs.String("reason", "", "why the action is proposed (shown to approvers)")
 	idem := fs.String("idempotency-key", "", "Idempotency-Key header")
+	asJSON := fs.Bool("json", false, "print the action as JSON (dry runs print readably otherwise)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -91,6 +92,10 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 		if a, err = c.GetAction(ctx, a.ID, 30*time.Second); err != nil {
 			return err
 		}
+	}
+	if a.Status == agentg8.StateDryRun && !*asJSON {
+		printPreview(m.Stdout, a, isTerminal(m.Stdout))
+		return nil
 	}
 	if err := m.printJSON(a); err != nil {
 		return err

@@ -131,8 +131,14 @@ const testTasks = `
     headers: {X-Note-Title: "note for ${input.customer_id}", X-Note: "${input.note}"}
     body: {text: "${input.note}", author: "${principal.id}", priority: "${input.priority}", summary: "p=${input.customer_id}"}
     idempotency_header: Idempotency-Key
+  preview:
+    side_effects: ["Adds a note to ${input.customer_id}."]
+    current: {method: GET, url: "UPSTREAM/customers/${input.customer_id}"}
+    patch:
+      - {op: add, path: /notes/-, value: {text: "${input.note}"}}
   output:
     select: /note
+    redact: [/internal_ref]
 - name: crm.delete_customer
   description: Delete a customer.
   risk: destructive
@@ -185,6 +191,9 @@ permit (principal, action == Action::"ops.refund", resource) when { context.inpu
 
 @id("huge-refunds") @approval("finance") @quorum("2")
 permit (principal, action == Action::"ops.refund", resource) when { context.input.amount > 100000 };
+
+@id("note-approval") @approval("finance")
+permit (principal, action == Action::"crm.add_note", resource) when { context.input.note like "*needs approval*" };
 
 @id("act-for-alice")
 permit (principal in Group::"support", action == Action::"crm.get_customer", resource) when { context has user && context.user in Group::"support" };
