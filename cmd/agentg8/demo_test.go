@@ -45,6 +45,12 @@ func TestDemo(t *testing.T) {
 	if a["status"] != "succeeded" || out2["name"] != "Ada Lovelace" || out2["internal_ref"] != nil {
 		t.Errorf("demo read: %v", a)
 	}
+	// The demo's dry run shows a meaningful diff.
+	e0 := &testEnv{t: t, url: "http://" + m.Addr()}
+	if st, pa, body := e0.dryRun(key[1], "crm.update_plan", map[string]any{"customer_id": "cus_2", "plan": "enterprise"}); st != 200 ||
+		len(pa.Preview.Diff) != 1 || pa.Preview.Diff[0].Path != "/plan" || string(pa.Preview.Diff[0].OldValue) != `"pro"` {
+		t.Errorf("demo dry run: %d %s", st, body)
+	}
 	// The approval flow of the demo: bob approves an enterprise upgrade.
 	bob := regexp.MustCompile(`bob [^\n]*?(ag8_\S+)`).FindStringSubmatch(text)
 	if bob == nil {
