@@ -214,6 +214,7 @@ type AuditEvent struct {
 	Error       *Error          `json:"error,omitempty"`
 	Credential  string          `json:"credential,omitempty"`
 	SecretHMAC  string          `json:"secret_hmac,omitempty"`
+	Issued      *IssuedInfo     `json:"issued,omitempty"`
 	RequestHash string          `json:"request_hash,omitempty"`
 	ApprovalID  string          `json:"approval_id,omitempty"`
 	User        string          `json:"user,omitempty"`
@@ -240,6 +241,16 @@ type ApprovalNotice struct {
 	ExpiresAt   time.Time             `json:"expires_at"`
 	Status      State                 `json:"status"`
 	Link        string                `json:"link,omitempty"`
+}
+
+// IssuedInfo describes an issued credential for the audit log: never the
+// token or secret itself.
+type IssuedInfo struct {
+	Type      string    `json:"type"`
+	Scopes    []string  `json:"scopes,omitempty"`
+	Audience  string    `json:"audience,omitempty"`
+	JTI       string    `json:"jti,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // UpstreamInfo records what the upstream answered.

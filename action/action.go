@@ -17,8 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -42,7 +40,7 @@ type Auditor interface {
 
 // Credentials apply upstream credentials.
 type Credentials interface {
-	Apply(ctx context.Context, name string, h http.Header, u *url.URL) (*credential.Issued, error)
+	Apply(ctx context.Context, name string, use *credential.Use) (*credential.Issued, error)
 	Mask(name string) (header, query, marker string)
 }
 
@@ -139,13 +137,6 @@ func New(c Config) *Service {
 		c.WorkerInterval = time.Second
 	}
 	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{}}
-}
-
-// SetPublicURL sets where people reach the gateway, once it is listening.
-func (s *Service) SetPublicURL(u string) {
-	s.mu.Lock()
-	s.c.PublicURL = u
-	s.mu.Unlock()
 }
 
 // NewID returns prefix_ followed by 128 random bits in base32.

@@ -38,7 +38,12 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	}
 	redactor := credential.NewRedactor()
 	if task.Credential != "" {
-		issued, err := s.c.Credentials.Apply(ctx, task.Credential, header, u)
+		use := &credential.Use{Header: header, URL: u, Scopes: task.Scopes, Audience: task.Origin(), Task: a.Task,
+			ActionID: a.ID, Agent: a.Principal, User: a.OnBehalfOf}
+		if a.Approval != nil {
+			use.RequestHash, use.ApprovalID = a.Approval.RequestHash, a.Approval.ID
+		}
+		issued, err := s.c.Credentials.Apply(ctx, task.Credential, use)
 		if err != nil {
 			// Nothing was sent: record the action as failed.
 			e := agentg8.AsError(err)
@@ -55,7 +60,8 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		}
 		redactor = credential.NewRedactor(issued.Secrets...)
 		events = append(events, &agentg8.AuditEvent{Type: agentg8.EventCredentialIssued, ActionID: a.ID, Task: a.Task,
-			Principal: a.Principal, Credential: issued.Name, SecretHMAC: issued.Fingerprint})
+			Principal: a.Principal, Credential: issued.Name, SecretHMAC: issued.Fingerprint,
+			Issued: &agentg8.IssuedInfo{Type: issued.Type, Scopes: issued.Scopes, Audience: issued.Audience, JTI: issued.JTI, ExpiresAt: issued.ExpiresAt}})
 	}
 	info := &agentg8.UpstreamInfo{Method: r.Method, URL: redactor.RedactString(r.URL)}
 	a.Status = agentg8.StateExecuting

@@ -92,7 +92,12 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 	}
 	redactor := credential.NewRedactor()
 	if task.Credential != "" {
-		issued, err := s.c.Credentials.Apply(ctx, task.Credential, cr.Header, u)
+		issued, err := s.c.Credentials.Apply(ctx, task.Credential, &credential.Use{Header: cr.Header, URL: u, Preview: true})
+		if errors.Is(err, credential.ErrNotForPreview) {
+			// Previews mint nothing and request no tokens.
+			pv.Error = "the current state is not read: previews use only static credentials, and " + task.Credential + " is issued per action"
+			return
+		}
 		if err != nil {
 			pv.Error = "the current state could not be read: " + agentg8.AsError(err).Message
 			return

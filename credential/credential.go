@@ -7,6 +7,7 @@ package credential
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,8 +16,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentg8/agentg8"
 )
@@ -32,21 +37,33 @@ type Resolver struct {
 	Dir string
 	// LookupEnv reads the environment; injected so tests need not mutate it.
 	LookupEnv func(string) (string, bool)
+	// Secrets resolves store: references (nil: not configured).
+	Secrets *SecretBox
+	// Vault resolves vault: references (nil: not configured).
+	Vault *VaultKV
 }
 
 // CheckRef checks the syntax of a secret reference.
 func CheckRef(ref string) error {
 	scheme, rest, ok := strings.Cut(ref, ":")
 	if !ok || rest == "" {
-		return fmt.Errorf("secret reference %q must be env:NAME or file:PATH", ref)
+		return fmt.Errorf("secret reference %q must be env:NAME, file:PATH, store:NAME or vault:PATH#FIELD", ref)
 	}
 	switch scheme {
 	case "env", "file":
 		return nil
-	case "store", "vault":
-		return fmt.Errorf("secret reference %q: %s: references are not supported yet", ref, scheme)
+	case "store":
+		if !storeNameRE.MatchString(rest) {
+			return fmt.Errorf("secret reference %q: store names are letters, digits, '.', '_' and '-'", ref)
+		}
+		return nil
+	case "vault":
+		if p, f, ok := strings.Cut(rest, "#"); !ok || p == "" || f == "" {
+			return fmt.Errorf("secret reference %q must be vault:PATH#FIELD", ref)
+		}
+		return nil
 	}
-	return fmt.Errorf("secret reference %q: unknown scheme %q (use env: or file:)", ref, scheme)
+	return fmt.Errorf("secret reference %q: unknown scheme %q (use env:, file:, store: or vault:)", ref, scheme)
 }
 
 // Resolve returns the secret a reference points to.
@@ -66,6 +83,17 @@ func (r *Resolver) Resolve(ref string) (string, error) {
 			return "", fmt.Errorf("environment variable %s is not set", rest)
 		}
 		return v, nil
+	case "store":
+		if r.Secrets == nil {
+			return "", errors.New("store: secrets need secrets.key in the server config")
+		}
+		return r.Secrets.Get(context.Background(), rest)
+	case "vault":
+		if r.Vault == nil {
+			return "", errors.New("vault: secrets need a vault section in the server config")
+		}
+		path, field, _ := strings.Cut(rest, "#")
+		return r.Vault.Get(context.Background(), path, field)
 	default: // file
 		p := rest
 		if !filepath.IsAbs(p) {
@@ -83,76 +111,177 @@ func (r *Resolver) Resolve(ref string) (string, error) {
 	}
 }
 
+var storeNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+// Credential types.
+const (
+	TypeAPIKey            = "api_key"
+	TypeClientCredentials = "oauth2_client_credentials"
+	TypeMintedJWT         = "minted_jwt"
+	TypeTokenExchange     = "token_exchange"
+)
+
 // Spec is a credential as configured in agentg8.yaml (SPEC §2.1).
 type Spec struct {
 	Type   string `yaml:"type"`
 	Secret string `yaml:"secret"`
+	// Header and Format say where the secret or token goes; tokens default
+	// to "Authorization: Bearer {secret}".
 	Header string `yaml:"header"`
 	Format string `yaml:"format"`
 	Query  string `yaml:"query"`
-	// Keys of later credential types, accepted now so configs written for
-	// them fail with a clear message rather than "unknown key".
+	// OAuth2 client credentials.
 	TokenURL     string   `yaml:"token_url"`
 	ClientID     string   `yaml:"client_id"`
 	ClientSecret string   `yaml:"client_secret"`
 	Scopes       []string `yaml:"scopes"`
+	Resource     string   `yaml:"resource"` // RFC 8707
 	Audience     string   `yaml:"audience"`
-	TTL          string   `yaml:"ttl"`
+	// Minted tokens.
+	TTL string `yaml:"ttl"`
 }
 
 // Check validates a spec's shape (not its secret's presence).
 func (s Spec) Check() error {
+	if s.Format != "" && strings.Count(s.Format, "{secret}") != 1 {
+		return errors.New(`format must contain {secret} exactly once`)
+	}
+	if s.Query != "" && (s.Header != "" || s.Format != "") {
+		return errors.New("use header (with format) or query, not both")
+	}
 	switch s.Type {
-	case "api_key":
+	case TypeAPIKey:
 		if err := CheckRef(s.Secret); err != nil {
 			return fmt.Errorf("secret: %w", err)
 		}
-		if (s.Header == "") == (s.Query == "") {
-			return errors.New("api_key needs exactly one of header or query")
+		if s.Header == "" && s.Query == "" {
+			return errors.New("api_key needs header or query")
 		}
-		if s.Format != "" && strings.Count(s.Format, "{secret}") != 1 {
-			return errors.New(`format must contain {secret} exactly once`)
-		}
-		if s.Query != "" && s.Format != "" {
-			return errors.New("format applies to header credentials only")
-		}
-		if s.TokenURL != "" || s.ClientID != "" || s.ClientSecret != "" || len(s.Scopes) > 0 || s.Audience != "" || s.TTL != "" {
+		if s.TokenURL != "" || s.ClientID != "" || s.ClientSecret != "" || len(s.Scopes) > 0 || s.Audience != "" || s.TTL != "" || s.Resource != "" {
 			return errors.New("api_key takes only secret, header, format and query")
 		}
-		return nil
-	case "oauth2_client_credentials", "minted_jwt", "token_exchange":
-		return fmt.Errorf("credential type %q is not supported yet", s.Type)
+	case TypeClientCredentials:
+		if !strings.HasPrefix(s.TokenURL, "https://") && !strings.HasPrefix(s.TokenURL, "http://") {
+			return errors.New("token_url must be an http(s) URL")
+		}
+		if s.ClientID == "" {
+			return errors.New("client_id is required")
+		}
+		if err := CheckRef(s.ClientSecret); err != nil {
+			return fmt.Errorf("client_secret: %w", err)
+		}
+		if s.Secret != "" || s.TTL != "" {
+			return errors.New("oauth2_client_credentials takes token_url, client_id, client_secret, scopes, resource, audience, header, format")
+		}
+	case TypeMintedJWT:
+		if s.Secret != "" || s.TokenURL != "" || s.ClientID != "" || s.ClientSecret != "" || s.Resource != "" {
+			return errors.New("minted_jwt takes audience, ttl, scopes, header and format")
+		}
+		if _, err := s.ttl(); err != nil {
+			return err
+		}
+	case TypeTokenExchange:
+		return errors.New("credential type token_exchange is not supported yet")
 	case "":
 		return errors.New("type is required")
+	default:
+		return fmt.Errorf("unknown credential type %q", s.Type)
 	}
-	return fmt.Errorf("unknown credential type %q", s.Type)
+	return nil
 }
 
-// Issued is what applying a credential produced.
+func (s Spec) ttl() (time.Duration, error) {
+	if s.TTL == "" {
+		return 60 * time.Second, nil
+	}
+	d, err := time.ParseDuration(s.TTL)
+	if err != nil || d <= 0 || d > MaxMintedTTL {
+		return 0, fmt.Errorf("ttl must be a duration up to %s, not %q", MaxMintedTTL, s.TTL)
+	}
+	return d, nil
+}
+
+// secretRefs lists a spec's secret references.
+func (s Spec) secretRefs() []string {
+	switch s.Type {
+	case TypeAPIKey:
+		return []string{s.Secret}
+	case TypeClientCredentials:
+		return []string{s.ClientSecret}
+	}
+	return nil
+}
+
+// Use describes one use of a credential: the request it goes on and the
+// action it serves (for minted tokens' claims).
+type Use struct {
+	Header http.Header
+	URL    *url.URL
+	// Scopes narrow the credential's scopes for this task.
+	Scopes []string
+	// Audience is the task's upstream (scheme://host) unless the credential names one.
+	Audience    string
+	Task        string
+	ActionID    string
+	Agent       string
+	User        string
+	RequestHash string
+	ApprovalID  string
+	// Preview marks a dry-run or preview read: only static secrets are
+	// used; nothing is minted or requested.
+	Preview bool
+}
+
+// Issued is what applying a credential produced, for the audit log.
 type Issued struct {
 	Name string
+	Type string
 	// Secrets are every value that must never leave the server.
 	Secrets []string
-	// Fingerprint is an HMAC of the secret, safe for the audit log.
+	// Fingerprint is an HMAC of the secret or token, safe for the audit log.
 	Fingerprint string
+	Scopes      []string
+	Audience    string
+	JTI         string
+	ExpiresAt   time.Time
 }
 
-// Set applies configured credentials.
+// ErrNotForPreview means the credential is not used by previews.
+var ErrNotForPreview = errors.New("previews use only static credentials")
+
+// Options configure a Set.
+type Options struct {
+	// HMACKey keys the fingerprints written to the audit log.
+	HMACKey []byte
+	// Keys sign minted tokens; Issuer is their iss.
+	Keys   *KeySet
+	Issuer string
+	Now    func() time.Time
+}
+
+// Set applies configured credentials. Safe for concurrent use.
 type Set struct {
 	specs    map[string]Spec
 	resolver *Resolver
-	hmacKey  []byte
+	opts     Options
+	tokens   *tokenCache
 }
 
-// NewSet builds a set; hmacKey keys the fingerprints written to the audit log.
-func NewSet(specs map[string]Spec, r *Resolver, hmacKey []byte) (*Set, error) {
+// NewSet builds a set.
+func NewSet(specs map[string]Spec, r *Resolver, o Options) (*Set, error) {
 	var errs []error
 	for n, s := range specs {
 		if err := s.Check(); err != nil {
 			errs = append(errs, fmt.Errorf("credentials.%s: %w", n, err))
 		}
+		if s.Type == TypeMintedJWT && o.Keys == nil {
+			errs = append(errs, fmt.Errorf("credentials.%s: minted_jwt needs token signing keys", n))
+		}
 	}
-	return &Set{specs: specs, resolver: r, hmacKey: hmacKey}, errors.Join(errs...)
+	if o.Now == nil {
+		o.Now = func() time.Time { return time.Now().UTC() }
+	}
+	return &Set{specs: specs, resolver: r, opts: o, tokens: newTokenCache(o.Now)}, errors.Join(errs...)
 }
 
 // Names lists the configured credentials.
@@ -165,19 +294,18 @@ func (s *Set) Names() []string {
 	return out
 }
 
-// Scopes returns the scopes a credential may grant.
-func (s *Set) Scopes(name string) []string { return s.specs[name].Scopes }
-
 // CheckAvailable resolves every secret once (for validate and start-up).
 func (s *Set) CheckAvailable() error {
 	var errs []error
 	for _, n := range s.Names() {
-		v, err := s.resolver.Resolve(s.specs[n].Secret)
-		if err == nil && len(v) < MinSecretLen {
-			err = fmt.Errorf("secret is shorter than %d characters", MinSecretLen)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("credentials.%s: %w", n, err))
+		for _, ref := range s.specs[n].secretRefs() {
+			v, err := s.resolver.Resolve(ref)
+			if err == nil && len(v) < MinSecretLen {
+				err = fmt.Errorf("secret is shorter than %d characters", MinSecretLen)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("credentials.%s: %w", n, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -187,32 +315,121 @@ func (s *Set) CheckAvailable() error {
 // marker that stands for it in previews.
 func (s *Set) Mask(name string) (header, query, marker string) {
 	sp := s.specs[name]
-	return sp.Header, sp.Query, "[credential:" + name + "]"
+	header = sp.Header
+	if sp.Query == "" && header == "" {
+		header = "Authorization"
+	}
+	return header, sp.Query, "[credential:" + name + "]"
 }
 
-// Apply resolves the credential now and sets it on the outgoing request.
-// Errors are credential_unavailable and say nothing of the secret.
-func (s *Set) Apply(_ context.Context, name string, h http.Header, u *url.URL) (*Issued, error) {
+func unavailable(name string) error {
+	return &agentg8.Error{Code: agentg8.CodeCredentialUnavailable, Message: fmt.Sprintf("credential %q is unavailable", name)}
+}
+
+// Apply obtains the credential now and sets it on the outgoing request.
+// Errors are credential_unavailable and say nothing of the secret; there is
+// never a fallback to another credential.
+func (s *Set) Apply(ctx context.Context, name string, u *Use) (*Issued, error) {
 	sp, ok := s.specs[name]
 	if !ok {
 		return nil, agentg8.Errorf(agentg8.CodeCredentialUnavailable, "credential %q is not configured", name)
 	}
-	v, err := s.resolver.Resolve(sp.Secret)
-	if err != nil || len(v) < MinSecretLen {
-		return nil, &agentg8.Error{Code: agentg8.CodeCredentialUnavailable, Message: fmt.Sprintf("credential %q is unavailable", name)}
+	if u.Preview && sp.Type != TypeAPIKey {
+		return nil, ErrNotForPreview
 	}
-	if sp.Header != "" {
-		val := v
-		if sp.Format != "" {
-			val = strings.Replace(sp.Format, "{secret}", v, 1)
+	iss := &Issued{Name: name, Type: sp.Type}
+	var value string
+	switch sp.Type {
+	case TypeAPIKey:
+		v, err := s.resolver.Resolve(sp.Secret)
+		if err != nil || len(v) < MinSecretLen {
+			return nil, unavailable(name)
 		}
-		h.Set(sp.Header, val)
-	} else {
-		q := u.Query()
-		q.Set(sp.Query, v)
-		u.RawQuery = q.Encode()
+		value, iss.Secrets = v, []string{v}
+	case TypeClientCredentials:
+		secret, err := s.resolver.Resolve(sp.ClientSecret)
+		if err != nil {
+			return nil, unavailable(name)
+		}
+		scopes := sp.Scopes
+		if len(u.Scopes) > 0 {
+			scopes = u.Scopes
+		}
+		t, err := s.tokens.clientCredentials(ctx, name, sp, secret, scopes)
+		if err != nil {
+			return nil, &agentg8.Error{Code: agentg8.CodeCredentialUnavailable, Message: fmt.Sprintf("credential %q is unavailable: %v", name, err)}
+		}
+		value = t.AccessToken
+		iss.Secrets = []string{secret, t.AccessToken}
+		iss.Scopes, iss.ExpiresAt, iss.Audience = scopes, t.Expiry, sp.Audience
+	case TypeMintedJWT:
+		tok, claims, err := s.mint(sp, u)
+		if err != nil {
+			return nil, unavailable(name)
+		}
+		value = tok
+		iss.Secrets = []string{tok}
+		iss.Scopes, iss.Audience, iss.JTI, iss.ExpiresAt = claims.scopes, claims.aud, claims.jti, claims.exp
+	default:
+		return nil, unavailable(name)
 	}
-	return &Issued{Name: name, Secrets: []string{v}, Fingerprint: Fingerprint(s.hmacKey, v)}, nil
+	iss.Fingerprint = Fingerprint(s.opts.HMACKey, value)
+	header, query, _ := s.Mask(name)
+	if query != "" {
+		q := u.URL.Query()
+		q.Set(query, value)
+		u.URL.RawQuery = q.Encode()
+		return iss, nil
+	}
+	format := sp.Format
+	if format == "" && sp.Type != TypeAPIKey {
+		format = "Bearer {secret}"
+	}
+	if format != "" {
+		value = strings.Replace(format, "{secret}", value, 1)
+	}
+	if strings.ContainsAny(value, "\r\n\x00") {
+		return nil, unavailable(name) // a secret that would split the header
+	}
+	u.Header.Set(header, value)
+	return iss, nil
+}
+
+type minted struct {
+	aud, jti string
+	scopes   []string
+	exp      time.Time
+}
+
+// mint signs a per-action token.
+func (s *Set) mint(sp Spec, u *Use) (string, minted, error) {
+	ttl, err := sp.ttl()
+	if err != nil {
+		return "", minted{}, err
+	}
+	now := s.opts.Now()
+	m := minted{aud: sp.Audience, scopes: sp.Scopes, exp: now.Add(ttl)}
+	if m.aud == "" {
+		m.aud = u.Audience
+	}
+	if len(u.Scopes) > 0 {
+		m.scopes = u.Scopes
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", m, err
+	}
+	m.jti = "jti_" + hex.EncodeToString(b[:])
+	sub := u.Agent
+	if u.User != "" {
+		sub = u.User
+	}
+	std := jwt.Claims{Issuer: s.opts.Issuer, Subject: sub, Audience: jwt.Audience{m.aud}, ID: m.jti,
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(m.exp)}
+	ext := MintedClaims{Act: Actor{Sub: u.Agent}, Scope: scopeString(m.scopes),
+		AgentG8: Binding{Task: u.Task, ActionID: u.ActionID, RequestHash: u.RequestHash, ApprovalID: u.ApprovalID}}
+	tok, _, err := s.opts.Keys.sign(std, ext)
+	return tok, m, err
 }
 
 // Fingerprint is an HMAC-SHA256 of a secret, so the audit log can say which

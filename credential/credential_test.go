@@ -44,7 +44,7 @@ func TestResolverAndApply(t *testing.T) {
 	if v, err := r.Resolve("env:API"); err != nil || v != "env-secret-value" {
 		t.Errorf("env: %q %v", v, err)
 	}
-	for _, bad := range []string{"env:NOPE", "file:nope", "plain", "vault:x#y", "aws:x"} {
+	for _, bad := range []string{"env:NOPE", "file:nope", "plain", "vault:x#y", "store:x", "aws:x"} {
 		if _, err := r.Resolve(bad); err == nil {
 			t.Errorf("%s resolved", bad)
 		}
@@ -53,30 +53,30 @@ func TestResolverAndApply(t *testing.T) {
 		"hdr": {Type: "api_key", Secret: "env:API", Header: "Authorization", Format: "Bearer {secret}"},
 		"qry": {Type: "api_key", Secret: "file:k", Query: "api_key"},
 		"bad": {Type: "api_key", Secret: "env:NOPE", Header: "X-Key"},
-	}, r, []byte("hmac"))
+	}, r, Options{HMACKey: []byte("hmac")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := http.Header{}
 	u, _ := url.Parse("https://h/p?a=1")
-	iss, err := set.Apply(t.Context(), "hdr", h, u)
+	iss, err := set.Apply(t.Context(), "hdr", &Use{Header: h, URL: u})
 	if err != nil || h.Get("Authorization") != "Bearer env-secret-value" || iss.Secrets[0] != "env-secret-value" || !strings.HasPrefix(iss.Fingerprint, "hmac-sha256:") {
 		t.Errorf("header: %v %v %+v", h, err, iss)
 	}
 	if strings.Contains(iss.Fingerprint, "env-secret") {
 		t.Error("fingerprint holds the secret")
 	}
-	if _, err := set.Apply(t.Context(), "qry", h, u); err != nil || u.Query().Get("api_key") != "file-secret-value" || u.Query().Get("a") != "1" {
+	if _, err := set.Apply(t.Context(), "qry", &Use{Header: h, URL: u}); err != nil || u.Query().Get("api_key") != "file-secret-value" || u.Query().Get("a") != "1" {
 		t.Errorf("query: %s %v", u, err)
 	}
 	// Rotation needs no restart: the file is read at use.
 	os.WriteFile(filepath.Join(dir, "k"), []byte("rotated-secret-value"), 0o600)
 	u, _ = url.Parse("https://h/p")
-	set.Apply(t.Context(), "qry", h, u)
+	set.Apply(t.Context(), "qry", &Use{Header: h, URL: u})
 	if u.Query().Get("api_key") != "rotated-secret-value" {
 		t.Errorf("rotation: %s", u)
 	}
-	_, err = set.Apply(t.Context(), "bad", h, u)
+	_, err = set.Apply(t.Context(), "bad", &Use{Header: h, URL: u})
 	var e *agentg8.Error
 	if !errors.As(err, &e) || e.Code != agentg8.CodeCredentialUnavailable || strings.Contains(e.Message, "NOPE") {
 		t.Errorf("unavailable: %v", err)
@@ -93,7 +93,9 @@ func TestSpecCheck(t *testing.T) {
 		"neither":      {Type: "api_key", Secret: "env:A"},
 		"bad format":   {Type: "api_key", Secret: "env:A", Header: "X", Format: "Bearer"},
 		"unknown type": {Type: "magic", Secret: "env:A"},
-		"later type":   {Type: "oauth2_client_credentials", TokenURL: "http://x"},
+		"later type":   {Type: "token_exchange"},
+		"cc no client": {Type: "oauth2_client_credentials", TokenURL: "http://x", ClientSecret: "env:X"},
+		"jwt long ttl": {Type: "minted_jwt", TTL: "10m"},
 		"stray key":    {Type: "api_key", Secret: "env:A", Header: "X", TokenURL: "http://x"},
 	} {
 		if err := s.Check(); err == nil {

@@ -54,7 +54,9 @@ type Config struct {
 	// Metrics serves /metrics; nil leaves it out (bound elsewhere).
 	Metrics http.Handler
 	// Ready reports readiness (store reachable, audit writable).
-	Ready   func(ctx context.Context) error
+	Ready func(ctx context.Context) error
+	// JWKS returns the public keys of minted tokens.
+	JWKS    func() any
 	Logger  *slog.Logger
 	MaxBody int64
 	// MaxWait caps long-polls.
@@ -80,6 +82,14 @@ func New(c Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		var keys any = map[string]any{"keys": []any{}}
+		if a.c.JWKS != nil {
+			keys = a.c.JWKS()
+		}
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		writeJSON(w, 200, keys)
+	})
 	if c.Metrics != nil {
 		mux.Handle("GET /metrics", c.Metrics)
 	}

@@ -45,6 +45,9 @@ func (t *Task) RenderRequest(v Vars) (*Request, error) {
 	return r, nil
 }
 
+// Origin is scheme://host[:port] of the task's request: its upstream.
+func (t *Task) Origin() string { return t.url.Origin() }
+
 // RenderCurrent builds the preview's current-state read, or nil when the
 // task declares none.
 func (t *Task) RenderCurrent(v Vars) (*Request, error) {

@@ -34,6 +34,9 @@ type Config struct {
 	Notify      []NotifyConfig             `yaml:"notify"`
 	Audit       AuditConfig                `yaml:"audit"`
 	Limits      LimitsConfig               `yaml:"limits"`
+	Secrets     SecretsConfig              `yaml:"secrets"`
+	Vault       VaultConfig                `yaml:"vault"`
+	Tokens      TokensConfig               `yaml:"tokens"`
 
 	// dir is the folder of the config file; relative paths resolve against it.
 	dir  string
@@ -84,6 +87,26 @@ type AuditConfig struct {
 	Auditors []string `yaml:"auditors"`
 }
 
+// SecretsConfig enables store: secret references.
+type SecretsConfig struct {
+	// Key is a secret reference to 32 random bytes (base64 or hex).
+	Key string `yaml:"key"`
+}
+
+// VaultConfig enables vault: secret references (KV v2).
+type VaultConfig struct {
+	Addr  string `yaml:"addr"`
+	Token string `yaml:"token"` // secret reference
+	Mount string `yaml:"mount"` // default "secret"
+}
+
+// TokensConfig configures tokens AgentG8 mints per action.
+type TokensConfig struct {
+	Issuer    string `yaml:"issuer"`    // default: public_url
+	Keys      string `yaml:"keys"`      // file:PATH of the signing keys; created when absent
+	Algorithm string `yaml:"algorithm"` // EdDSA (default) or ES256
+}
+
 // LimitsConfig bounds requests.
 type LimitsConfig struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -121,7 +144,8 @@ func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 		}), doc)
 	}
 	c := &Config{Listen: "127.0.0.1:8080", Store: "sqlite:agentg8.db", Tasks: "tasks", Policies: "policies",
-		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"}}
+		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"},
+		Tokens: TokensConfig{Keys: "file:token-keys.json", Algorithm: "EdDSA"}}
 	if len(f.Docs) > 0 && f.Docs[0].Body != nil {
 		if err := yaml.NodeToValue(f.Docs[0].Body, c, yaml.Strict()); err != nil {
 			return nil, yamlErr(path, err)
@@ -222,6 +246,25 @@ func (c *Config) Validate() error {
 			bad(k+".type", "must be webhook or smtp, not %q", n.Type)
 		}
 	}
+	if c.Secrets.Key != "" {
+		if err := credential.CheckRef(c.Secrets.Key); err != nil || strings.HasPrefix(c.Secrets.Key, "store:") {
+			bad("secrets.key", "must be an env: or file: reference")
+		}
+	}
+	if c.Vault.Addr != "" || c.Vault.Token != "" {
+		if !strings.HasPrefix(c.Vault.Addr, "http://") && !strings.HasPrefix(c.Vault.Addr, "https://") {
+			bad("vault.addr", "must be an http(s) URL")
+		}
+		if err := credential.CheckRef(c.Vault.Token); err != nil || strings.HasPrefix(c.Vault.Token, "vault:") {
+			bad("vault.token", "must be an env:, file: or store: reference")
+		}
+	}
+	if !strings.HasPrefix(c.Tokens.Keys, "file:") {
+		bad("tokens.keys", "must be file:PATH (created on first start)")
+	}
+	if c.Tokens.Algorithm != credential.AlgEdDSA && c.Tokens.Algorithm != credential.AlgES256 {
+		bad("tokens.algorithm", "must be EdDSA or ES256")
+	}
 	if !strings.HasPrefix(c.Audit.SigningKey, "file:") {
 		bad("audit.signing_key", "must be file:PATH (created on first start)")
 	}
@@ -278,4 +321,8 @@ func yamlErr(path string, err error) error {
 	}
 	msg, _, _ = strings.Cut(msg, "\n")
 	return fmt.Errorf("%s:%s", path, msg)
+}
+
+func (c *Config) tokenKeysPath() string {
+	return c.rel(strings.TrimPrefix(c.Tokens.Keys, "file:"))
 }

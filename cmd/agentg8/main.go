@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/credential"
 )
 
 // Exit codes (SPEC §4).
@@ -86,7 +87,9 @@ Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
   tools export --format openai|anthropic|mcp
 Operators:
   audit verify|tail|export
-  keys new
+  keys new | keys rotate      new API key | rotate the token signing key
+  secrets set NAME | list | rm NAME   secrets kept encrypted in the store
+  token verify --jwks URL --aud A TOKEN   check a minted token as an upstream would
   version
 Exit codes: 0 ok, 1 failure, 2 usage, 3 denied or rejected.
 `
@@ -150,7 +153,14 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	case "audit":
 		return m.cmdAudit(ctx, rest)
 	case "keys":
+		if len(rest) > 0 && rest[0] == "rotate" {
+			return m.cmdKeysRotate(rest[1:])
+		}
 		return m.cmdKeys(rest)
+	case "secrets":
+		return m.cmdSecrets(ctx, rest)
+	case "token":
+		return m.cmdToken(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintln(m.Stdout, "agentg8", version)
 		return nil
@@ -238,7 +248,16 @@ func (m *Main) cmdValidate(args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := load(cfg, m.LookupEnv, true)
+	var secrets credential.SecretStore
+	if cfg.Secrets.Key != "" {
+		st, err := openStore(context.Background(), cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		secrets = st
+	}
+	l, err := load(cfg, m.LookupEnv, true, secrets)
 	if err != nil {
 		return err
 	}

@@ -40,9 +40,12 @@ type loaded struct {
 
 // load reads tasks and policies and cross-checks them against the config.
 // With checkSecrets it also resolves every secret reference once.
-func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool) (*loaded, error) {
+func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool, secrets credential.SecretStore) (*loaded, error) {
 	l := &loaded{cfg: cfg, resolver: &credential.Resolver{Dir: cfg.dir, LookupEnv: lookupEnv}, users: map[string]agentg8.User{},
 		agents: map[string]agentg8.Principal{}}
+	if err := l.wireSecrets(secrets); err != nil {
+		return nil, err
+	}
 	for _, a := range cfg.Agents {
 		l.agents[a.ID] = agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}
 	}
@@ -111,7 +114,7 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool)
 				errs = append(errs, fmt.Errorf("users[%d] (%s).key: %w", i, u.ID, err))
 			}
 		}
-		set, err := credential.NewSet(cfg.Credentials, l.resolver, nil)
+		set, err := credential.NewSet(cfg.Credentials, l.resolver, credential.Options{Keys: &credential.KeySet{}})
 		if err == nil {
 			err = set.CheckAvailable()
 		}
@@ -120,6 +123,33 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool)
 		}
 	}
 	return l, errors.Join(errs...)
+}
+
+// wireSecrets connects store: and vault: references, when configured.
+func (l *loaded) wireSecrets(store credential.SecretStore) error {
+	if l.cfg.Secrets.Key != "" && store != nil {
+		raw, err := l.resolver.Resolve(l.cfg.Secrets.Key)
+		if err != nil {
+			return fmt.Errorf("secrets.key: %w", err)
+		}
+		key, err := credential.ParseSecretsKey(raw)
+		if err != nil {
+			return fmt.Errorf("secrets.key: %w", err)
+		}
+		if l.resolver.Secrets, err = credential.NewSecretBox(store, key, nil); err != nil {
+			return err
+		}
+	}
+	if l.cfg.Vault.Addr != "" {
+		tok, err := l.resolver.Resolve(l.cfg.Vault.Token)
+		if err != nil {
+			return fmt.Errorf("vault.token: %w", err)
+		}
+		if l.resolver.Vault, err = credential.NewVaultKV(l.cfg.Vault.Addr, tok, l.cfg.Vault.Mount); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // keyring authenticates bearer keys against stored SHA-256 hashes, in
@@ -224,25 +254,44 @@ func openStore(ctx context.Context, cfg *Config) (*sqlite.Store, error) {
 }
 
 func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (string, bool), logger *slog.Logger, clock agentg8.Clock) (*server, error) {
-	l, err := load(cfg, lookupEnv, true)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := newKeyring(l)
-	if err != nil {
-		return nil, err
-	}
-	key, err := audit.LoadOrCreateKey(cfg.signingKeyPath())
-	if err != nil {
-		return nil, err
-	}
-	creds, err := credential.NewSet(cfg.Credentials, l.resolver, key.HMACKey())
-	if err != nil {
-		return nil, err
-	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	fail := func(err error) (*server, error) { st.Close(); return nil, err }
+	l, err := load(cfg, lookupEnv, true, st)
+	if err != nil {
+		return fail(err)
+	}
+	keys, err := newKeyring(l)
+	if err != nil {
+		return fail(err)
+	}
+	key, err := audit.LoadOrCreateKey(cfg.signingKeyPath())
+	if err != nil {
+		return fail(err)
+	}
+	tokenKeys, err := credential.LoadOrCreateKeySet(cfg.tokenKeysPath(), cfg.Tokens.Algorithm)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(err)
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	issuer := cfg.Tokens.Issuer
+	if issuer == "" {
+		issuer = publicURL
+	}
+	creds, err := credential.NewSet(cfg.Credentials, l.resolver, credential.Options{HMACKey: key.HMACKey(), Keys: tokenKeys,
+		Issuer: issuer, Now: clock.Now})
+	if err != nil {
+		ln.Close()
+		return fail(err)
 	}
 	preg := prometheus.NewRegistry()
 	preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -260,15 +309,15 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 			}
 		}
 	}
-	publicURL := cfg.PublicURL
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
-		MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails),
+		MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {
 		alog.Close()
+		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("recover interrupted actions: %w", err)
 	} else if n > 0 {
@@ -278,17 +327,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		Actions: svc, Auth: keys, Audit: st, Logger: logger, MaxBody: cfg.Limits.MaxBodyBytes,
 		Metrics: promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
 		Ready:   func(ctx context.Context) error { return st.Ping(ctx) },
+		JWKS:    func() any { return tokenKeys.JWKS() },
 	})
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		alog.Close()
-		st.Close()
-		return nil, err
-	}
-	if publicURL == "" {
-		publicURL = "http://" + ln.Addr().String()
-	}
-	svc.SetPublicURL(publicURL)
 	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
 		Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,

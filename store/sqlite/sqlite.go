@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
+	"github.com/agentg8/agentg8/credential"
 )
 
 //go:embed migrations/*.sql
@@ -40,6 +43,9 @@ var (
 
 // Open opens (creating if needed) the database at path and migrates it.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
@@ -492,4 +498,59 @@ func scanRecords(rows *sql.Rows) ([]audit.Record, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+var _ credential.SecretStore = (*Store)(nil)
+
+// GetSecret returns an encrypted secret.
+func (s *Store) GetSecret(ctx context.Context, name string) (*credential.SecretRecord, error) {
+	r := credential.SecretRecord{Name: name}
+	var at int64
+	err := s.db.QueryRowContext(ctx, `SELECT nonce, ciphertext, updated_at FROM secrets WHERE name = ?`, name).Scan(&r.Nonce, &r.Ciphertext, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, credential.ErrNoSecret
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.UpdatedAt = time.Unix(0, at).UTC()
+	return &r, nil
+}
+
+// PutSecret inserts or replaces an encrypted secret.
+func (s *Store) PutSecret(ctx context.Context, r credential.SecretRecord) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at`,
+		r.Name, r.Nonce, r.Ciphertext, r.UpdatedAt.UnixNano())
+	return err
+}
+
+// ListSecrets returns every secret, by name.
+func (s *Store) ListSecrets(ctx context.Context) ([]credential.SecretRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, updated_at FROM secrets ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []credential.SecretRecord
+	for rows.Next() {
+		var r credential.SecretRecord
+		var at int64
+		if err := rows.Scan(&r.Name, &at); err != nil {
+			return nil, err
+		}
+		r.UpdatedAt = time.Unix(0, at).UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DeleteSecret removes a secret; false when there was none.
+func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE name = ?`, name)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
+	"github.com/agentg8/agentg8/credential"
 )
 
 // Store is everything an adapter provides.
@@ -24,6 +26,7 @@ type Store interface {
 	action.Store
 	audit.Store
 	audit.Reader
+	credential.SecretStore
 }
 
 // Run exercises a store. newStore returns a fresh, empty store.
@@ -35,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("changes commit with their audit batch", func(t *testing.T) { testChanges(t, newStore(t)) })
 	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
+	t.Run("secrets", func(t *testing.T) { testSecrets(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -345,5 +349,50 @@ func testNotifications(t *testing.T, s Store) {
 	due, _ = s.DueNotifications(ctx, t0.Add(3*time.Hour), 10)
 	if len(due) != 1 || due[0].ID != "n1" || due[0].Attempts != 1 || due[0].LastError != "boom" {
 		t.Errorf("after delivery: %+v", due)
+	}
+}
+
+func testSecrets(t *testing.T, s Store) {
+	ctx := context.Background()
+	key := make([]byte, 32)
+	box, err := credential.NewSecretBox(s, key, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := box.Set(ctx, "crm.key", "first-value-123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := box.Set(ctx, "crm.key", "second-value-456"); err != nil {
+		t.Fatal(err)
+	}
+	box.Set(ctx, "b", "other-value-789")
+	if v, err := box.Get(ctx, "crm.key"); err != nil || v != "second-value-456" {
+		t.Errorf("get: %q %v", v, err)
+	}
+	raw, _ := s.GetSecret(ctx, "crm.key")
+	if strings.Contains(string(raw.Ciphertext), "second-value") {
+		t.Error("secret stored in clear")
+	}
+	// A ciphertext moved to another name does not open.
+	s.PutSecret(ctx, credential.SecretRecord{Name: "b", Nonce: raw.Nonce, Ciphertext: raw.Ciphertext, UpdatedAt: t0})
+	if _, err := box.Get(ctx, "b"); err == nil {
+		t.Error("moved ciphertext opened")
+	}
+	other, _ := credential.NewSecretBox(s, append([]byte{1}, key[1:]...), nil)
+	if _, err := other.Get(ctx, "crm.key"); err == nil {
+		t.Error("opened with the wrong key")
+	}
+	list, err := box.List(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "b" || list[1].Ciphertext != nil || !list[1].UpdatedAt.Equal(t0) {
+		t.Errorf("list: %+v %v", list, err)
+	}
+	if err := box.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := box.Delete(ctx, "b"); !errors.Is(err, credential.ErrNoSecret) {
+		t.Errorf("second delete: %v", err)
+	}
+	if _, err := box.Get(ctx, "b"); err == nil {
+		t.Error("deleted secret still readable")
 	}
 }
