@@ -18,10 +18,15 @@ demo: ## run AgentG8 with a sample CRM on embedded SQLite
 build: ## build bin/agentg8
 	$(GO) build -o $(BIN)/agentg8 ./cmd/agentg8
 
-tools: $(BIN)/staticcheck $(BIN)/mailpit ## install pinned tools into ./bin (once)
+tools: $(BIN)/staticcheck $(BIN)/mailpit $(BIN)/oidcop ## install pinned tools into ./bin (once)
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# oidcop is zitadel/oidc's example OpenID Provider: the real OAuth2 server
+# the credential tests get tokens from (tools/oidcop, its own module).
+$(BIN)/oidcop: tools/oidcop/main.go tools/oidcop/go.mod
+	cd tools/oidcop && $(GO) build -o $(BIN)/oidcop .
 
 # mailpit is the real SMTP server the notification tests deliver to.
 $(BIN)/mailpit:
@@ -39,7 +44,7 @@ staticcheck: tools
 	$(BIN)/staticcheck ./...
 
 unit: tools ## unit, conformance and end-to-end tests
-	AGENTG8_MAILPIT=$(BIN)/mailpit $(GO) test -count=1 -timeout 10m ./...
+	AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop $(GO) test -count=1 -timeout 10m ./...
 
 race: ## concurrency tests under the race detector
 	$(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentg8/agentg8"
 )
@@ -101,5 +102,51 @@ func TestSpecCheck(t *testing.T) {
 		if err := s.Check(); err == nil {
 			t.Errorf("%s accepted", name)
 		}
+	}
+}
+
+func TestSecretWithLineBreakIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "k"), []byte("abcdefgh\r\nX-Evil: 1\n"), 0o600)
+	set, _ := NewSet(map[string]Spec{"k": {Type: "api_key", Secret: "file:k", Header: "X-Key"}}, &Resolver{Dir: dir}, Options{})
+	h := http.Header{}
+	u, _ := url.Parse("https://h/")
+	_, err := set.Apply(t.Context(), "k", &Use{Header: h, URL: u})
+	var e *agentg8.Error
+	if !errors.As(err, &e) || e.Code != agentg8.CodeCredentialUnavailable || len(h) != 0 {
+		t.Fatalf("got %v, header %v", err, h)
+	}
+}
+
+func TestMintedTokenClaims(t *testing.T) {
+	ks, err := LoadOrCreateKeySet(filepath.Join(t.TempDir(), "keys.json"), AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	set, err := NewSet(map[string]Spec{"m": {Type: "minted_jwt", TTL: "90s", Scopes: []string{"b", "a"}}}, &Resolver{},
+		Options{Keys: ks, Issuer: "https://gw", Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	u, _ := url.Parse("https://api/")
+	iss, err := set.Apply(t.Context(), "m", &Use{Header: h, URL: u, Audience: "https://api", Task: "t.x", ActionID: "act_1", Agent: "bot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimPrefix(h.Get("Authorization"), "Bearer ")
+	std, ext, err := VerifyToken(tok, ks.JWKS(), "https://gw", "https://api", now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if std.Subject != "bot" || ext.Scope != "a b" || ext.AgentG8.ActionID != "act_1" || std.ID != iss.JTI || !std.Expiry.Time().Equal(now.Add(90*time.Second)) {
+		t.Errorf("claims %+v %+v", std, ext)
+	}
+	if _, _, err := VerifyToken(tok, ks.JWKS(), "https://gw", "https://api", now.Add(2*time.Minute)); err == nil {
+		t.Error("expired token verified")
+	}
+	if _, err := set.Apply(t.Context(), "m", &Use{Header: http.Header{}, URL: u, Preview: true}); !errors.Is(err, ErrNotForPreview) {
+		t.Errorf("preview minted: %v", err)
 	}
 }

@@ -38,7 +38,8 @@ func (m *Main) cmdDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	upSrv := &http.Server{Handler: crm.New(crmKey), ReadHeaderTimeout: 5 * time.Second}
+	crmSrv := crm.New(crmKey)
+	upSrv := &http.Server{Handler: crmSrv, ReadHeaderTimeout: 5 * time.Second}
 	go upSrv.Serve(up)
 	defer upSrv.Close()
 	upURL := "http://" + up.Addr().String()
@@ -68,6 +69,7 @@ func (m *Main) cmdDemo(ctx context.Context, args []string) error {
 		ln.Close()
 	}
 	return m.serve(ctx, cfg, m.logger(*level), func(addr string) {
+		crmSrv.SetJWKS("http://" + addr + "/.well-known/jwks.json")
 		m.printDemo(addr, *dir, upURL, keys)
 	})
 }
@@ -134,6 +136,9 @@ Try it in another terminal:
   # bob sees exactly what will run, and approves it (the agent's poll then sees succeeded)
   AGENTG8_KEY=%s go run ./cmd/agentg8 approvals list
   AGENTG8_KEY=%s go run ./cmd/agentg8 approvals approve <apr_… id from the list>
+
+  # a per-action minted token: the CRM verifies it and shows its claims
+  go run ./cmd/agentg8 propose crm.whoami --input '{}'
 
   # the tamper-evident audit log
   go run ./cmd/agentg8 audit tail --config %s/agentg8.yaml

@@ -45,6 +45,12 @@ func TestDemo(t *testing.T) {
 	if a["status"] != "succeeded" || out2["name"] != "Ada Lovelace" || out2["internal_ref"] != nil {
 		t.Errorf("demo read: %v", a)
 	}
+	// The demo's minted token reaches the CRM, which verifies it.
+	e1 := &testEnv{t: t, url: "http://" + m.Addr()}
+	if st, w := e1.propose(key[1], "crm.whoami", map[string]any{}); st != 200 || !strings.Contains(w["_body"].(string), `"verified":true`) ||
+		!strings.Contains(w["_body"].(string), `"act":{"sub":"support-bot"}`) {
+		t.Errorf("whoami: %d %v", st, w["_body"])
+	}
 	// The demo's dry run shows a meaningful diff.
 	e0 := &testEnv{t: t, url: "http://" + m.Addr()}
 	if st, pa, body := e0.dryRun(key[1], "crm.update_plan", map[string]any{"customer_id": "cus_2", "plan": "enterprise"}); st != 200 ||

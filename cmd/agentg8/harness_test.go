@@ -179,6 +179,9 @@ permit (principal in Group::"support", action in Action::"crm", resource);
 @id("support-ops")
 permit (principal in Group::"support", action in Action::"ops", resource);
 
+@id("support-extra")
+permit (principal in Group::"support", action in [Action::"int", Action::"notes", Action::"s"], resource);
+
 @id("no-deletes")
 forbid (principal, action == Action::"crm.delete_customer", resource);
 
@@ -202,6 +205,11 @@ permit (principal in Group::"support", action == Action::"crm.get_customer", res
 type envOpts struct {
 	allowPrivate bool
 	extraConfig  string
+	// extraCreds are YAML lines added under credentials:; extraTasks a
+	// YAML list of tasks (UPSTREAM is replaced).
+	extraCreds string
+	extraTasks string
+	noStart    bool
 	clock        *testClock
 }
 
@@ -253,6 +261,9 @@ func writeConfig(t *testing.T, dir, upstream string, o envOpts) string {
 	writeFile(t, filepath.Join(dir, "tasks", "tasks.yaml"), strings.ReplaceAll(testTasks, "UPSTREAM", upstream))
 	writeFile(t, filepath.Join(dir, "policies", "main.cedar"), testPolicies)
 	writeFile(t, filepath.Join(dir, "secrets", "crm"), crmSecret+"\n")
+	if o.extraTasks != "" {
+		writeFile(t, filepath.Join(dir, "tasks", "extra.yaml"), strings.ReplaceAll(o.extraTasks, "UPSTREAM", upstream))
+	}
 	cfg := `listen: 127.0.0.1:0
 store: sqlite:data/agentg8.db
 agents:
@@ -265,12 +276,13 @@ users:
   - {id: olga, groups: [outsiders]}
 credentials:
   crm: {type: api_key, secret: "file:secrets/crm", header: Authorization, format: "Bearer {secret}"}
-egress:
+EXTRACREDSegress:
   allow_private: ALLOW
 audit:
   signing_key: file:data/audit.key
   auditors: [auditors]
 ` + o.extraConfig
+	cfg = strings.Replace(cfg, "EXTRACREDS", o.extraCreds, 1)
 	cfg = strings.Replace(cfg, "ALLOW", map[bool]string{true: "true", false: "false"}[o.allowPrivate], 1)
 	p := filepath.Join(dir, "agentg8.yaml")
 	writeFile(t, p, cfg)
@@ -289,7 +301,9 @@ func newTestEnv(t *testing.T, o envOpts) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, opts: o, dir: t.TempDir(), up: newRecorder(t), logs: &syncBuffer{}, env: testEnvVars()}
 	e.cfgPath = writeConfig(t, e.dir, e.up.srv.URL, o)
-	e.start()
+	if !o.noStart {
+		e.start()
+	}
 	return e
 }
 
@@ -297,6 +311,9 @@ func (e *testEnv) start() {
 	t := e.t
 	m := NewMain()
 	m.Stdout, m.Stderr, m.LookupEnv = e.logs, e.logs, lookup(e.env)
+	if e.stop != nil {
+		e.stop()
+	}
 	if e.opts.clock != nil {
 		m.Clock = e.opts.clock
 	}

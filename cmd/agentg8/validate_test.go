@@ -16,7 +16,7 @@ func TestValidate(t *testing.T) {
 	t.Run("good config", func(t *testing.T) {
 		cfg := base(t)
 		code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
-		if code != 0 || !strings.Contains(out, "ok: 7 tasks, 8 policies") {
+		if code != 0 || !strings.Contains(out, "ok: 7 tasks, 9 policies") {
 			t.Fatalf("%d %s %s", code, out, errs)
 		}
 	})

@@ -7,7 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/agentg8/agentg8/credential"
 )
 
 // Customer is a CRM record.
@@ -29,6 +35,7 @@ type Note struct {
 // Server is the sample CRM. Safe for concurrent use.
 type Server struct {
 	key       string
+	jwks      string // where to fetch AgentG8's token keys, for /whoami
 	mu        sync.Mutex
 	customers map[string]*Customer
 	seen      map[string]Note // Idempotency-Key -> note, so retries don't duplicate
@@ -42,7 +49,18 @@ func New(key string) *Server {
 	}}
 }
 
+// SetJWKS names AgentG8's JWKS URL; /whoami then accepts minted tokens.
+func (s *Server) SetJWKS(url string) {
+	s.mu.Lock()
+	s.jwks = url
+	s.mu.Unlock()
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/whoami" {
+		s.whoami(w, r)
+		return
+	}
 	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.key)) != 1 {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 		return
@@ -131,4 +149,36 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// whoami verifies a token AgentG8 minted for this call (as an internal API
+// would) and answers with its claims: who acts, for whom, for which action.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	jwksURL := s.jwks
+	s.mu.Unlock()
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || jwksURL == "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a minted token is required"})
+		return
+	}
+	resp, err := http.Get(jwksURL)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "cannot fetch the gateway's keys"})
+		return
+	}
+	defer resp.Body.Close()
+	var keys jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&keys); err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "bad JWKS"})
+		return
+	}
+	aud := "http://" + r.Host
+	std, ext, err := credential.VerifyToken(tok, keys, "", aud, time.Now())
+	if err != nil {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "token rejected: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"verified": true, "iss": std.Issuer, "sub": std.Subject, "aud": std.Audience,
+		"jti": std.ID, "expires_at": std.Expiry.Time().UTC(), "act": ext.Act, "scope": ext.Scope, "agentg8": ext.AgentG8})
 }
