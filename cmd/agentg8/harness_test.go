@@ -210,7 +210,7 @@ type envOpts struct {
 	extraCreds string
 	extraTasks string
 	noStart    bool
-	clock        *testClock
+	clock      *testClock
 }
 
 // testClock is a settable clock for expiry tests.
