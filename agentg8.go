@@ -220,7 +220,9 @@ type AuditEvent struct {
 	User        string          `json:"user,omitempty"`
 	Comment     string          `json:"comment,omitempty"`
 	Detail      string          `json:"detail,omitempty"`
-	Upstream    *UpstreamInfo   `json:"upstream,omitempty"`
+	// ToolHash is the hash of the tool definition an MCP client called.
+	ToolHash string        `json:"tool_hash,omitempty"`
+	Upstream *UpstreamInfo `json:"upstream,omitempty"`
 }
 
 // ApprovalNotice tells approvers (and whoever listens) about an approval:

@@ -156,6 +156,8 @@ type Proposal struct {
 	OnBehalfOf     string
 	Reason         string
 	IdempotencyKey string
+	// ToolHash identifies the tool definition the model saw (MCP calls).
+	ToolHash string
 }
 
 // stored is an idempotent answer.
@@ -253,7 +255,7 @@ func clip(s string, n int) string {
 
 func (s *Service) invalid(ctx context.Context, p agentg8.Principal, prop Proposal, e *agentg8.Error) error {
 	ev := &agentg8.AuditEvent{Type: agentg8.EventInvalid, Task: clip(prop.Task, 200), Principal: p.ID,
-		OnBehalfOf: clip(prop.OnBehalfOf, 200), Error: e}
+		OnBehalfOf: clip(prop.OnBehalfOf, 200), Error: e, ToolHash: prop.ToolHash}
 	if err := s.c.Audit.Append(ctx, ev); err != nil {
 		return errAudit
 	}
@@ -315,7 +317,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	a.Decision = &dec
 
 	proposed := &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: a.ID, Task: a.Task, Principal: p.ID,
-		OnBehalfOf: a.OnBehalfOf, Input: a.Input, Decision: &dec, Detail: clip(prop.Reason, 500)}
+		OnBehalfOf: a.OnBehalfOf, Input: a.Input, Decision: &dec, Detail: clip(prop.Reason, 500), ToolHash: prop.ToolHash}
 
 	// Render before anything is stored, so an input that cannot build the
 	// request is invalid_input rather than a failed action. A denial needs

@@ -85,6 +85,7 @@ Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
   actions get ID [--wait 30s] | actions list
   approvals list | approve ID [--hash H] [--comment C] [--yes] | reject ID
   tools export --format openai|anthropic|mcp
+  mcp --url URL     stdio MCP bridge for desktop agents (key from AGENTG8_KEY)
 Operators:
   audit verify|tail|export
   keys new | keys rotate      new API key | rotate the token signing key
@@ -157,6 +158,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 			return m.cmdKeysRotate(rest[1:])
 		}
 		return m.cmdKeys(rest)
+	case "mcp":
+		return m.cmdMCP(ctx, rest)
 	case "secrets":
 		return m.cmdSecrets(ctx, rest)
 	case "token":

@@ -21,6 +21,7 @@ import (
 	"github.com/agentg8/agentg8/connector/httpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/httpapi"
+	"github.com/agentg8/agentg8/mcpserver"
 	"github.com/agentg8/agentg8/notify"
 	"github.com/agentg8/agentg8/policy"
 	"github.com/agentg8/agentg8/registry"
@@ -329,8 +330,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		Ready:   func(ctx context.Context) error { return st.Ping(ctx) },
 		JWKS:    func() any { return tokenKeys.JWKS() },
 	})
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger}))
+	mux.Handle("/", api)
 	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
-		Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+func mcpSession(t *testing.T, url, key string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: url + "/mcp", DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func call(t *testing.T, cs *mcp.ClientSession, name string, args any) (*mcp.CallToolResult, map[string]any, string) {
+	t.Helper()
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var text string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			text += tc.Text
+		}
+	}
+	var sc map[string]any
+	b, _ := json.Marshal(res.StructuredContent)
+	json.Unmarshal(b, &sc)
+	return res, sc, text
+}
+
+func TestMCP(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	cs := mcpSession(t, e.url, supportKey)
+	tools, err := cs.ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*mcp.Tool{}
+	for _, tl := range tools.Tools {
+		byName[tl.Name] = tl
+	}
+	for _, n := range []string{"crm.get_customer", "crm.add_note", "crm.delete_customer", "ops.refund", "agentg8_action_status", "agentg8_preview"} {
+		if byName[n] == nil {
+			t.Errorf("tool %s missing", n)
+		}
+	}
+	if a := byName["crm.get_customer"].Annotations; !a.ReadOnlyHint || *a.DestructiveHint {
+		t.Errorf("read hints: %+v", a)
+	}
+	if a := byName["crm.delete_customer"].Annotations; a.ReadOnlyHint || !*a.DestructiveHint {
+		t.Errorf("destructive hints: %+v", a)
+	}
+	if !byName["crm.add_note"].Annotations.IdempotentHint {
+		t.Error("idempotency header not hinted")
+	}
+	// Another agent sees only its own (none).
+	other := mcpSession(t, e.url, otherKey)
+	if ot, _ := other.ListTools(t.Context(), nil); len(ot.Tools) != 2 {
+		t.Errorf("other agent tools: %d", len(ot.Tools))
+	}
+
+	res, sc, text := call(t, cs, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	if res.IsError || sc["status"] != "succeeded" || !strings.Contains(text, `"ok":true`) {
+		t.Errorf("allowed: %v %s", sc, text)
+	}
+	if got := e.up.last().Header.Get("Authorization"); got != "Bearer "+crmSecret {
+		t.Errorf("upstream saw %q (the agent's token must never pass upstream)", got)
+	}
+	res, sc, text = call(t, cs, "crm.delete_customer", map[string]any{"customer_id": "c"})
+	if !res.IsError || !strings.HasPrefix(text, "policy_denied") {
+		t.Errorf("denied: %s", text)
+	}
+	res, _, text = call(t, cs, "crm.add_note", map[string]any{"customer_id": "bob"})
+	if !res.IsError || !strings.HasPrefix(text, "invalid_input") || !strings.Contains(text, "/customer_id") {
+		t.Errorf("invalid: %s", text)
+	}
+	// An approval-requiring tool: a normal result that says how to follow up.
+	res, sc, text = call(t, cs, "ops.refund", map[string]any{"amount": 5000})
+	if res.IsError || sc["status"] != "pending_approval" || !strings.Contains(text, "agentg8_action_status") {
+		t.Fatalf("pending: %s", text)
+	}
+	id := sc["action_id"].(string)
+	apr := sc["approval"].(map[string]any)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		e.approve(franKey, apr["id"].(string), apr["request_hash"].(string), true)
+	}()
+	waitFor(t, "the approved refund", 15*time.Second, func() bool {
+		_, sc, _ := call(t, cs, "agentg8_action_status", map[string]any{"action_id": id, "wait_seconds": 5})
+		return sc["status"] == "succeeded"
+	})
+	// The second agent cannot read the first's actions.
+	res, _, text = call(t, other, "agentg8_action_status", map[string]any{"action_id": id})
+	if !res.IsError || !strings.HasPrefix(text, "not_found") {
+		t.Errorf("cross-agent read: %s", text)
+	}
+	// Preview through the built-in.
+	_, sc, _ = call(t, cs, "agentg8_preview", map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "cus_1", "note": "x"}})
+	if sc["status"] != "dry_run" {
+		t.Errorf("preview: %v", sc)
+	}
+	// Every call recorded the tool definition the model saw.
+	_, ev := e.do("GET", "/v1/audit?limit=1000", aliceKey, nil)
+	if !strings.Contains(ev["_body"].(string), `"tool_hash":"sha256:`) {
+		t.Error("tool hash not audited")
+	}
+}
+
+func TestMCPRefusals(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	post := func(key string, hdr ...string) *http.Response {
+		req, _ := http.NewRequest("POST", e.url+"/mcp", strings.NewReader(initBody))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+			if hdr[i] == "Host" {
+				req.Host = hdr[i+1]
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := post(""); r.StatusCode != 401 || r.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("no token: %d", r.StatusCode)
+	}
+	if r := post("ag8_not_issued_by_us"); r.StatusCode != 401 {
+		t.Errorf("foreign token: %d", r.StatusCode)
+	}
+	if r := post(aliceKey); r.StatusCode != 403 {
+		t.Errorf("user key: %d", r.StatusCode)
+	}
+	if r := post(supportKey); r.StatusCode != 200 {
+		t.Errorf("agent: %d", r.StatusCode)
+	}
+	if r := post(supportKey, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); r.StatusCode != 403 {
+		t.Errorf("cross-origin: %d", r.StatusCode)
+	}
+	if r := post(supportKey, "Host", "evil.example"); r.StatusCode != 403 {
+		t.Errorf("DNS rebinding (foreign Host on loopback): %d", r.StatusCode)
+	}
+}
+
+func TestMCPStdioBridge(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "mcp", "--url", e.url)
+	cmd.Env = []string{"AGENTG8_KEY=" + supportKey, "PATH=/usr/bin:/bin"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	c := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil || len(tools.Tools) < 5 {
+		t.Fatalf("tools over stdio: %v", err)
+	}
+	res, sc, text := call(t, cs, "crm.get_customer", map[string]any{"customer_id": "cus_7"})
+	if res.IsError || sc["status"] != "succeeded" || e.up.last().Path != "/customers/cus_7" {
+		t.Errorf("call over stdio: %s", text)
+	}
+	res, _, text = call(t, cs, "crm.delete_customer", map[string]any{"customer_id": "c"})
+	if !res.IsError || !strings.HasPrefix(text, "policy_denied") {
+		t.Errorf("denied over stdio: %s", text)
+	}
+}

@@ -1,0 +1,256 @@
+// Package mcpserver is AgentG8's MCP front door: a Streamable HTTP endpoint
+// (official go-sdk) where each agent sees exactly the tasks it may propose as
+// tools, and every call goes through the same pipeline as POST /v1/actions.
+//
+// The endpoint is stateless: every HTTP request is authenticated on its own
+// and served by the calling agent's server, so no session can be borrowed by
+// another agent. The agent's token is never passed upstream.
+package mcpserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/registry"
+	"github.com/agentg8/agentg8/tooldef"
+)
+
+// Built-in tools.
+const (
+	ToolActionStatus = "agentg8_action_status"
+	ToolPreview      = "agentg8_preview"
+)
+
+// Actions is the pipeline MCP calls go through.
+type Actions interface {
+	Propose(ctx context.Context, p agentg8.Principal, prop action.Proposal) (*agentg8.Action, error)
+	Get(ctx context.Context, p agentg8.Principal, id string, wait time.Duration) (*agentg8.Action, error)
+	Tasks(p agentg8.Principal) []*registry.Task
+}
+
+// Authenticator maps a bearer token to a principal.
+type Authenticator interface {
+	Authenticate(token string) (agentg8.Principal, bool)
+}
+
+// Config wires the endpoint.
+type Config struct {
+	Actions Actions
+	Auth    Authenticator
+	Version string
+	Logger  *slog.Logger
+	// Open, for conformance testing only, serves unauthenticated requests as
+	// this agent. Never set it in production.
+	Open *agentg8.Principal
+}
+
+type handler struct {
+	c       Config
+	mu      sync.Mutex
+	servers map[string]*mcp.Server
+	inner   http.Handler
+}
+
+// New returns the /mcp handler.
+func New(c Config) http.Handler {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{c: c, servers: map[string]*mcp.Server{}}
+	h.inner = mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
+		p, ok := r.Context().Value(principalKey{}).(agentg8.Principal)
+		if !ok {
+			return nil
+		}
+		return h.server(p)
+	}, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, Logger: c.Logger, MaxRequestBodyBytes: 1 << 20})
+	// Browsers must not drive the endpoint from other origins.
+	return http.NewCrossOriginProtection().Handler(h)
+}
+
+type principalKey struct{}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	var p agentg8.Principal
+	switch {
+	case ok && tok != "":
+		if p, ok = h.c.Auth.Authenticate(strings.TrimSpace(tok)); !ok {
+			unauthorized(w, "invalid credentials")
+			return
+		}
+	case h.c.Open != nil:
+		p = *h.c.Open
+	default:
+		unauthorized(w, "missing bearer token")
+		return
+	}
+	if p.Kind != agentg8.KindAgent {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(map[string]any{"status": 403, "code": agentg8.CodeForbidden, "detail": "MCP is for agents"})
+		return
+	}
+	h.inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+func unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="agentg8"`)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(http.StatusUnauthorized)
+	json.NewEncoder(w).Encode(map[string]any{"status": 401, "code": agentg8.CodeUnauthenticated, "detail": msg})
+}
+
+// server returns (building once) the MCP server of one agent: its tasks as
+// tools, plus the built-ins.
+func (h *handler) server(p agentg8.Principal) *mcp.Server {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s, ok := h.servers[p.ID]; ok {
+		return s
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: h.c.Version}, &mcp.ServerOptions{
+		Instructions: "Tools here are actions a gateway runs for you after checking policy; some wait for human approval. " +
+			"Use " + ToolActionStatus + " to follow an action and " + ToolPreview + " to see what an action would change without running it.",
+	})
+	for _, t := range h.c.Actions.Tasks(p) {
+		tool := Tool(t)
+		hash := Hash(tool)
+		name := t.Name
+		s.AddTool(tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: name, Input: args(req.Params.Arguments), ToolHash: hash})
+			return result(a, err), nil
+		})
+	}
+	s.AddTool(&mcp.Tool{Name: ToolActionStatus, Description: "Get the state and output of an action you proposed; optionally wait up to wait_seconds for it to change.",
+		InputSchema: json.RawMessage(`{"type":"object","required":["action_id"],"additionalProperties":false,"properties":{"action_id":{"type":"string"},"wait_seconds":{"type":"integer","minimum":0,"maximum":60}}}`),
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true}},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var in struct {
+				ActionID    string `json:"action_id"`
+				WaitSeconds int    `json:"wait_seconds"`
+			}
+			if err := json.Unmarshal(args(req.Params.Arguments), &in); err != nil || in.ActionID == "" || in.WaitSeconds < 0 || in.WaitSeconds > 60 {
+				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {action_id, wait_seconds (0-60)}")), nil
+			}
+			a, err := h.c.Actions.Get(ctx, p, in.ActionID, time.Duration(in.WaitSeconds)*time.Second)
+			return result(a, err), nil
+		})
+	s.AddTool(&mcp.Tool{Name: ToolPreview, Description: "Dry-run a task: what request would be sent, its side effects, and a diff of the current state against the proposed one. Nothing runs.",
+		InputSchema: json.RawMessage(`{"type":"object","required":["task"],"additionalProperties":false,"properties":{"task":{"type":"string"},"input":{"type":"object"}}}`),
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var in struct {
+				Task  string          `json:"task"`
+				Input json.RawMessage `json:"input"`
+			}
+			if err := json.Unmarshal(args(req.Params.Arguments), &in); err != nil || in.Task == "" {
+				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {task, input}")), nil
+			}
+			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: in.Task, Input: in.Input, DryRun: true})
+			return result(a, err), nil
+		})
+	h.servers[p.ID] = s
+	return s
+}
+
+func args(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return json.RawMessage("{}")
+	}
+	return raw
+}
+
+// Tool is a task as an MCP tool, with hints derived from its risk.
+func Tool(t *registry.Task) *mcp.Tool {
+	destructive := t.Risk == string(agentg8.RiskDestructive)
+	return &mcp.Tool{Name: tooldef.ToolName(tooldef.MCP, t.Name), Description: t.Description, InputSchema: t.InputSchema(),
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: t.Risk == string(agentg8.RiskRead), DestructiveHint: &destructive,
+			IdempotentHint: t.Request.IdempotencyHeader != ""}}
+}
+
+// Hash identifies a tool definition, recorded with every call so an audit
+// can see which definition the model saw.
+func Hash(t *mcp.Tool) string {
+	b, _ := json.Marshal(t)
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// outcome is the structured result of a call.
+type outcome struct {
+	ActionID string                        `json:"action_id,omitempty"`
+	Status   agentg8.State                 `json:"status,omitempty"`
+	Output   json.RawMessage               `json:"output,omitempty"`
+	Error    *agentg8.Error                `json:"error,omitempty"`
+	Approval *agentg8.Approval             `json:"approval,omitempty"`
+	Preview  *agentg8.Preview              `json:"preview,omitempty"`
+	Required []agentg8.ApprovalRequirement `json:"-"`
+}
+
+// result renders an action (or an error) as a tool result the model can act
+// on: errors are tool errors with the problem code; a pending approval is a
+// normal result that says who must approve and how to follow up.
+func result(a *agentg8.Action, err error) *mcp.CallToolResult {
+	o := outcome{}
+	if a != nil {
+		o.ActionID, o.Status, o.Output, o.Approval, o.Preview = a.ID, a.Status, a.Output, a.Approval, a.Preview
+		o.Error = a.Error
+	}
+	var text string
+	isErr := false
+	switch {
+	case err != nil:
+		e := agentg8.AsError(err)
+		o.Error, isErr = e, true
+		text = e.Code + ": " + e.Message
+		for _, fe := range e.Errors {
+			text += fmt.Sprintf("\n- %s: %s", orRoot(fe.Path), fe.Message)
+		}
+	case a.Status == agentg8.StatePendingApproval:
+		var who []string
+		for _, r := range a.Approval.Required {
+			who = append(who, fmt.Sprintf("%d from %s", r.Quorum, r.Group))
+		}
+		text = fmt.Sprintf("Action %s is waiting for human approval (%s) until %s; nothing has run yet. "+
+			"Call %s with {\"action_id\": %q, \"wait_seconds\": 30} to learn the outcome.",
+			a.ID, strings.Join(who, ", "), a.Approval.ExpiresAt.Format(time.RFC3339), ToolActionStatus, a.ID)
+	case a.Status == agentg8.StateDryRun:
+		b, _ := json.MarshalIndent(a.Preview, "", "  ")
+		text = "Dry run; nothing ran.\n" + string(b)
+	case a.Status == agentg8.StateSucceeded:
+		text = string(a.Output)
+		if text == "" {
+			text = "succeeded"
+		}
+	default:
+		text = fmt.Sprintf("Action %s is %s.", a.ID, a.Status)
+		if a.Error != nil {
+			text += " " + a.Error.Code + ": " + a.Error.Message
+			isErr = a.Status == agentg8.StateFailed || a.Status == agentg8.StateDenied
+		}
+		if len(a.Output) > 0 {
+			text += "\n" + string(a.Output)
+		}
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}, StructuredContent: o, IsError: isErr}
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "(input)"
+	}
+	return p
+}
