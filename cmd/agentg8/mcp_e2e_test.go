@@ -83,7 +83,7 @@ func TestMCP(t *testing.T) {
 		t.Errorf("upstream saw %q (the agent's token must never pass upstream)", got)
 	}
 	res, sc, text = call(t, cs, "crm.delete_customer", map[string]any{"customer_id": "c"})
-	if !res.IsError || !strings.HasPrefix(text, "policy_denied") {
+	if !res.IsError || !strings.HasPrefix(text, "policy_denied") || sc["error"].(map[string]any)["code"] != "policy_denied" {
 		t.Errorf("denied: %s", text)
 	}
 	res, _, text = call(t, cs, "crm.add_note", map[string]any{"customer_id": "bob"})
