@@ -8,6 +8,8 @@
 package main
 
 import (
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -118,6 +120,7 @@ func run(dur time.Duration, conc int) error {
 		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
 	}
 	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
+	defer func() { mcpPhase(client, gwURL, conc, dur) }()
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  reverse proxy / direct throughput   %.2f\n", p.rps/d.rps)
 	fmt.Printf("  agentg8 / direct throughput         %.2f\n", g.rps/d.rps)
@@ -282,4 +285,61 @@ request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
 		stop()
 		return "", nil, fmt.Errorf("gateway did not start")
 	}
+}
+
+// mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
+// /mcp running an allowed read action, and the same action over REST.
+func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
+	echo := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "1"}, nil)
+	echo.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(req.Params.Arguments)}}}, nil
+		})
+	echoURL, stop, err := serve(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return echo },
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stop()
+	rpc := func(u, key, tool string, args string) func() (*http.Request, error) {
+		body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`)
+		return func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", u, bytes.NewReader(body))
+			if err == nil {
+				r.Header.Set("Content-Type", "application/json")
+				r.Header.Set("Accept", "application/json, text/event-stream")
+				r.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+				if key != "" {
+					r.Header.Set("Authorization", "Bearer "+key)
+				}
+			}
+			return r, err
+		}
+	}
+	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
+	targets := []struct {
+		name string
+		req  func() (*http.Request, error)
+	}{
+		{"go-sdk echo", rpc(echoURL, "", "echo", `{"customer_id":"cus_1"}`)},
+		{"agentg8 mcp", rpc(gwURL+"/mcp", agentKey, "crm.get_customer", `{"customer_id":"cus_1"}`)},
+		{"agentg8 rest", func() (*http.Request, error) {
+			r, err := http.NewRequest("POST", gwURL+"/v1/actions", bytes.NewReader(propose))
+			if err == nil {
+				r.Header.Set("Authorization", "Bearer "+agentKey)
+			}
+			return r, err
+		}},
+	}
+	fmt.Printf("\nMCP tools/call, %d concurrent clients, %s per target\n\n", conc, dur)
+	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "calls/s", "p50", "p99", "errors")
+	res := map[string]result{}
+	for _, tg := range targets {
+		r := measure(client, tg.req, conc, dur)
+		res[tg.name] = r
+		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	fmt.Printf("\nratios (same run):\n")
+	fmt.Printf("  agentg8 mcp / go-sdk echo   %.2f\n", res["agentg8 mcp"].rps/res["go-sdk echo"].rps)
+	fmt.Printf("  agentg8 mcp / agentg8 rest  %.2f\n", res["agentg8 mcp"].rps/res["agentg8 rest"].rps)
 }
