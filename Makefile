@@ -7,7 +7,7 @@ MAILPIT_VERSION := v1.33.1
 FUZZTIME ?= 5s
 export GOFLAGS := -mod=readonly
 
-.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools node-deps clean
+.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools node-deps chromium clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,7 +50,11 @@ node-deps: $(NODE_DEPS) ## install the Node test clients into tests/node (once)
 $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund
 
-unit: tools node-deps ## unit, conformance and end-to-end tests
+# Debian's Chromium for the console's browser tests (no browser download).
+chromium: ## install Debian's chromium if missing (needs root, as in CI)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+unit: tools node-deps chromium ## unit, conformance and end-to-end tests
 	AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop $(GO) test -count=1 -timeout 10m ./...
 
 race: ## concurrency tests under the race detector

@@ -102,6 +102,7 @@ func (m *Main) printDemo(addr, dir, upstream string, keys map[string]string) {
 AgentG8 demo is running.
 
   gateway     %s
+  console     %s/console/  (sign in with alice's or bob's key)
   files       %s
   sample CRM  %s (the agent never sees its key)
 
@@ -145,6 +146,6 @@ Try it in another terminal:
   go run ./cmd/agentg8 audit verify --config %s/agentg8.yaml
 
 Press Ctrl-C to stop.
-`, u, dir, upstream, keys["support-bot"], keys["intern-bot"], keys["alice"], keys["bob"], u, keys["support-bot"], keys["intern-bot"],
+`, u, u, dir, upstream, keys["support-bot"], keys["intern-bot"], keys["alice"], keys["bob"], u, keys["support-bot"], keys["intern-bot"],
 		keys["bob"], keys["bob"], dir, dir)
 }

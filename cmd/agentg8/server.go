@@ -19,6 +19,7 @@ import (
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/console"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/httpapi"
 	"github.com/agentg8/agentg8/mcpserver"
@@ -330,7 +331,21 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		Ready:   func(ctx context.Context) error { return st.Ping(ctx) },
 		JWKS:    func() any { return tokenKeys.JWKS() },
 	})
+	var agentList []agentg8.Principal
+	for _, a := range cfg.Agents {
+		agentList = append(agentList, l.agents[a.ID])
+	}
+	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{l.registry, l.policy},
+		Agents: agentList, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now})
+	if err != nil {
+		alog.Close()
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
 	mux := http.NewServeMux()
+	mux.Handle("/console/", con)
+	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger}))
 	mux.Handle("/", api)
 	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
@@ -378,3 +393,13 @@ func (o *observer) Notification(channel string, ok bool) {
 	}
 	o.notify.WithLabelValues(channel, res).Inc()
 }
+
+// catalog answers the console's questions about tasks.
+type catalog struct {
+	reg *registry.Registry
+	eng *policy.Engine
+}
+
+func (c catalog) Tasks() []*registry.Task { return c.reg.Tasks() }
+
+func (c catalog) CouldPermit(a agentg8.Principal, task string) bool { return c.eng.CouldPermit(a, task) }
