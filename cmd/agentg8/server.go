@@ -402,4 +402,6 @@ type catalog struct {
 
 func (c catalog) Tasks() []*registry.Task { return c.reg.Tasks() }
 
-func (c catalog) CouldPermit(a agentg8.Principal, task string) bool { return c.eng.CouldPermit(a, task) }
+func (c catalog) CouldPermit(a agentg8.Principal, task string) bool {
+	return c.eng.CouldPermit(a, task)
+}
