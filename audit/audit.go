@@ -70,13 +70,16 @@ type Record struct {
 	Data     []byte
 }
 
+// BuildFunc computes a batch for a log of the given size; read returns
+// stored hashes as of that size.
+type BuildFunc func(size int64, read func(indexes []int64) ([]tlog.Hash, error)) (Batch, error)
+
 // Store is what the log needs from persistence.
 type Store interface {
-	AuditSize(ctx context.Context) (int64, error)
-	ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
-	// AppendAudit writes the batch atomically, or fails with ErrConflict if
-	// the log's size is not b.Start.
-	AppendAudit(ctx context.Context, b Batch) error
+	// AppendAudit takes the log's append lock, calls build with the current
+	// size, and writes the batch (records, hashes, checkpoint, changes)
+	// atomically. A refused change fails the whole call with a *ChangeError.
+	AppendAudit(ctx context.Context, build BuildFunc) error
 	LatestAuditCheckpoint(ctx context.Context) ([]byte, error)
 }
 
@@ -98,9 +101,6 @@ type Log struct {
 	done   chan struct{}
 	closed sync.Once
 	cache  map[int64]tlog.Hash
-	// size is the log size after this appender's last commit, or -1 when
-	// unknown; a stale size is caught by the store's conflict check.
-	size int64
 }
 
 type appendReq struct {
@@ -121,7 +121,7 @@ func Open(s Store, key *Key, opts Options) *Log {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 256
 	}
-	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}, size: -1}
+	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}}
 	go l.run()
 	return l
 }
@@ -206,7 +206,6 @@ func (l *Log) commit(batch []*appendReq) {
 			return
 		}
 		clear(l.cache)
-		l.size = -1
 		var ce *ChangeError
 		if errors.As(err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {
 			batch[ce.Index].done <- ce.Err
@@ -227,84 +226,77 @@ func (l *Log) commit(batch []*appendReq) {
 }
 
 func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
-	size := l.size
-	if size < 0 {
-		var err error
-		if size, err = l.store.AuditSize(ctx); err != nil {
-			return 0, err
-		}
-	}
 	now := l.opts.Clock.Now().UTC()
-	b := Batch{Start: size}
-	newHashes := map[int64]tlog.Hash{}
-	reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(idx))
-		var miss []int64
-		for i, x := range idx {
-			if h, ok := newHashes[x]; ok {
-				out[i] = h
-			} else if h, ok := l.cache[x]; ok {
-				out[i] = h
-			} else {
-				miss = append(miss, x)
-			}
-		}
-		if len(miss) > 0 {
-			got, err := l.store.ReadAuditHashes(ctx, miss)
-			if err != nil {
-				return nil, err
-			}
-			j := 0
+	var newHashes map[int64]tlog.Hash
+	var n, size int64
+	// The store calls build under its append lock, with the log's size at
+	// that moment: positions and hashes are computed where no other writer
+	// (another replica) can interleave.
+	build := func(start int64, read func([]int64) ([]tlog.Hash, error)) (Batch, error) {
+		size = start
+		b := Batch{Start: start}
+		newHashes = map[int64]tlog.Hash{}
+		reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+			out := make([]tlog.Hash, len(idx))
+			var miss []int64
+			var missAt []int
 			for i, x := range idx {
-				if _, ok := newHashes[x]; ok {
-					continue
+				if h, ok := newHashes[x]; ok {
+					out[i] = h
+				} else if h, ok := l.cache[x]; ok {
+					out[i] = h
+				} else {
+					miss = append(miss, x)
+					missAt = append(missAt, i)
 				}
-				if _, ok := l.cache[x]; ok {
-					continue
+			}
+			if len(miss) > 0 {
+				got, err := read(miss)
+				if err != nil {
+					return nil, err
 				}
-				out[i] = got[j]
-				l.cache[x] = got[j]
-				j++
+				for j, i := range missAt {
+					out[i] = got[j]
+					l.cache[miss[j]] = got[j] // committed hashes never change
+				}
+			}
+			return out, nil
+		})
+		n = start
+		b.Changes = make([]any, len(batch))
+		for i, r := range batch {
+			b.Changes[i] = r.change
+			for _, ev := range r.events {
+				ev.Seq = n
+				ev.Time = now
+				data, err := json.Marshal(ev)
+				if err != nil {
+					return b, err
+				}
+				hs, err := tlog.StoredHashes(n, data, reader)
+				if err != nil {
+					return b, err
+				}
+				base := tlog.StoredHashIndex(0, n)
+				for i, h := range hs {
+					newHashes[base+int64(i)] = h
+					b.Hashes = append(b.Hashes, IndexedHash{Index: base + int64(i), Hash: h})
+				}
+				b.Records = append(b.Records, Record{Seq: n, ActionID: ev.ActionID, Data: data})
+				n++
 			}
 		}
-		return out, nil
-	})
-	n := size
-	b.Changes = make([]any, len(batch))
-	for i, r := range batch {
-		b.Changes[i] = r.change
-		for _, ev := range r.events {
-			ev.Seq = n
-			ev.Time = now
-			data, err := json.Marshal(ev)
-			if err != nil {
-				return 0, err
-			}
-			hs, err := tlog.StoredHashes(n, data, reader)
-			if err != nil {
-				return 0, err
-			}
-			base := tlog.StoredHashIndex(0, n)
-			for i, h := range hs {
-				newHashes[base+int64(i)] = h
-				b.Hashes = append(b.Hashes, IndexedHash{Index: base + int64(i), Hash: h})
-			}
-			b.Records = append(b.Records, Record{Seq: n, ActionID: ev.ActionID, Data: data})
-			n++
+		root, err := tlog.TreeHash(n, reader)
+		if err != nil {
+			return b, err
 		}
+		b.Size = n
+		b.Checkpoint, err = l.sign(n, root)
+		return b, err
 	}
-	root, err := tlog.TreeHash(n, reader)
-	if err != nil {
+	if err := l.store.AppendAudit(ctx, build); err != nil {
 		return 0, err
 	}
-	b.Size = n
-	if b.Checkpoint, err = l.sign(n, root); err != nil {
-		return 0, err
-	}
-	if err := l.store.AppendAudit(ctx, b); err != nil {
-		return 0, err
-	}
-	l.size = n
 	if len(l.cache) > 1<<16 {
 		clear(l.cache)
 	}

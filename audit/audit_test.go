@@ -87,7 +87,7 @@ func mustSigner(t *testing.T, k *audit.Key) string {
 // failing wraps a store whose appends fail.
 type failing struct{ *sqlite.Store }
 
-func (failing) AppendAudit(context.Context, audit.Batch) error { return errors.New("disk full") }
+func (failing) AppendAudit(context.Context, audit.BuildFunc) error { return errors.New("disk full") }
 
 func TestAppendFailureIsReported(t *testing.T) {
 	_, st, key := open(t)
@@ -176,7 +176,7 @@ type slowStore struct {
 	once sync.Once
 }
 
-func (s *slowStore) AppendAudit(ctx context.Context, b audit.Batch) error {
+func (s *slowStore) AppendAudit(ctx context.Context, b audit.BuildFunc) error {
 	s.once.Do(func() { time.Sleep(100 * time.Millisecond) })
 	return s.Store.AppendAudit(ctx, b)
 }

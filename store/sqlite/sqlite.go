@@ -310,8 +310,16 @@ func (s *Store) AuditSize(ctx context.Context) (int64, error) {
 
 // ReadAuditHashes returns stored tree hashes by index.
 func (s *Store) ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, s.db, indexes)
+}
+
+type preparer interface {
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+func readHashes(ctx context.Context, db preparer, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
-	stmt, err := s.db.PrepareContext(ctx, `SELECT hash FROM audit_hashes WHERE idx = ?`)
+	stmt, err := db.PrepareContext(ctx, `SELECT hash FROM audit_hashes WHERE idx = ?`)
 	if err != nil {
 		return nil, err
 	}
@@ -329,9 +337,9 @@ func (s *Store) ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Ha
 	return out, nil
 }
 
-// AppendAudit writes a batch atomically.
-func (s *Store) AppendAudit(ctx context.Context, b audit.Batch) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// AppendAudit builds and writes a batch under SQLite's write lock.
+func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
 	if err != nil {
 		return err
 	}
@@ -340,8 +348,10 @@ func (s *Store) AppendAudit(ctx context.Context, b audit.Batch) error {
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_records`).Scan(&size); err != nil {
 		return err
 	}
-	if size != b.Start {
-		return audit.ErrConflict
+	read := func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, tx, idx) }
+	b, err := build(size, read)
+	if err != nil {
+		return err
 	}
 	recStmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_records (seq, action_id, data) VALUES (?, ?, ?)`)
 	if err != nil {

@@ -27,6 +27,19 @@ type Store interface {
 	audit.Store
 	audit.Reader
 	credential.SecretStore
+	AuditSize(ctx context.Context) (int64, error)
+}
+
+var errSize = errors.New("log size is not the batch's start")
+
+// appendBatch appends a prepared batch, failing if the log is not at b.Start.
+func appendBatch(ctx context.Context, s Store, b audit.Batch) error {
+	return s.AppendAudit(ctx, func(size int64, _ func([]int64) ([]tlog.Hash, error)) (audit.Batch, error) {
+		if size != b.Start {
+			return b, errSize
+		}
+		return b, nil
+	})
 }
 
 // Run exercises a store. newStore returns a fresh, empty store.
@@ -39,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
 	t.Run("secrets", func(t *testing.T) { testSecrets(t, newStore(t)) })
+	t.Run("several writers keep one log", func(t *testing.T) { testWriters(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -199,15 +213,15 @@ func testAudit(t *testing.T, s Store) {
 	h := tlog.RecordHash([]byte("r0"))
 	b := audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "act_1", Data: []byte("r0")}},
 		Hashes: []audit.IndexedHash{{Index: 0, Hash: h}}, Checkpoint: []byte("cp1")}
-	if err := s.AppendAudit(ctx, b); err != nil {
+	if err := appendBatch(ctx, s, b); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendAudit(ctx, b); !errors.Is(err, audit.ErrConflict) {
+	if err := appendBatch(ctx, s, b); !errors.Is(err, errSize) {
 		t.Errorf("stale start: %v", err)
 	}
 	b2 := audit.Batch{Start: 1, Size: 3, Records: []audit.Record{{Seq: 1, ActionID: "act_2", Data: []byte("r1")}, {Seq: 2, ActionID: "act_1", Data: []byte("r2")}},
 		Hashes: []audit.IndexedHash{{Index: 1, Hash: tlog.RecordHash([]byte("r1"))}, {Index: 2, Hash: h}}, Checkpoint: []byte("cp3")}
-	if err := s.AppendAudit(ctx, b2); err != nil {
+	if err := appendBatch(ctx, s, b2); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := s.AuditSize(ctx); n != 3 {
@@ -242,7 +256,7 @@ func testChanges(t *testing.T, s Store) {
 		return audit.IndexedHash{Index: i, Hash: tlog.RecordHash([]byte(fmt.Sprint(i)))}
 	}
 	a := newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)
-	err := s.AppendAudit(ctx, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{rec(0)}, Hashes: []audit.IndexedHash{hash(0)},
+	err := appendBatch(ctx, s, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{rec(0)}, Hashes: []audit.IndexedHash{hash(0)},
 		Checkpoint: []byte("c1"), Changes: []any{&action.Change{Action: a}}})
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +267,7 @@ func testChanges(t *testing.T, s Store) {
 	// A batch whose second change loses its compare-and-set writes nothing,
 	// and says which change failed.
 	done := newAction("act_c", "bot", "crm.x", agentg8.StateSucceeded, t0)
-	err = s.AppendAudit(ctx, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
+	err = appendBatch(ctx, s, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
 		Checkpoint: []byte("c2"), Changes: []any{nil, &action.Change{Action: done, From: agentg8.StateApproved}}})
 	var ce *audit.ChangeError
 	if !errors.As(err, &ce) || ce.Index != 1 || !errors.Is(err, action.ErrStateConflict) {
@@ -265,7 +279,7 @@ func testChanges(t *testing.T, s Store) {
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateExecuting {
 		t.Errorf("state changed: %s", got.Status)
 	}
-	err = s.AppendAudit(ctx, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
+	err = appendBatch(ctx, s, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
 		Checkpoint: []byte("c2"), Changes: []any{&action.Change{Action: done, From: agentg8.StateExecuting}}})
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +340,7 @@ func testNotifications(t *testing.T, s Store) {
 	a := newAction("an", "bot", "ops.x", agentg8.StatePendingApproval, t0)
 	n1 := action.Notification{ID: "n1", ActionID: "an", Channel: 0, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0}
 	n2 := action.Notification{ID: "n2", ActionID: "an", Channel: 1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0.Add(time.Hour)}
-	err := s.AppendAudit(ctx, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "an", Data: []byte("0")}},
+	err := appendBatch(ctx, s, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "an", Data: []byte("0")}},
 		Hashes: []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash([]byte("0"))}}, Checkpoint: []byte("c"),
 		Changes: []any{&action.Change{Action: a, Notify: []action.Notification{n1, n2}}}})
 	if err != nil {
@@ -394,5 +408,37 @@ func testSecrets(t *testing.T, s Store) {
 	}
 	if _, err := box.Get(ctx, "b"); err == nil {
 		t.Error("deleted secret still readable")
+	}
+}
+
+// testWriters appends from several logs at once, as replicas do, and checks
+// the result is one verifiable log.
+func testWriters(t *testing.T, s Store) {
+	ctx := context.Background()
+	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		l := audit.Open(s, key, audit.Options{})
+		defer l.Close()
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 25; i++ {
+					if err := l.Append(ctx, &agentg8.AuditEvent{Type: "x", ActionID: fmt.Sprintf("w%d", w)}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
+	if err != nil || rep.Records != 300 {
+		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }
