@@ -193,6 +193,7 @@ const (
 	EventSucceeded         = "succeeded"
 	EventFailed            = "failed"
 	EventOutcomeUnknown    = "outcome_unknown"
+	EventLeaseLost         = "lease_lost"
 	EventExpired           = "expired"
 	EventCancelled         = "cancelled"
 )

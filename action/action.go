@@ -92,12 +92,21 @@ type Config struct {
 	// PublicURL is where people reach this gateway (links in notices).
 	PublicURL string
 	// WorkerInterval is how often the worker looks for expiries, approved
-	// actions and due notifications (default 1s).
+	// actions, expired execution leases and due notifications (default 1s).
 	WorkerInterval time.Duration
-	Clock          agentg8.Clock
-	NewID          func(prefix string) string
-	Logger         *slog.Logger
-	Observer       Observer
+	// Replica names this process as an execution lease owner.
+	Replica string
+	// LeaseTTL is how long an execution lease lasts without renewal
+	// (default 30s); it is renewed every third of that while the upstream
+	// call runs.
+	LeaseTTL time.Duration
+	// SingleNode says no other process shares the store (SQLite): at start,
+	// every action left executing is outcome_unknown at once.
+	SingleNode bool
+	Clock      agentg8.Clock
+	NewID      func(prefix string) string
+	Logger     *slog.Logger
+	Observer   Observer
 }
 
 // Service runs proposals. Safe for concurrent use.
@@ -135,6 +144,12 @@ func New(c Config) *Service {
 	}
 	if c.WorkerInterval == 0 {
 		c.WorkerInterval = time.Second
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Replica == "" {
+		c.Replica = NewID("replica")
 	}
 	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{}}
 }

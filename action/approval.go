@@ -349,6 +349,21 @@ func (s *Service) sweep(ctx context.Context) {
 			}()
 		}
 	}
+	if expired, err := s.c.Store.ExpiredLeases(ctx); err != nil {
+		s.c.Logger.Error("worker: expired leases", "err", err)
+	} else {
+		for _, a := range expired {
+			s.mu.Lock()
+			mine := s.running[a.ID]
+			s.mu.Unlock()
+			if mine {
+				continue
+			}
+			if err := s.outcomeUnknown(ctx, a, "the execution lease expired before the outcome was recorded (replica stopped or partitioned)"); err != nil && !errors.Is(err, ErrStateConflict) {
+				s.c.Logger.Error("worker: outcome unknown", "action_id", a.ID, "err", err)
+			}
+		}
+	}
 	s.deliver(ctx)
 }
 

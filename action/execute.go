@@ -31,7 +31,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		header.Set(task.Request.IdempotencyHeader, idempotencyValue(a.ID))
 	}
 	var events []*agentg8.AuditEvent
-	ch := &Change{Action: a, From: agentg8.StateApproved}
+	ch := &Change{Action: a, From: agentg8.StateApproved, Lease: &Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL}}
 	if proposed != nil {
 		events = append(events, proposed)
 		ch.From = ""
@@ -76,6 +76,8 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		}
 		return nil, err
 	}
+	stopRenew := s.renewLease(ctx, a.ID)
+	defer stopRenew()
 
 	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
 		Method: r.Method, URL: u.String(), Header: header, Body: r.Body, Timeout: task.Timeout,
@@ -144,10 +146,22 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 		ev.Error = e
 	}
 	ev.Status = a.Status
-	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil {
+	err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev)
+	if errors.Is(err, ErrStateConflict) {
+		// Our lease ran out and another replica declared the outcome
+		// unknown. Say what we saw, then report the stored state.
+		lost := &agentg8.AuditEvent{Type: agentg8.EventLeaseLost, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+			Status: a.Status, Upstream: info, Detail: "execution lease of " + s.c.Replica + " was lost before the outcome was recorded; upstream outcome seen: " + string(a.Status)}
+		if aerr := s.c.Audit.Append(ctx, lost); aerr != nil {
+			s.c.Logger.Error("audit unavailable", "action", a.ID, "err", aerr)
+		}
+		s.c.Logger.Warn("execution lease lost", "action_id", a.ID, "outcome_seen", a.Status)
+		return s.c.Store.GetAction(ctx, a.ID)
+	}
+	if err != nil {
 		// The upstream call already happened. Without a durable outcome the
-		// action stays executing and becomes outcome_unknown at the next
-		// start; the agent still learns what the upstream answered.
+		// action stays executing and becomes outcome_unknown once its lease
+		// expires; the agent still learns what the upstream answered.
 		s.c.Logger.Error("outcome not recorded", "action", a.ID, "status", a.Status, "err", err)
 		return a, &agentg8.Error{Code: agentg8.CodeAuditUnavailable, ActionID: a.ID,
 			Message: "the action ran but its outcome could not be recorded; it will read as outcome_unknown"}
@@ -159,32 +173,71 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 	return a, nil
 }
 
-// Recover marks actions left executing by a crash as outcome_unknown: the
-// gateway cannot know whether the upstream applied them, and must never
-// silently retry.
+// Recover runs at start. On a single node (SQLite) nothing else executes,
+// so every action left executing by a crash is outcome_unknown at once; with
+// several replicas only actions whose execution lease expired are, which the
+// worker also checks continuously.
 func (s *Service) Recover(ctx context.Context) (int, error) {
-	stuck, err := s.c.Store.ActionsInState(ctx, agentg8.StateExecuting)
+	list := s.c.Store.ExpiredLeases
+	if s.c.SingleNode {
+		list = func(ctx context.Context) ([]*agentg8.Action, error) {
+			return s.c.Store.ActionsInState(ctx, agentg8.StateExecuting)
+		}
+	}
+	stuck, err := list(ctx)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, a := range stuck {
-		ev := &agentg8.AuditEvent{Type: agentg8.EventOutcomeUnknown, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
-			Status: agentg8.StateOutcomeUnknown, Detail: "gateway stopped while the upstream call was in flight"}
-		a.Status = agentg8.StateOutcomeUnknown
-		a.Error = agentg8.Errorf(agentg8.CodeUpstreamError, "the gateway stopped during execution; the upstream may or may not have applied this action")
-		a.Error.ActionID = a.ID
-		a.UpdatedAt = s.c.Clock.Now()
-		if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil {
+		if err := s.outcomeUnknown(ctx, a, "gateway stopped while the upstream call was in flight"); err != nil {
 			if errors.Is(err, ErrStateConflict) {
 				continue
 			}
 			return n, err
 		}
-		s.logAction(a)
 		n++
 	}
 	return n, nil
+}
+
+// outcomeUnknown ends an execution whose result the gateway cannot know.
+func (s *Service) outcomeUnknown(ctx context.Context, a *agentg8.Action, why string) error {
+	ev := &agentg8.AuditEvent{Type: agentg8.EventOutcomeUnknown, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+		Status: agentg8.StateOutcomeUnknown, Detail: why}
+	a.Status = agentg8.StateOutcomeUnknown
+	a.Error = agentg8.Errorf(agentg8.CodeUpstreamError, "the upstream may or may not have applied this action: %s", why)
+	a.Error.ActionID = a.ID
+	a.UpdatedAt = s.c.Clock.Now()
+	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev); err != nil {
+		return err
+	}
+	s.logAction(a)
+	return nil
+}
+
+// renewLease keeps this replica's execution lease alive until stopped.
+func (s *Service) renewLease(ctx context.Context, id string) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.c.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ok, err := s.c.Store.RenewLease(context.WithoutCancel(ctx), id, Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL})
+				if err != nil {
+					s.c.Logger.Warn("lease renewal failed", "action_id", id, "err", err)
+				} else if !ok {
+					s.c.Logger.Warn("execution lease taken over", "action_id", id)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // mayRead reports whether p may see action a.

@@ -54,6 +54,12 @@ type Store interface {
 	// CountPending counts an agent's pending approvals.
 	CountPending(ctx context.Context, principal string) (int, error)
 
+	// RenewLease extends an executing action's lease; false when the lease
+	// is no longer the owner's (the action was taken over).
+	RenewLease(ctx context.Context, id string, l Lease) (bool, error)
+	// ExpiredLeases lists executing actions whose lease has run out.
+	ExpiredLeases(ctx context.Context) ([]*agentg8.Action, error)
+
 	// DueNotifications returns undelivered notifications due at now.
 	DueNotifications(ctx context.Context, now time.Time, limit int) ([]Notification, error)
 	// UpdateNotification records a delivery attempt.
@@ -75,6 +81,16 @@ type Change struct {
 	From agentg8.State
 	// Notify are notifications to queue in the same transaction.
 	Notify []Notification
+	// Lease, when set, makes the writer the action's executor until the
+	// lease expires (measured on the store's clock); without it any lease
+	// is cleared.
+	Lease *Lease
+}
+
+// Lease is an execution lease: who executes, and for how long without renewal.
+type Lease struct {
+	Owner string
+	TTL   time.Duration
 }
 
 // Notification is one queued message to one channel, retried from the store

@@ -406,6 +406,15 @@ func applyChange(ctx context.Context, tx execer, ch *action.Change) error {
 	if err != nil {
 		return err
 	}
+	var owner sql.NullString
+	var until sql.NullInt64
+	if ch.Lease != nil {
+		owner = sql.NullString{String: ch.Lease.Owner, Valid: true}
+		until = sql.NullInt64{Int64: time.Now().Add(ch.Lease.TTL).UnixNano(), Valid: true}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE actions SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, until, ch.Action.ID); err != nil {
+		return err
+	}
 	for _, n := range ch.Notify {
 		if err := insertNotification(ctx, tx, n); err != nil {
 			return err
@@ -563,4 +572,25 @@ func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// RenewLease extends an executing action's lease if the owner still holds it.
+func (s *Store) RenewLease(ctx context.Context, id string, l action.Lease) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE actions SET lease_until = ? WHERE id = ? AND status = 'executing' AND lease_owner = ?`,
+		time.Now().Add(l.TTL).UnixNano(), id, l.Owner)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// ExpiredLeases lists executing actions whose lease has run out.
+func (s *Store) ExpiredLeases(ctx context.Context) ([]*agentg8.Action, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions WHERE status = 'executing' AND (lease_until IS NULL OR lease_until < ?)`,
+		time.Now().UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	return scanActions(rows)
 }

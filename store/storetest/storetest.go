@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
 	t.Run("secrets", func(t *testing.T) { testSecrets(t, newStore(t)) })
 	t.Run("several writers keep one log", func(t *testing.T) { testWriters(t, newStore(t)) })
+	t.Run("execution leases", func(t *testing.T) { testLeases(t, newStore(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -440,5 +441,44 @@ func testWriters(t *testing.T, s Store) {
 	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
 	if err != nil || rep.Records != 300 {
 		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+func testLeases(t *testing.T, s Store) {
+	ctx := context.Background()
+	a := newAction("act_l", "bot", "ops.x", agentg8.StateExecuting, t0)
+	lease := action.Lease{Owner: "r1", TTL: 300 * time.Millisecond}
+	b := audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "act_l", Data: []byte("0")}},
+		Hashes: []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash([]byte("0"))}}, Checkpoint: []byte("c"),
+		Changes: []any{&action.Change{Action: a, Lease: &lease}}}
+	if err := appendBatch(ctx, s, b); err != nil {
+		t.Fatal(err)
+	}
+	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {
+		t.Errorf("fresh lease expired: %v", ids(ex))
+	}
+	if ok, err := s.RenewLease(ctx, "act_l", action.Lease{Owner: "r2", TTL: time.Second}); ok || err != nil {
+		t.Errorf("another owner renewed: %v %v", ok, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if ok, err := s.RenewLease(ctx, "act_l", lease); !ok || err != nil {
+		t.Errorf("owner renewal: %v %v", ok, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {
+		t.Errorf("renewed lease expired")
+	}
+	time.Sleep(300 * time.Millisecond)
+	ex, err := s.ExpiredLeases(ctx)
+	if err != nil || len(ex) != 1 || ex[0].ID != "act_l" {
+		t.Fatalf("expired: %v %v", ids(ex), err)
+	}
+	// A write without a lease (the outcome) clears it.
+	ex[0].Status = agentg8.StateSucceeded
+	if err := s.UpdateAction(ctx, ex[0], agentg8.StateExecuting); err != nil {
+		t.Fatal(err)
+	}
+	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {
+		t.Errorf("finished action still listed")
 	}
 }

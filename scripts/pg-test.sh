@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Starts (once) a throwaway PostgreSQL cluster on a loopback port for the
+# tests, installing Debian's postgresql package if missing, and prints its
+# URL. Data lives under .cache/pg; nothing listens beyond 127.0.0.1.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)/.cache/pg"
+port="${AGENTG8_PG_PORT:-54329}"
+find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+bin="$(find_bin)"
+if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  bin="$(find_bin)"
+fi
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$root"
+if [ "$(id -u)" = 0 ]; then chown postgres "$root"; chmod 755 "$root"; fi
+if [ ! -f "$root/data/PG_VERSION" ]; then
+  as_pg "$bin/initdb" -D "$root/data" -A trust -U agentg8 >/dev/null
+fi
+if ! as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
+  as_pg "$bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
+    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >&2
+fi
+echo "postgres://agentg8@127.0.0.1:$port/postgres?sslmode=disable"
