@@ -1,0 +1,609 @@
+// Package postgres is the store for several stateless replicas on one
+// PostgreSQL: the same contract as the SQLite store, SQL written for this
+// dialect, embedded migrations safe to run from many replicas at once,
+// execution leases on the database's clock, and LISTEN/NOTIFY so a poller on
+// one replica is woken by a change made on another.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/audit"
+	"github.com/agentg8/agentg8/credential"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Channel is the NOTIFY channel for action changes.
+const Channel = "agentg8_actions"
+
+// Store is the PostgreSQL store.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var (
+	_ action.Store           = (*Store)(nil)
+	_ audit.Store            = (*Store)(nil)
+	_ audit.Reader           = (*Store)(nil)
+	_ credential.SecretStore = (*Store)(nil)
+)
+
+// Open connects and migrates.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool}
+	if err := s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { s.pool.Close(); return nil }
+
+// Ping checks the database is reachable.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Migrate applies embedded migrations under an advisory lock, so replicas
+// starting together migrate once.
+func (s *Store) Migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7471020815)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	sort.Strings(names)
+	for _, n := range names {
+		base := strings.TrimPrefix(n, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name", n)
+		}
+		var done bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, v).Scan(&done); err != nil {
+			return err
+		}
+		if done {
+			continue
+		}
+		body, _ := migrations.ReadFile(n)
+		if _, err := tx.Exec(ctx, string(body)); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func keys(a *agentg8.Action) (aprID, hash *string) {
+	if a.Approval != nil {
+		return &a.Approval.ID, &a.Approval.RequestHash
+	}
+	return nil, nil
+}
+
+func isUnique(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
+}
+
+func insertAction(ctx context.Context, q querier, a *agentg8.Action, lease *action.Lease) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	aprID, hash := keys(a)
+	owner, ttl := leaseArgs(lease)
+	_, err = q.Exec(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE now() + $11 * interval '1 microsecond' END)`,
+		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl)
+	if isUnique(err, "actions_pending_hash") {
+		return action.ErrDuplicatePending
+	}
+	if err != nil {
+		return fmt.Errorf("insert action: %w", err)
+	}
+	return nil
+}
+
+func leaseArgs(l *action.Lease) (*string, int64) {
+	if l == nil {
+		return nil, 0
+	}
+	return &l.Owner, l.TTL.Microseconds()
+}
+
+func updateAction(ctx context.Context, q querier, a *agentg8.Action, from agentg8.State, lease *action.Lease) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	aprID, hash := keys(a)
+	owner, ttl := leaseArgs(lease)
+	tag, err := q.Exec(ctx, `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
+		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
+		WHERE id = $8 AND status = $9 AND version = $10`,
+		string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version)
+	if isUnique(err, "actions_pending_hash") {
+		return action.ErrDuplicatePending
+	}
+	if err != nil {
+		return fmt.Errorf("update action: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return action.ErrStateConflict
+	}
+	return nil
+}
+
+// CreateAction inserts an action.
+func (s *Store) CreateAction(ctx context.Context, a *agentg8.Action) error {
+	return insertAction(ctx, s.pool, a, nil)
+}
+
+// UpdateAction is a compare-and-set on status and version.
+func (s *Store) UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error {
+	return updateAction(ctx, s.pool, a, from, nil)
+}
+
+const cols = `data, version`
+
+func (s *Store) one(ctx context.Context, where string, arg any) (*agentg8.Action, error) {
+	var data []byte
+	var v int64
+	err := s.pool.QueryRow(ctx, `SELECT `+cols+` FROM actions WHERE `+where, arg).Scan(&data, &v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, action.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get action: %w", err)
+	}
+	return decode(data, v)
+}
+
+func decode(data []byte, v int64) (*agentg8.Action, error) {
+	var a agentg8.Action
+	if err := json.Unmarshal(data, &a); err != nil {
+		return nil, fmt.Errorf("decode action: %w", err)
+	}
+	a.Version = v
+	return &a, nil
+}
+
+func (s *Store) many(ctx context.Context, sql string, args ...any) ([]*agentg8.Action, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*agentg8.Action{}
+	for rows.Next() {
+		var data []byte
+		var v int64
+		if err := rows.Scan(&data, &v); err != nil {
+			return nil, err
+		}
+		a, err := decode(data, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// GetAction returns an action.
+func (s *Store) GetAction(ctx context.Context, id string) (*agentg8.Action, error) {
+	return s.one(ctx, `id = $1`, id)
+}
+
+// GetActionByApproval returns the action an approval belongs to.
+func (s *Store) GetActionByApproval(ctx context.Context, id string) (*agentg8.Action, error) {
+	return s.one(ctx, `approval_id = $1`, id)
+}
+
+// PendingByHash returns the pending action with this request hash.
+func (s *Store) PendingByHash(ctx context.Context, hash string) (*agentg8.Action, error) {
+	return s.one(ctx, `request_hash = $1 AND status = 'pending_approval'`, hash)
+}
+
+// CountPending counts an agent's pending approvals.
+func (s *Store) CountPending(ctx context.Context, principal string) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM actions WHERE principal = $1 AND status = 'pending_approval'`, principal).Scan(&n)
+	return n, err
+}
+
+// ListActions lists actions newest first.
+func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Action, error) {
+	before := f.Before
+	if before.IsZero() {
+		before = time.Unix(0, 1<<62)
+	}
+	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE ($1 = '' OR principal = $1) AND ($2 = '' OR task = $2) AND ($3 = '' OR status = $3)
+		AND created_at < $4 ORDER BY created_at DESC, id DESC LIMIT $5`, f.Principal, f.Task, string(f.Status), before.UnixNano(), f.Limit)
+}
+
+// ActionsInState lists actions in a state, oldest first.
+func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg8.Action, error) {
+	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE status = $1 ORDER BY created_at`, string(st))
+}
+
+// RenewLease extends an executing action's lease on the database clock.
+func (s *Store) RenewLease(ctx context.Context, id string, l action.Lease) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE actions SET lease_until = now() + $1 * interval '1 microsecond'
+		WHERE id = $2 AND status = 'executing' AND lease_owner = $3`, l.TTL.Microseconds(), id, l.Owner)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ExpiredLeases lists executing actions whose lease ran out (database clock).
+func (s *Store) ExpiredLeases(ctx context.Context) ([]*agentg8.Action, error) {
+	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE status = 'executing' AND (lease_until IS NULL OR lease_until < now())`)
+}
+
+// Now is the database's clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, `SELECT now()`).Scan(&t)
+	return t.UTC(), err
+}
+
+// ClaimIdempotency inserts a claim or returns the existing one.
+func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyRecord) (*action.IdempotencyRecord, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO idempotency (agent, key, payload_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		rec.Agent, rec.Key, rec.PayloadHash, rec.CreatedAt.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("claim idempotency: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil, nil
+	}
+	var prev action.IdempotencyRecord
+	var created int64
+	err = s.pool.QueryRow(ctx, `SELECT agent, key, payload_hash, result, created_at FROM idempotency WHERE agent = $1 AND key = $2`,
+		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.Result, &created)
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency: %w", err)
+	}
+	prev.CreatedAt = time.Unix(0, created).UTC()
+	return &prev, nil
+}
+
+// CompleteIdempotency stores the answer for a claim.
+func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error {
+	_, err := s.pool.Exec(ctx, `UPDATE idempotency SET result = $1 WHERE agent = $2 AND key = $3`, result, agent, key)
+	return err
+}
+
+// ReleaseIdempotency deletes an unanswered claim.
+func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM idempotency WHERE agent = $1 AND key = $2 AND result IS NULL`, agent, key)
+	return err
+}
+
+// AuditSize is the number of audit records.
+func (s *Store) AuditSize(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT size FROM audit_head WHERE id = 1`).Scan(&n)
+	return n, err
+}
+
+func readHashes(ctx context.Context, q querier, idx []int64) ([]tlog.Hash, error) {
+	rows, err := q.Query(ctx, `SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)`, idx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := map[int64][]byte{}
+	for rows.Next() {
+		var i int64
+		var h []byte
+		if err := rows.Scan(&i, &h); err != nil {
+			return nil, err
+		}
+		got[i] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(idx))
+	for k, i := range idx {
+		h, ok := got[i]
+		if !ok || len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("audit hash %d missing", i)
+		}
+		copy(out[k][:], h)
+	}
+	return out, nil
+}
+
+// ReadAuditHashes returns stored hashes.
+func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, s.pool, idx)
+}
+
+// AppendAudit locks the log's head row (one lock per batch, not per
+// request), builds the batch at the current size, and writes it with its
+// state changes; changed actions are announced with NOTIFY at commit.
+func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	var size int64
+	if err := tx.QueryRow(ctx, `SELECT size FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&size); err != nil {
+		return err
+	}
+	b, err := build(size, func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, tx, idx) })
+	if err != nil {
+		return err
+	}
+	rows := make([][]any, len(b.Records))
+	for i, r := range b.Records {
+		rows[i] = []any{r.Seq, r.ActionID, r.Data}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_records"}, []string{"seq", "action_id", "data"}, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("insert audit records: %w", err)
+	}
+	hrows := make([][]any, len(b.Hashes))
+	for i, h := range b.Hashes {
+		hrows[i] = []any{h.Index, h.Hash[:]}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_hashes"}, []string{"idx", "hash"}, pgx.CopyFromRows(hrows)); err != nil {
+		return fmt.Errorf("insert audit hashes: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, b.Size, b.Checkpoint); err != nil {
+		return fmt.Errorf("insert checkpoint: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE audit_head SET size = $1 WHERE id = 1`, b.Size); err != nil {
+		return err
+	}
+	for i, c := range b.Changes {
+		if c == nil {
+			continue
+		}
+		ch, ok := c.(*action.Change)
+		if !ok {
+			return &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
+		}
+		if err := applyChange(ctx, tx, ch); err != nil {
+			return &audit.ChangeError{Index: i, Err: err}
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, ch.Action.ID); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+func applyChange(ctx context.Context, tx pgx.Tx, ch *action.Change) error {
+	// A savepoint keeps a refused change from aborting the transaction, so
+	// the caller can retry the batch without it.
+	if _, err := tx.Exec(ctx, `SAVEPOINT change`); err != nil {
+		return err
+	}
+	var err error
+	if ch.From == "" {
+		err = insertAction(ctx, tx, ch.Action, ch.Lease)
+	} else {
+		err = updateAction(ctx, tx, ch.Action, ch.From, ch.Lease)
+	}
+	if err == nil {
+		for _, n := range ch.Notify {
+			if _, err = tx.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano()); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		tx.Exec(ctx, `ROLLBACK TO SAVEPOINT change`)
+		return err
+	}
+	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT change`)
+	return err
+}
+
+// LatestAuditCheckpoint returns the newest checkpoint, or nil.
+func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// AuditCheckpoints returns every checkpoint, smallest first.
+func (s *Store) AuditCheckpoints(ctx context.Context) ([][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT note FROM audit_checkpoints ORDER BY size`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func records(rows pgx.Rows, err error) ([]audit.Record, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []audit.Record
+	for rows.Next() {
+		var r audit.Record
+		if err := rows.Scan(&r.Seq, &r.ActionID, &r.Data); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ReadAuditRecords returns records after position after.
+func (s *Store) ReadAuditRecords(ctx context.Context, after int64, limit int) ([]audit.Record, error) {
+	return records(s.pool.Query(ctx, `SELECT seq, action_id, data FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit))
+}
+
+// AuditRecordsForAction returns an action's records.
+func (s *Store) AuditRecordsForAction(ctx context.Context, id string, after int64, limit int) ([]audit.Record, error) {
+	return records(s.pool.Query(ctx, `SELECT seq, action_id, data FROM audit_records WHERE action_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, after, limit))
+}
+
+// DueNotifications returns undelivered notifications due at now.
+func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, action_id, channel, event, payload, attempts, next_at, last_error FROM notifications
+		WHERE NOT delivered AND next_at <= $1 ORDER BY next_at LIMIT $2`, now.UnixNano(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []action.Notification
+	for rows.Next() {
+		var n action.Notification
+		var next int64
+		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
+			return nil, err
+		}
+		n.NextAt = time.Unix(0, next).UTC()
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// UpdateNotification records a delivery attempt.
+func (s *Store) UpdateNotification(ctx context.Context, n action.Notification) error {
+	_, err := s.pool.Exec(ctx, `UPDATE notifications SET attempts = $1, next_at = $2, delivered = $3, last_error = $4 WHERE id = $5`,
+		n.Attempts, n.NextAt.UnixNano(), n.Delivered, n.LastError, n.ID)
+	return err
+}
+
+// GetSecret returns an encrypted secret.
+func (s *Store) GetSecret(ctx context.Context, name string) (*credential.SecretRecord, error) {
+	r := credential.SecretRecord{Name: name}
+	var at int64
+	err := s.pool.QueryRow(ctx, `SELECT nonce, ciphertext, updated_at FROM secrets WHERE name = $1`, name).Scan(&r.Nonce, &r.Ciphertext, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, credential.ErrNoSecret
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.UpdatedAt = time.Unix(0, at).UTC()
+	return &r, nil
+}
+
+// PutSecret inserts or replaces an encrypted secret.
+func (s *Store) PutSecret(ctx context.Context, r credential.SecretRecord) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at`,
+		r.Name, r.Nonce, r.Ciphertext, r.UpdatedAt.UnixNano())
+	return err
+}
+
+// ListSecrets lists secrets by name.
+func (s *Store) ListSecrets(ctx context.Context) ([]credential.SecretRecord, error) {
+	rows, err := s.pool.Query(ctx, `SELECT name, updated_at FROM secrets ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []credential.SecretRecord
+	for rows.Next() {
+		var r credential.SecretRecord
+		var at int64
+		if err := rows.Scan(&r.Name, &at); err != nil {
+			return nil, err
+		}
+		r.UpdatedAt = time.Unix(0, at).UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DeleteSecret removes a secret.
+func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM secrets WHERE name = $1`, name)
+	return tag.RowsAffected() > 0, err
+}
+
+// Listen calls fn with the id of every action changed by any replica,
+// until ctx ends; it reconnects after errors.
+func (s *Store) Listen(ctx context.Context, fn func(actionID string)) {
+	for ctx.Err() == nil {
+		pc, err := s.pool.Acquire(ctx)
+		if err == nil {
+			// The listening connection leaves the pool for good.
+			conn := pc.Hijack()
+			_, err = conn.Exec(ctx, `LISTEN `+Channel)
+			for err == nil {
+				var n *pgconn.Notification
+				n, err = conn.WaitForNotification(ctx)
+				if err == nil {
+					fn(n.Payload)
+				}
+			}
+			conn.Close(context.Background())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
