@@ -7,7 +7,7 @@ MAILPIT_VERSION := v1.33.1
 FUZZTIME ?= 5s
 export GOFLAGS := -mod=readonly
 
-.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools node-deps chromium clean
+.PHONY: help demo build test lint vet staticcheck unit race fuzz bench load tools node-deps chromium postgres clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,10 +55,11 @@ chromium: ## install Debian's chromium if missing (needs root, as in CI)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 unit: tools node-deps chromium ## unit, conformance and end-to-end tests
-	AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop $(GO) test -count=1 -timeout 10m ./...
+	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop \
+		$(GO) test -count=1 -timeout 12m ./...
 
 race: ## concurrency tests under the race detector
-	$(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'
+	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) $(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'
 
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
@@ -69,6 +70,9 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 bench: ## Go benchmarks and the gateway load script
 	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit
 	$(GO) run ./bench/load
+
+postgres: ## start the throwaway PostgreSQL test cluster (prints its URL)
+	@scripts/pg-test.sh
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

@@ -380,7 +380,14 @@ func (s *Service) unsubscribe(id string, ch chan struct{}) {
 	}
 }
 
-// notify wakes long-polls on an action. Other replicas feed it too (later).
+// Changed is told of a change made elsewhere (another replica): it wakes
+// long-polls on the action and the worker.
+func (s *Service) Changed(id string) {
+	s.notify(id)
+	s.wake()
+}
+
+// notify wakes long-polls on an action.
 func (s *Service) notify(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

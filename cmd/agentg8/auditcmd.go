@@ -8,11 +8,10 @@ import (
 	"os"
 
 	"github.com/agentg8/agentg8/audit"
-	"github.com/agentg8/agentg8/store/sqlite"
 )
 
 // auditTarget opens the store and key an audit command reads.
-func (m *Main) auditTarget(ctx context.Context, cfgPath, storeOverride string) (*sqlite.Store, *audit.Key, error) {
+func (m *Main) auditTarget(ctx context.Context, cfgPath, storeOverride string) (storage, *audit.Key, error) {
 	cfg, err := LoadConfig(cfgPath, m.LookupEnv)
 	if err != nil {
 		return nil, nil, err

@@ -37,6 +37,7 @@ type Config struct {
 	Secrets     SecretsConfig              `yaml:"secrets"`
 	Vault       VaultConfig                `yaml:"vault"`
 	Tokens      TokensConfig               `yaml:"tokens"`
+	Execution   ExecutionConfig            `yaml:"execution"`
 
 	// dir is the folder of the config file; relative paths resolve against it.
 	dir  string
@@ -105,6 +106,12 @@ type TokensConfig struct {
 	Issuer    string `yaml:"issuer"`    // default: public_url
 	Keys      string `yaml:"keys"`      // file:PATH of the signing keys; created when absent
 	Algorithm string `yaml:"algorithm"` // EdDSA (default) or ES256
+}
+
+// ExecutionConfig tunes execution across replicas.
+type ExecutionConfig struct {
+	// LeaseTTL is how long a replica's execution lease lasts without renewal.
+	LeaseTTL string `yaml:"lease_ttl"`
 }
 
 // LimitsConfig bounds requests.
@@ -259,6 +266,11 @@ func (c *Config) Validate() error {
 			bad("vault.token", "must be an env:, file: or store: reference")
 		}
 	}
+	if c.Execution.LeaseTTL != "" {
+		if d, err := time.ParseDuration(c.Execution.LeaseTTL); err != nil || d < time.Second {
+			bad("execution.lease_ttl", "must be a duration of at least 1s")
+		}
+	}
 	if !strings.HasPrefix(c.Tokens.Keys, "file:") {
 		bad("tokens.keys", "must be file:PATH (created on first start)")
 	}
@@ -325,4 +337,9 @@ func yamlErr(path string, err error) error {
 
 func (c *Config) tokenKeysPath() string {
 	return c.rel(strings.TrimPrefix(c.Tokens.Keys, "file:"))
+}
+
+func (c *Config) leaseTTL() time.Duration {
+	d, _ := time.ParseDuration(c.Execution.LeaseTTL)
+	return d
 }

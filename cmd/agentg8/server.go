@@ -27,6 +27,7 @@ import (
 	"github.com/agentg8/agentg8/policy"
 	"github.com/agentg8/agentg8/registry"
 	"github.com/agentg8/agentg8/store"
+	"github.com/agentg8/agentg8/store/postgres"
 	"github.com/agentg8/agentg8/store/sqlite"
 )
 
@@ -236,21 +237,35 @@ func (o *observer) Action(task string, s agentg8.State) {
 
 // server is a running gateway.
 type server struct {
-	store   *sqlite.Store
+	pg      *postgres.Store // nil on SQLite
+	store   storage
 	log     *audit.Log
 	service *action.Service
 	http    *http.Server
 	ln      net.Listener
 }
 
+// storage is everything the gateway needs from a store; both adapters pass
+// the same conformance suite.
+type storage interface {
+	action.Store
+	audit.Store
+	audit.Reader
+	credential.SecretStore
+	AuditSize(ctx context.Context) (int64, error)
+	AuditRecordsForAction(ctx context.Context, actionID string, after int64, limit int) ([]audit.Record, error)
+	Ping(ctx context.Context) error
+	Close() error
+}
+
 // openStore opens the configured store.
-func openStore(ctx context.Context, cfg *Config) (*sqlite.Store, error) {
+func openStore(ctx context.Context, cfg *Config) (storage, error) {
 	kind, rest, err := store.Kind(cfg.storeURL())
 	if err != nil {
 		return nil, err
 	}
-	if kind != "sqlite" {
-		return nil, fmt.Errorf("store %s: PostgreSQL is not supported yet", kind)
+	if kind == "postgres" {
+		return postgres.Open(ctx, rest)
 	}
 	return sqlite.Open(ctx, rest)
 }
@@ -261,6 +276,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		return nil, err
 	}
 	fail := func(err error) (*server, error) { st.Close(); return nil, err }
+	pg, multi := st.(*postgres.Store)
+	if multi {
+		// Replicas decide expiry and leases by the database's clock.
+		clock = pg.Clock(clock)
+	}
 	l, err := load(cfg, lookupEnv, true, st)
 	if err != nil {
 		return fail(err)
@@ -314,7 +334,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
-		SingleNode: true, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
+		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {
@@ -348,7 +368,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger}))
 	mux.Handle("/", api)
-	s := &server{store: st, log: alog, service: svc, ln: ln, http: &http.Server{
+	s := &server{store: st, log: alog, service: svc, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -364,6 +384,10 @@ func (s *server) serve(ctx context.Context) error {
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	workerDone := make(chan struct{})
 	go func() { s.service.Run(workerCtx); close(workerDone) }()
+	if s.pg != nil {
+		// Changes made by other replicas wake this one's pollers and worker.
+		go s.pg.Listen(workerCtx, s.service.Changed)
+	}
 	var err error
 	select {
 	case <-ctx.Done():

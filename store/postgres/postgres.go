@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -606,4 +607,37 @@ func (s *Store) Listen(ctx context.Context, fn func(actionID string)) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// Clock returns a clock that follows the database's: the local clock plus
+// the offset measured against now(), refreshed every 10 seconds, so
+// replicas with skewed clocks decide expiry alike.
+func (s *Store) Clock(local agentg8.Clock) agentg8.Clock {
+	return &dbClock{s: s, local: local}
+}
+
+type dbClock struct {
+	s      *Store
+	local  agentg8.Clock
+	mu     sync.Mutex
+	offset time.Duration
+	synced time.Time
+}
+
+func (c *dbClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	local := c.local.Now()
+	if local.Sub(c.synced) > 10*time.Second || local.Before(c.synced) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		db, err := c.s.Now(ctx)
+		cancel()
+		if err == nil {
+			after := c.local.Now()
+			c.offset = db.Sub(local.Add(after.Sub(local) / 2))
+			c.synced = after
+			local = after
+		}
+	}
+	return local.Add(c.offset).UTC()
 }

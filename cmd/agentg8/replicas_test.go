@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pgDB creates an empty database on the test cluster and returns its URL.
+func pgDB(t *testing.T) string {
+	t.Helper()
+	admin := os.Getenv("AGENTG8_TEST_POSTGRES")
+	if admin == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("AGENTG8_TEST_POSTGRES is not set; make test starts PostgreSQL")
+		}
+		t.Skip("AGENTG8_TEST_POSTGRES is not set (scripts/pg-test.sh prints it)")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "agentg8_e2e_" + hex.EncodeToString(b)
+	conn, err := pgx.Connect(context.Background(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), admin); err == nil {
+			c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	})
+	u, _ := url.Parse(admin)
+	u.Path = "/" + name
+	return u.String()
+}
+
+func TestReplicasOnPostgres(t *testing.T) {
+	db := pgDB(t)
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	var effects sync.Map // amount -> count
+	var total atomic.Int32
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/customers/hang" {
+			entered <- struct{}{}
+			<-release
+			w.Write([]byte(`{"late":true}`))
+			return
+		}
+		var b struct{ Amount int }
+		json.NewDecoder(r.Body).Decode(&b)
+		n, _ := effects.LoadOrStore(b.Amount, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		total.Add(1)
+		w.Write([]byte(`{"ok":true}`))
+	})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true,
+		extraConfig: "approvals:\n  max_pending_per_agent: 1000\nexecution:\n  lease_ttl: 2s\n"})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
+	var reps []*proc
+	for i := 0; i < 3; i++ {
+		reps = append(reps, startProc(t, bin, cfg))
+	}
+	env := func(i int) *testEnv { return &testEnv{t: t, url: reps[i%3].url} }
+
+	// 200 approval-requiring actions, proposed and approved through
+	// different replicas, with duplicate clicks.
+	const n = 200
+	type pending struct{ id, apr, hash string }
+	ps := make([]pending, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, a := env(i).propose(supportKey, "ops.wire", map[string]any{"amount": i})
+			if st != 202 {
+				t.Errorf("propose %d: %d %v", i, st, a["_body"])
+				return
+			}
+			apr := a["approval"].(map[string]any)
+			ps[i] = pending{a["id"].(string), apr["id"].(string), apr["request_hash"].(string)}
+		}()
+	}
+	wg.Wait()
+	// A long-poll on one replica is woken by an approval on another.
+	woke := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		env(1).do("GET", "/v1/actions/"+ps[0].id+"?wait=30s", supportKey, nil)
+		woke <- time.Since(start)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for i, p := range ps {
+		for j, key := range []string{franKey, fredKey, franKey} {
+			wg.Add(1)
+			go func() { defer wg.Done(); env(i+j).approve(key, p.apr, p.hash, true) }()
+		}
+	}
+	wg.Wait()
+	select {
+	case d := <-woke:
+		if d > 10*time.Second {
+			t.Errorf("cross-replica long-poll took %s", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("long-poll on another replica was not woken")
+	}
+	waitFor(t, "all approved actions to run", 60*time.Second, func() bool { return total.Load() >= n })
+	time.Sleep(2 * time.Second) // any duplicate would show up now
+	if total.Load() != n {
+		t.Fatalf("%d upstream effects for %d actions", total.Load(), n)
+	}
+	effects.Range(func(k, v any) bool {
+		if c := v.(*atomic.Int32).Load(); c != 1 {
+			t.Errorf("amount %v executed %d times", k, c)
+		}
+		return true
+	})
+
+	// A replica stopped mid-execution past its lease: another declares the
+	// outcome unknown; when it resumes it cannot record a second outcome,
+	// and the upstream saw one call.
+	var hangID string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, a := env(0).propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "hang"})
+		hangID, _ = a["id"].(string)
+	}()
+	<-entered
+	reps[0].cmd.Process.Signal(syscall.SIGSTOP)
+	var id string
+	waitFor(t, "the stuck action to be taken over", 20*time.Second, func() bool {
+		_, l := env(1).do("GET", "/v1/actions?task=crm.get_customer", supportKey, nil)
+		acts, _ := l["actions"].([]any)
+		if len(acts) == 0 {
+			return false
+		}
+		a := acts[0].(map[string]any)
+		id = a["id"].(string)
+		return a["status"] == "outcome_unknown"
+	})
+	reps[0].cmd.Process.Signal(syscall.SIGCONT)
+	close(release)
+	<-done
+	if hangID != "" && hangID != id {
+		t.Errorf("ids differ: %s %s", hangID, id)
+	}
+	_, g := env(2).do("GET", "/v1/actions/"+id, supportKey, nil)
+	if g["status"] != "outcome_unknown" {
+		t.Errorf("after resume: %v", g["status"])
+	}
+	hangCalls := 0
+	for _, r := range up.reqs {
+		if r.Path == "/customers/hang" {
+			hangCalls++
+		}
+	}
+	if hangCalls != 1 {
+		t.Errorf("hanging action sent %d times", hangCalls)
+	}
+	waitFor(t, "the lost lease to be audited", 10*time.Second, func() bool {
+		_, ev := env(2).do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
+		b, _ := ev["_body"].(string)
+		return strings.Contains(b, `"type":"lease_lost"`) && strings.Contains(b, `"type":"outcome_unknown"`)
+	})
+	// One verifiable log across every replica's writes.
+	for _, p := range reps {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+	}
+	code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Fatalf("verify across replicas: %s %s", out, errs)
+	}
+	t.Log(strings.TrimSpace(out), fmt.Sprintf("; %d effects", total.Load()))
+}
