@@ -67,8 +67,9 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 	$(GO) test -run '^$$' -fuzz '^FuzzRenderURL$$' -fuzztime $(FUZZTIME) ./registry
 	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./registry
 
-bench: ## Go benchmarks and the gateway load script
+bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
 	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit
+	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
 	$(GO) run ./bench/load
 
 postgres: ## start the throwaway PostgreSQL test cluster (prints its URL)

@@ -16,7 +16,7 @@ import (
 
 // NewTestDB creates an empty database on the test cluster
 // ($AGENTG8_TEST_POSTGRES, started by scripts/pg-test.sh) and returns its URL.
-func newTestDB(t *testing.T) string {
+func newTestDB(t testing.TB) string {
 	t.Helper()
 	admin := os.Getenv("AGENTG8_TEST_POSTGRES")
 	if admin == "" {
