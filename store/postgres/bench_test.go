@@ -76,4 +76,3 @@ func run(b *testing.B, writers int, op func(w, i int) error) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
-
