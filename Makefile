@@ -55,11 +55,11 @@ chromium: ## install Debian's chromium if missing (needs root, as in CI)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 unit: tools node-deps chromium ## unit, conformance and end-to-end tests
-	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop \
+	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop \
 		$(GO) test -count=1 -timeout 12m ./...
 
 race: ## concurrency tests under the race detector
-	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) $(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'
+	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append'
 
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
@@ -69,7 +69,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 
 bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
 	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit
-	AGENTG8_TEST_POSTGRES=$$(scripts/pg-test.sh) $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
+	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
 	$(GO) run ./bench/load
 
 postgres: ## start the throwaway PostgreSQL test cluster (prints its URL)

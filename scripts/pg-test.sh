@@ -4,7 +4,6 @@
 # URL. Data lives under .cache/pg; nothing listens beyond 127.0.0.1.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)/.cache/pg"
-port="${AGENTG8_PG_PORT:-54329}"
 find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 bin="$(find_bin)"
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
@@ -14,12 +13,21 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
 fi
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir -p "$root"
+# The cluster keeps the port it first got; pick a free one the first time.
+if [ -f "$root/port" ]; then
+  port="$(cat "$root/port")"
+else
+  port="${AGENTG8_PG_PORT:-54329}"
+  while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port" >"$root/port"
+fi
 if [ "$(id -u)" = 0 ]; then chown postgres "$root"; chmod 755 "$root"; fi
 if [ ! -f "$root/data/PG_VERSION" ]; then
   as_pg "$bin/initdb" -D "$root/data" -A trust -U agentg8 >/dev/null
 fi
 if ! as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
   as_pg "$bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
-    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >&2
+    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >&2 \
+    || { cat "$root/log" >&2; exit 1; }
 fi
 echo "postgres://agentg8@127.0.0.1:$port/postgres?sslmode=disable"
