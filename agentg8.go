@@ -287,6 +287,7 @@ const (
 	CodeTooManyPending        = "too_many_pending"
 	CodeApprovalVoid          = "approval_void"
 	CodeNotPending            = "not_pending"
+	CodeRateLimited           = "rate_limited"
 )
 
 // FieldError locates one problem in an input.

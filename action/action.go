@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gowebpki/jcs"
+	"golang.org/x/time/rate"
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/connector/httpconn"
@@ -103,10 +104,13 @@ type Config struct {
 	// SingleNode says no other process shares the store (SQLite): at start,
 	// every action left executing is outcome_unknown at once.
 	SingleNode bool
-	Clock      agentg8.Clock
-	NewID      func(prefix string) string
-	Logger     *slog.Logger
-	Observer   Observer
+	// RatePerMinute bounds each agent's proposals (dry runs included) per
+	// minute in this process, with bursts up to the same number; 0 is no limit.
+	RatePerMinute int
+	Clock         agentg8.Clock
+	NewID         func(prefix string) string
+	Logger        *slog.Logger
+	Observer      Observer
 }
 
 // Service runs proposals. Safe for concurrent use.
@@ -116,6 +120,7 @@ type Service struct {
 	waiters map[string][]chan struct{}
 	kick    chan struct{}
 	running map[string]bool // approved actions this process is executing
+	limits  map[string]*rate.Limiter
 	wg      sync.WaitGroup
 }
 
@@ -151,7 +156,8 @@ func New(c Config) *Service {
 	if c.Replica == "" {
 		c.Replica = NewID("replica")
 	}
-	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{}}
+	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
+		limits: map[string]*rate.Limiter{}}
 }
 
 // NewID returns prefix_ followed by 128 random bits in base32.
@@ -192,6 +198,9 @@ var errAudit = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the 
 func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposal) (*agentg8.Action, error) {
 	if p.Kind != agentg8.KindAgent {
 		return nil, agentg8.Errorf(agentg8.CodeForbidden, "only agents propose actions")
+	}
+	if !s.allow(p.ID) {
+		return nil, agentg8.Errorf(agentg8.CodeRateLimited, "agent %s proposes more than %d actions per minute; slow down", p.ID, s.c.RatePerMinute)
 	}
 	if prop.IdempotencyKey == "" {
 		return s.propose(ctx, p, prop)
@@ -405,6 +414,21 @@ func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.Aud
 	}
 	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
 	return errAudit
+}
+
+// allow applies the agent's rate limit.
+func (s *Service) allow(agent string) bool {
+	if s.c.RatePerMinute <= 0 {
+		return true
+	}
+	s.mu.Lock()
+	l, ok := s.limits[agent]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(float64(s.c.RatePerMinute)/60), s.c.RatePerMinute)
+		s.limits[agent] = l
+	}
+	s.mu.Unlock()
+	return l.Allow()
 }
 
 // logAction reports an action reaching a state, without inputs or outputs

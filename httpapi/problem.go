@@ -31,6 +31,7 @@ var statusOf = map[string]int{
 	agentg8.CodeTooManyPending:        http.StatusTooManyRequests,
 	agentg8.CodeApprovalVoid:          http.StatusConflict,
 	agentg8.CodeNotPending:            http.StatusConflict,
+	agentg8.CodeRateLimited:           http.StatusTooManyRequests,
 }
 
 // Status returns the HTTP status for an error code.

@@ -117,6 +117,8 @@ type ExecutionConfig struct {
 // LimitsConfig bounds requests.
 type LimitsConfig struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ActionsPerMinute bounds each agent's proposals, dry runs included.
+	ActionsPerMinute int `yaml:"actions_per_minute"`
 }
 
 var envRE = regexp.MustCompile(`\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -279,6 +281,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.Audit.SigningKey, "file:") {
 		bad("audit.signing_key", "must be file:PATH (created on first start)")
+	}
+	if c.Limits.ActionsPerMinute < 0 {
+		bad("limits.actions_per_minute", "must be positive")
 	}
 	if c.Limits.MaxBodyBytes < 0 {
 		bad("limits.max_body_bytes", "must be positive")

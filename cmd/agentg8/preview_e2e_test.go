@@ -231,3 +231,23 @@ func TestDryRunCLI(t *testing.T) {
 		t.Errorf("--json: %d %s", code, out)
 	}
 }
+
+func TestRateLimitCountsDryRuns(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: "limits:\n  actions_per_minute: 3\n"})
+	e.dryRun(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	e.dryRun(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	if st, _ := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("third: %d", st)
+	}
+	st, p := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	if st != 429 || p["code"] != "rate_limited" {
+		t.Fatalf("fourth: %d %v", st, p["_body"])
+	}
+	if e.up.count() != 1 {
+		t.Errorf("upstream calls %d", e.up.count())
+	}
+	// The limit is per agent.
+	if st, _ := e.propose(otherKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 403 {
+		t.Errorf("other agent: %d", st)
+	}
+}
