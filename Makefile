@@ -70,7 +70,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=5s)
 bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
 	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
-	$(GO) run ./bench/load
+	$(GO) run ./bench/load -pg "$$(scripts/pg-test.sh)"
 
 postgres: ## start the throwaway PostgreSQL test cluster (prints its URL)
 	@scripts/pg-test.sh

@@ -28,7 +28,11 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const (
@@ -39,9 +43,15 @@ const (
 func main() {
 	dur := flag.Duration("duration", 5*time.Second, "measurement time per target")
 	conc := flag.Int("concurrency", 16, "concurrent clients")
+	pg := flag.String("pg", "", "PostgreSQL admin URL: also measure 1 and 3 replicas on PostgreSQL")
 	flag.Parse()
 	if err := run(*dur, *conc); err != nil {
 		log.Fatal(err)
+	}
+	if *pg != "" {
+		if err := pgPhase(*pg, *dur, *conc); err != nil {
+			log.Fatal(err)
+		}
 	}
 }
 
@@ -204,17 +214,27 @@ var listenRE = regexp.MustCompile(`"msg":"agentg8 listening","addr":"([^"]+)"`)
 
 // startGateway builds agentg8 and runs it on a temp SQLite store.
 func startGateway(upstream string) (string, func(), error) {
-	dir, err := os.MkdirTemp("", "agentg8-load-")
+	urls, stop, err := startGateways(upstream, "sqlite:agentg8.db", 1)
 	if err != nil {
 		return "", nil, err
 	}
+	return urls[0], stop, nil
+}
+
+// startGateways runs n replicas sharing one config folder (and so one audit
+// key and token keys) on the given store.
+func startGateways(upstream, store string, n int) ([]string, func(), error) {
+	dir, err := os.MkdirTemp("", "agentg8-load-")
+	if err != nil {
+		return nil, nil, err
+	}
 	bin := filepath.Join(dir, "agentg8")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/agentg8").CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("build: %v\n%s", err, out)
+		return nil, nil, fmt.Errorf("build: %v\n%s", err, out)
 	}
 	files := map[string]string{
 		"agentg8.yaml": `listen: 127.0.0.1:0
-store: sqlite:agentg8.db
+store: ` + store + `
 agents: [{id: load-bot, key: "file:agent.key", groups: [support]}]
 credentials:
   crm: {type: api_key, secret: "file:crm.key", header: Authorization, format: "Bearer {secret}"}
@@ -235,17 +255,35 @@ request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
 		p := filepath.Join(dir, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			return "", nil, err
+			return nil, nil, err
 		}
 	}
-	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "agentg8.yaml"), "--log-level", "warn")
+	var urls []string
+	var stops []func()
+	stopAll := func() {
+		for _, st := range stops {
+			st()
+		}
+		os.RemoveAll(dir)
+	}
+	for i := 0; i < n; i++ {
+		u, st, err := startOne(bin, dir)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		urls, stops = append(urls, u), append(stops, st)
+	}
+	return urls, stopAll, nil
+}
+
+func startOne(bin, dir string) (string, func(), error) {
+	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "agentg8.yaml"), "--log-level", "info")
 	cmd.Stdout = os.Stdout
 	pr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", nil, err
 	}
-	// Info is needed once, to learn the address; keep the level at info.
-	cmd.Args[len(cmd.Args)-1] = "info"
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}
@@ -261,11 +299,9 @@ request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
 	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
-		os.RemoveAll(dir)
 	}
 	select {
 	case a := <-addr:
-		// Check one request works before measuring.
 		var out map[string]any
 		req, _ := http.NewRequest("POST", "http://"+a+"/v1/actions", bytes.NewReader([]byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)))
 		req.Header.Set("Authorization", "Bearer "+agentKey)
@@ -287,6 +323,114 @@ request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
 	}
 }
 
+// pgPhase measures allowed actions/s through 1 and 3 replicas on one
+// PostgreSQL database, against independent single-row inserts on the same
+// database in the same run.
+func pgPhase(admin string, dur time.Duration, conc int) error {
+	ctx := context.Background()
+	body := []byte(`{"id":"cus_1"}`)
+	upURL, stopUp, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	if err != nil {
+		return err
+	}
+	defer stopUp()
+	db := func() (string, error) {
+		c, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close(ctx)
+		name := fmt.Sprintf("agentg8_load_%d", time.Now().UnixNano())
+		if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+			return "", err
+		}
+		u, _ := url.Parse(admin)
+		u.Path = "/" + name
+		return u.String(), nil
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}}
+	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
+	fmt.Printf("\nPostgreSQL: allowed read actions, %d concurrent clients, %s per target\n\n", conc, dur)
+	fmt.Printf("%-24s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
+	res := map[string]float64{}
+	// Baseline: independent durable single-row inserts, same concurrency.
+	u, err := db()
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, u)
+	if err != nil {
+		return err
+	}
+	pool.Exec(ctx, `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`)
+	base := measureFn(conc, dur, func() error { _, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, propose); return err })
+	pool.Close()
+	res["baseline"] = base.rps
+	fmt.Printf("%-24s %10.0f %10s %10s %10d\n", "single-row inserts", base.rps, base.p50.Round(time.Microsecond), base.p99.Round(time.Microsecond), base.errors)
+	for _, n := range []int{1, 3} {
+		u, err := db()
+		if err != nil {
+			return err
+		}
+		urls, stop, err := startGateways(upURL, u, n)
+		if err != nil {
+			return err
+		}
+		var i atomic.Int64
+		r := measure(client, func() (*http.Request, error) {
+			req, err := http.NewRequest("POST", urls[int(i.Add(1))%n]+"/v1/actions", bytes.NewReader(propose))
+			if err == nil {
+				req.Header.Set("Authorization", "Bearer "+agentKey)
+			}
+			return req, err
+		}, conc, dur)
+		stop()
+		name := fmt.Sprintf("agentg8, %d replica(s)", n)
+		res[name] = r.rps
+		fmt.Printf("%-24s %10.0f %10s %10s %10d\n", name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	fmt.Printf("\nratios (same run): 1 replica / inserts %.2f, 3 replicas / inserts %.2f\n",
+		res["agentg8, 1 replica(s)"]/res["baseline"], res["agentg8, 3 replica(s)"]/res["baseline"])
+	return nil
+}
+
+// measureFn runs op from conc goroutines for dur.
+func measureFn(conc int, dur time.Duration, op func() error) result {
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	deadline := time.Now().Add(dur)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for time.Now().Before(deadline) {
+				t := time.Now()
+				if op() != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat, errs = append(lat, mine...), errs+bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(float64(len(lat)-1)*p)]
+	}
+	return result{rps: float64(len(lat)) / time.Since(start).Seconds(), p50: pct(0.5), p99: pct(0.99), errors: errs}
+}
 // mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
 // /mcp running an allowed read action, and the same action over REST.
 func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
