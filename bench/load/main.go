@@ -431,6 +431,7 @@ func measureFn(conc int, dur time.Duration, op func() error) result {
 	}
 	return result{rps: float64(len(lat)) / time.Since(start).Seconds(), p50: pct(0.5), p99: pct(0.99), errors: errs}
 }
+
 // mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
 // /mcp running an allowed read action, and the same action over REST.
 func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
