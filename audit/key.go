@@ -44,16 +44,17 @@ func LoadOrCreateKey(path string) (*Key, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
+		// Publish without overwriting: when replicas start at once, the
+		// first key wins and the others load it.
+		tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+		if err := os.WriteFile(tmp, []byte(skey+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("create audit key: %w", err)
 		}
-		if _, err := f.WriteString(skey + "\n"); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Close(); err != nil {
-			return nil, err
+		defer os.Remove(tmp)
+		if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
+			return LoadOrCreateKey(path)
+		} else if err != nil {
+			return nil, fmt.Errorf("create audit key: %w", err)
 		}
 		b = []byte(skey)
 	} else if err != nil {

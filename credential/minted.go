@@ -78,7 +78,19 @@ func LoadOrCreateKeySet(path, alg string) (*KeySet, error) {
 			return nil, err
 		}
 		ks := &KeySet{keys: []jose.JSONWebKey{k}}
-		return ks, ks.save(path, true)
+		// Publish without overwriting: when two replicas start at once, the
+		// first file wins and the other loads it.
+		tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+		if err := ks.saveAs(tmp); err != nil {
+			return nil, err
+		}
+		defer os.Remove(tmp)
+		if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
+			return LoadOrCreateKeySet(path, alg)
+		} else if err != nil {
+			return nil, err
+		}
+		return ks, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("token keys: %w", err)
@@ -95,7 +107,16 @@ func LoadOrCreateKeySet(path, alg string) (*KeySet, error) {
 	return &KeySet{keys: f.Keys}, nil
 }
 
-func (ks *KeySet) save(path string, create bool) error {
+// save replaces the key file atomically (temp file, then rename), mode 0600.
+func (ks *KeySet) save(path string) error {
+	tmp := path + ".tmp"
+	if err := ks.saveAs(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (ks *KeySet) saveAs(path string) error {
 	b, err := json.MarshalIndent(keyFile{Keys: ks.keys}, "", "  ")
 	if err != nil {
 		return err
@@ -103,34 +124,7 @@ func (ks *KeySet) save(path string, create bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	if create {
-		flag |= os.O_EXCL
-	}
-	tmp := path + ".tmp"
-	if !create {
-		f, err := os.OpenFile(tmp, flag, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(b); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		return os.Rename(tmp, path)
-	}
-	f, err := os.OpenFile(path, flag, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return os.WriteFile(path, b, 0o600)
 }
 
 // RotateKeySet adds a new signing key and keeps the previous one for
@@ -147,7 +141,7 @@ func RotateKeySet(path, alg string) (*KeySet, error) {
 	ks.mu.Lock()
 	ks.keys = append([]jose.JSONWebKey{k}, ks.keys[0])
 	ks.mu.Unlock()
-	return ks, ks.save(path, false)
+	return ks, ks.save(path)
 }
 
 // JWKS returns the public keys, newest first.

@@ -149,65 +149,27 @@ type result struct {
 }
 
 func measure(c *http.Client, mk func() (*http.Request, error), conc int, dur time.Duration) result {
+	call := func() error {
+		r, err := mk()
+		if err != nil {
+			return err
+		}
+		resp, err := c.Do(r)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
 	// Warm up connections and caches, then measure.
-	warm := time.Now().Add(dur / 5)
-	for time.Now().Before(warm) {
-		if r, err := mk(); err == nil {
-			if resp, err := c.Do(r); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}
+	for warm := time.Now().Add(dur / 5); time.Now().Before(warm); {
+		call()
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	errs := 0
-	ctx, cancel := context.WithTimeout(context.Background(), dur)
-	defer cancel()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := 0; i < conc; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			bad := 0
-			for ctx.Err() == nil {
-				r, err := mk()
-				if err != nil {
-					bad++
-					continue
-				}
-				t := time.Now()
-				resp, err := c.Do(r)
-				if err != nil {
-					bad++
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					bad++
-					continue
-				}
-				mine = append(mine, time.Since(t))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			errs += bad
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[int(float64(len(lat)-1)*p)]
-	}
-	return result{rps: float64(len(lat)) / el.Seconds(), p50: pct(0.5), p99: pct(0.99), errors: errs}
+	return measureFn(conc, dur, call)
 }
 
 var listenRE = regexp.MustCompile(`"msg":"agentg8 listening","addr":"([^"]+)"`)

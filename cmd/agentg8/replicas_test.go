@@ -1,14 +1,9 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,40 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
-// pgDB creates an empty database on the test cluster and returns its URL.
-func pgDB(t *testing.T) string {
-	t.Helper()
-	admin := os.Getenv("AGENTG8_TEST_POSTGRES")
-	if admin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("AGENTG8_TEST_POSTGRES is not set; make test starts PostgreSQL")
-		}
-		t.Skip("AGENTG8_TEST_POSTGRES is not set (scripts/pg-test.sh prints it)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "agentg8_e2e_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(context.Background(), admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), admin); err == nil {
-			c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(context.Background())
-		}
-	})
-	u, _ := url.Parse(admin)
-	u.Path = "/" + name
-	return u.String()
-}
+// pgDB creates an empty database on the test cluster.
+func pgDB(t *testing.T) string { return storetest.PostgresDB(t) }
 
 func TestReplicasOnPostgres(t *testing.T) {
 	db := pgDB(t)
