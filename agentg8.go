@@ -81,6 +81,9 @@ func (p Principal) InGroup(g string) bool {
 type User struct {
 	ID     string
 	Groups []string
+	// Subject is the user's subject at the identity provider (token
+	// exchange); empty means the same as ID.
+	Subject string
 }
 
 // Effect is a policy decision's outcome.

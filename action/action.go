@@ -179,6 +179,10 @@ type Proposal struct {
 	IdempotencyKey string
 	// ToolHash identifies the tool definition the model saw (MCP calls).
 	ToolHash string
+	// SubjectTokens are user tokens the calling app passed for token
+	// exchange (header → token). They are used for this execution only:
+	// never stored, logged or audited.
+	SubjectTokens map[string]string
 }
 
 // stored is an idempotent answer.
@@ -370,7 +374,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	if len(required) > 0 {
 		return s.requestApproval(ctx, task, a, vars, rendered, required, proposed)
 	}
-	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered, proposed)
+	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered, proposed, prop.SubjectTokens)
 }
 
 func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]agentg8.ApprovalRequirement, error) {

@@ -435,7 +435,7 @@ func (s *Service) runApproved(ctx context.Context, a *agentg8.Action) {
 		deny(agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "request cannot be rendered"})
 		return
 	}
-	if _, err := s.execute(ctx, task, a, vars, rendered, nil); err != nil {
+	if _, err := s.execute(ctx, task, a, vars, rendered, nil, nil); err != nil {
 		s.c.Logger.Info("approved action finished with an error", "action_id", a.ID, "err", agentg8.AsError(err).Code)
 	}
 }

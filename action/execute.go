@@ -21,7 +21,7 @@ import (
 // and is created directly in executing; otherwise it must be approved. Either
 // way the move to executing is a compare-and-set committed together with the
 // intent record, before any byte goes upstream.
-func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.Action, vars registry.Vars, r *registry.Request, proposed *agentg8.AuditEvent) (*agentg8.Action, error) {
+func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.Action, vars registry.Vars, r *registry.Request, proposed *agentg8.AuditEvent, subject map[string]string) (*agentg8.Action, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil {
 		return nil, fmt.Errorf("rendered URL: %w", err)
@@ -39,7 +39,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	redactor := credential.NewRedactor()
 	if task.Credential != "" {
 		use := &credential.Use{Header: header, URL: u, Scopes: task.Scopes, Audience: task.Origin(), Task: a.Task,
-			ActionID: a.ID, Agent: a.Principal, User: a.OnBehalfOf}
+			ActionID: a.ID, Agent: a.Principal, User: a.OnBehalfOf, SubjectTokens: subject, UserSubject: s.c.Users[a.OnBehalfOf].Subject}
 		if a.Approval != nil {
 			use.RequestHash, use.ApprovalID = a.Approval.RequestHash, a.Approval.ID
 		}

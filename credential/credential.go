@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentg8/agentg8"
@@ -139,6 +140,14 @@ type Spec struct {
 	Audience     string   `yaml:"audience"`
 	// Minted tokens.
 	TTL string `yaml:"ttl"`
+	// Token exchange (RFC 8693): the user's token comes from the calling
+	// app in SubjectHeader, is verified against Issuer's keys, and is
+	// exchanged at TokenURL; Actor "minted" adds the agent as actor_token.
+	Issuer           string `yaml:"issuer"`
+	SubjectHeader    string `yaml:"subject_header"`
+	SubjectTokenType string `yaml:"subject_token_type"`
+	SubjectAudience  string `yaml:"subject_audience"`
+	Actor            string `yaml:"actor"`
 }
 
 // Check validates a spec's shape (not its secret's presence).
@@ -181,7 +190,29 @@ func (s Spec) Check() error {
 			return err
 		}
 	case TypeTokenExchange:
-		return errors.New("credential type token_exchange is not supported yet")
+		if !strings.HasPrefix(s.TokenURL, "https://") && !strings.HasPrefix(s.TokenURL, "http://") {
+			return errors.New("token_url must be an http(s) URL")
+		}
+		if !strings.HasPrefix(s.Issuer, "https://") && !strings.HasPrefix(s.Issuer, "http://") {
+			return errors.New("issuer (of the users' tokens) must be an http(s) URL")
+		}
+		if s.ClientID == "" {
+			return errors.New("client_id is required")
+		}
+		if err := CheckRef(s.ClientSecret); err != nil {
+			return fmt.Errorf("client_secret: %w", err)
+		}
+		if s.Actor != "" && s.Actor != "minted" && s.Actor != "none" {
+			return errors.New(`actor must be "minted" or "none"`)
+		}
+		switch s.SubjectTokenType {
+		case "", TokenTypeID, TokenTypeJWT, TokenTypeAccess:
+		default:
+			return fmt.Errorf("subject_token_type %q is not supported", s.SubjectTokenType)
+		}
+		if s.Secret != "" || s.TTL != "" {
+			return errors.New("token_exchange takes token_url, client_id, client_secret, issuer, subject_*, actor, scopes, audience, resource, header, format")
+		}
 	case "":
 		return errors.New("type is required")
 	default:
@@ -206,7 +237,7 @@ func (s Spec) secretRefs() []string {
 	switch s.Type {
 	case TypeAPIKey:
 		return []string{s.Secret}
-	case TypeClientCredentials:
+	case TypeClientCredentials, TypeTokenExchange:
 		return []string{s.ClientSecret}
 	}
 	return nil
@@ -230,6 +261,11 @@ type Use struct {
 	// Preview marks a dry-run or preview read: only static secrets are
 	// used; nothing is minted or requested.
 	Preview bool
+	// SubjectTokens are request headers the calling app passed (token
+	// exchange reads the user's token from its subject_header);
+	// UserSubject is the user's subject at the identity provider.
+	SubjectTokens map[string]string
+	UserSubject   string
 }
 
 // Issued is what applying a credential produced, for the audit log.
@@ -265,6 +301,7 @@ type Set struct {
 	resolver *Resolver
 	opts     Options
 	tokens   *tokenCache
+	jwks     *jwksCache
 }
 
 // NewSet builds a set.
@@ -281,7 +318,9 @@ func NewSet(specs map[string]Spec, r *Resolver, o Options) (*Set, error) {
 	if o.Now == nil {
 		o.Now = func() time.Time { return time.Now().UTC() }
 	}
-	return &Set{specs: specs, resolver: r, opts: o, tokens: newTokenCache(o.Now)}, errors.Join(errs...)
+	set := &Set{specs: specs, resolver: r, opts: o, tokens: newTokenCache(o.Now)}
+	set.jwks = &jwksCache{keys: map[string]jose.JSONWebKeySet{}, fetched: map[string]time.Time{}, client: set.tokens.client}
+	return set, errors.Join(errs...)
 }
 
 // Names lists the configured credentials.
@@ -361,6 +400,18 @@ func (s *Set) Apply(ctx context.Context, name string, u *Use) (*Issued, error) {
 		}
 		value = t.AccessToken
 		iss.Secrets = []string{secret, t.AccessToken}
+		iss.Scopes, iss.ExpiresAt, iss.Audience = scopes, t.Expiry, sp.Audience
+	case TypeTokenExchange:
+		scopes := sp.Scopes
+		if len(u.Scopes) > 0 {
+			scopes = u.Scopes
+		}
+		t, extra, err := s.exchange(ctx, name, sp, u, scopes)
+		if err != nil {
+			return nil, &agentg8.Error{Code: agentg8.CodeCredentialUnavailable, Message: fmt.Sprintf("credential %q is unavailable: %v", name, err)}
+		}
+		value = t.AccessToken
+		iss.Secrets = append(extra, t.AccessToken)
 		iss.Scopes, iss.ExpiresAt, iss.Audience = scopes, t.Expiry, sp.Audience
 	case TypeMintedJWT:
 		tok, claims, err := s.mint(sp, u)

@@ -94,7 +94,7 @@ func TestSpecCheck(t *testing.T) {
 		"neither":      {Type: "api_key", Secret: "env:A"},
 		"bad format":   {Type: "api_key", Secret: "env:A", Header: "X", Format: "Bearer"},
 		"unknown type": {Type: "magic", Secret: "env:A"},
-		"later type":   {Type: "token_exchange"},
+		"te no issuer": {Type: "token_exchange", TokenURL: "http://x", ClientID: "c", ClientSecret: "env:X"},
 		"cc no client": {Type: "oauth2_client_credentials", TokenURL: "http://x", ClientSecret: "env:X"},
 		"jwt long ttl": {Type: "minted_jwt", TTL: "10m"},
 		"stray key":    {Type: "api_key", Secret: "env:A", Header: "X", TokenURL: "http://x"},

@@ -55,6 +55,9 @@ type Config struct {
 	Metrics http.Handler
 	// Ready reports readiness (store reachable, audit writable).
 	Ready func(ctx context.Context) error
+	// SubjectHeaders are request headers that carry users' tokens for token
+	// exchange; they are handed to the pipeline for the execution only.
+	SubjectHeaders []string
 	// JWKS returns the public keys of minted tokens.
 	JWKS    func() any
 	Logger  *slog.Logger
@@ -218,8 +221,17 @@ func (a *api) propose(w http.ResponseWriter, r *http.Request, p agentg8.Principa
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
+	var subject map[string]string
+	for _, h := range a.c.SubjectHeaders {
+		if v := r.Header.Get(h); v != "" {
+			if subject == nil {
+				subject = map[string]string{}
+			}
+			subject[http.CanonicalHeaderKey(h)] = v
+		}
+	}
 	act, err := a.c.Actions.Propose(r.Context(), p, action.Proposal{Task: req.Task, Input: req.Input, DryRun: req.DryRun,
-		OnBehalfOf: req.OnBehalfOf, Reason: req.Reason, IdempotencyKey: r.Header.Get("Idempotency-Key")})
+		OnBehalfOf: req.OnBehalfOf, Reason: req.Reason, IdempotencyKey: r.Header.Get("Idempotency-Key"), SubjectTokens: subject})
 	if err != nil {
 		writeError(w, a.c.Logger, err, act)
 		return nil

@@ -58,6 +58,8 @@ type UserConfig struct {
 	Groups []string `yaml:"groups"`
 	Key    string   `yaml:"key"`
 	Email  string   `yaml:"email"`
+	// Subject is the user's subject at the identity provider (token exchange).
+	Subject string `yaml:"subject"`
 }
 
 // EgressConfig controls where tasks may connect.

@@ -214,11 +214,54 @@ func assertAbsent(t *testing.T, e *testEnv, responses string, secrets ...string)
 // oidcOP starts the real OpenID Provider (zitadel/oidc's example OP) behind
 // a proxy that counts token requests and records the tokens it issues.
 type oidcOP struct {
-	proxy    *httptest.Server
+	issuer   string // the OP itself (discovery, keys)
+	proxy    *httptest.Server // counts token requests
 	mu       sync.Mutex
 	requests map[string]int // by scope set
 	issued   []string
+	forms    []url.Values
 	down     bool
+}
+
+// signIn runs the OP's authorization code flow for its test user and
+// returns the user's ID token (subject "id1").
+func (op *oidcOP) signIn(t *testing.T) string {
+	t.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	redirect := "http://127.0.0.1:1/callback"
+	resp, err := c.Get(op.issuer + "auth?" + url.Values{"client_id": {"web"}, "redirect_uri": {redirect}, "response_type": {"code"},
+		"scope": {"openid profile"}, "state": {"s"}, "nonce": {"n"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	id := loc.Query().Get("authRequestID")
+	resp, err = c.PostForm(op.issuer+"login/username", url.Values{"id": {id}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.Get(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	req, _ := http.NewRequest("POST", op.issuer+"oauth/token", strings.NewReader(url.Values{"grant_type": {"authorization_code"},
+		"code": {loc.Query().Get("code")}, "redirect_uri": {redirect}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("web", "web-client-secret")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		IDToken string `json:"id_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	if tok.IDToken == "" {
+		t.Fatalf("sign-in at the OP failed (%d)", resp.StatusCode)
+	}
+	return tok.IDToken
 }
 
 func startOIDC(t *testing.T) *oidcOP {
@@ -245,7 +288,7 @@ func startOIDC(t *testing.T) *oidcOP {
 		t.Fatalf("oidcop: %q %v", line, err)
 	}
 	target, _ := url.Parse(strings.TrimSpace(strings.TrimPrefix(line, "listening ")))
-	op := &oidcOP{requests: map[string]int{}}
+	op := &oidcOP{requests: map[string]int{}, issuer: target.String()}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.Out.Host = target.Host },
 		ModifyResponse: func(resp *http.Response) error {
 			b, _ := io.ReadAll(resp.Body)
@@ -266,6 +309,7 @@ func startOIDC(t *testing.T) *oidcOP {
 		form, _ := url.ParseQuery(string(body))
 		op.mu.Lock()
 		op.requests[form.Get("scope")]++
+		op.forms = append(op.forms, form)
 		down := op.down
 		op.mu.Unlock()
 		if down {
@@ -417,4 +461,74 @@ func TestStoredAndVaultSecrets(t *testing.T) {
 	if code, _, errs := e.cli(e.env, "validate", "--config", e.cfgPath); code == 0 || !strings.Contains(errs, "crm-key") {
 		t.Errorf("validate after rm: %d %s", code, errs)
 	}
+}
+
+func TestTokenExchange(t *testing.T) {
+	op := startOIDC(t)
+	tokenURL := op.proxy.URL + "/oauth/token"
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true, extraCreds: fmt.Sprintf(`  asuser: {type: token_exchange, token_url: %q, client_id: web, client_secret: "env:TE_SECRET", issuer: %q, subject_audience: web, scopes: [openid, profile], actor: none}
+  asuser_actor: {type: token_exchange, token_url: %q, client_id: web, client_secret: "env:TE_SECRET", issuer: %q, actor: minted}
+`, tokenURL, op.issuer, tokenURL, op.issuer),
+		extraTasks: `
+- {name: te.read, description: Read as the user., risk: read, input: {type: object}, credential: asuser, request: {method: GET, url: "UPSTREAM/te"}}
+- {name: te.actor, description: Read as the user with the agent as actor., risk: read, input: {type: object}, credential: asuser_actor, request: {method: GET, url: "UPSTREAM/te"}}
+`})
+	e.env["TE_SECRET"] = "web-client-secret"
+	e.start()
+	idToken := op.signIn(t)
+	propose := func(task, user, token string) (int, map[string]any) {
+		hdr := []string{}
+		if token != "" {
+			hdr = []string{"X-Subject-Token", token}
+		}
+		return e.do("POST", "/v1/actions", supportKey, map[string]any{"task": task, "input": map[string]any{}, "on_behalf_of": user}, hdr...)
+	}
+	st, a := propose("te.read", "alice", idToken)
+	if st != 200 {
+		t.Fatalf("exchange: %d %v", st, a["_body"])
+	}
+	last := op.forms[len(op.forms)-1]
+	if last.Get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" || last.Get("subject_token") != idToken ||
+		last.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:id_token" || last.Get("actor_token") != "" {
+		t.Errorf("exchange request: %v", last)
+	}
+	exchanged := op.issued[len(op.issued)-1]
+	if got := e.up.last().Header.Get("Authorization"); got != "Bearer "+exchanged {
+		t.Errorf("upstream got %.30q…", got)
+	}
+	// Cached per (user, scope set): no user token needed, no new exchange.
+	n := len(op.forms)
+	if st, a := propose("te.read", "alice", ""); st != 200 || len(op.forms) != n {
+		t.Errorf("cached: %d %v (exchanges %d→%d)", st, a["_body"], n, len(op.forms))
+	}
+	// Another user's action with alice's token, a forged token, no token.
+	before := e.up.count()
+	for _, c := range []struct{ user, token, want string }{
+		{"sam", idToken, "another user"},
+		{"sam", idToken[:len(idToken)-6] + "AAAAAA", "signature"},
+		{"sam", "", "no user token"},
+	} {
+		st, p := propose("te.read", c.user, c.token)
+		if st != 502 || p["code"] != "credential_unavailable" || !strings.Contains(p["_body"].(string), c.want) {
+			t.Errorf("%s/%q: %d %v", c.user, c.want, st, p["_body"])
+		}
+	}
+	if e.up.count() != before {
+		t.Error("upstream called without a valid exchange")
+	}
+	// With actor: minted, the agent is named in an actor token AgentG8 signs
+	// (this OP accepts only actor tokens it issued itself, so it refuses).
+	st, p := propose("te.actor", "alice", idToken)
+	last = op.forms[len(op.forms)-1]
+	act := decodeClaims(t, last.Get("actor_token"))
+	if last.Get("actor_token_type") != "urn:ietf:params:oauth:token-type:jwt" || act["sub"] != "support-bot" || st != 502 {
+		t.Errorf("actor token: %d %v %v", st, act, p["_body"])
+	}
+	_, ev := e.do("GET", "/v1/audit?action_id="+a["id"].(string), aliceKey, nil)
+	if !strings.Contains(ev["_body"].(string), `"type":"token_exchange"`) {
+		t.Errorf("issuance not audited: %s", ev["_body"])
+	}
+	body := a["_body"].(string) + ev["_body"].(string) + p["_body"].(string)
+	e.stop()
+	assertAbsent(t, e, body, idToken, exchanged, "web-client-secret")
 }

@@ -181,7 +181,7 @@ permit (principal in Group::"support", action in Action::"crm", resource);
 permit (principal in Group::"support", action in Action::"ops", resource);
 
 @id("support-extra")
-permit (principal in Group::"support", action in [Action::"int", Action::"notes", Action::"s"], resource);
+permit (principal in Group::"support", action in [Action::"int", Action::"notes", Action::"s", Action::"te"], resource);
 
 @id("no-deletes")
 forbid (principal, action == Action::"crm.delete_customer", resource);
@@ -271,10 +271,11 @@ agents:
   - {id: support-bot, key: "env:SUPPORT_KEY", groups: [support], act_for: [support]}
   - {id: other-bot, key: "env:OTHER_KEY", groups: [nobody]}
 users:
-  - {id: alice, groups: [support, auditors, finance], key: "env:ALICE_KEY", email: alice@example.com}
+  - {id: alice, groups: [support, auditors, finance], key: "env:ALICE_KEY", email: alice@example.com, subject: id1}
   - {id: fran, groups: [finance], key: "env:FRAN_KEY", email: fran@example.com}
   - {id: fred, groups: [finance], key: "env:FRED_KEY", email: fred@example.com}
   - {id: olga, groups: [outsiders]}
+  - {id: sam, groups: [support], subject: id2}
 credentials:
   crm: {type: api_key, secret: "file:secrets/crm", header: Authorization, format: "Bearer {secret}"}
 EXTRACREDSegress:

@@ -79,7 +79,7 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 	l.policy = eng
 	groups := map[string]int{}
 	for _, u := range cfg.Users {
-		l.users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups}
+		l.users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups, Subject: u.Subject}
 		for _, g := range u.Groups {
 			groups[g]++
 		}
@@ -347,9 +347,10 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	api := httpapi.New(httpapi.Config{
 		Actions: svc, Auth: keys, Audit: st, Logger: logger, MaxBody: cfg.Limits.MaxBodyBytes,
-		Metrics: promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
-		Ready:   func(ctx context.Context) error { return st.Ping(ctx) },
-		JWKS:    func() any { return tokenKeys.JWKS() },
+		Metrics:        promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
+		Ready:          func(ctx context.Context) error { return st.Ping(ctx) },
+		SubjectHeaders: creds.SubjectHeaders(),
+		JWKS:           func() any { return tokenKeys.JWKS() },
 	})
 	var agentList []agentg8.Principal
 	for _, a := range cfg.Agents {

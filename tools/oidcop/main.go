@@ -3,7 +3,9 @@
 // credential tests obtain tokens from. Test tooling only: it is a separate
 // module so the gateway does not depend on it.
 //
-// Client credentials: client "sid1", secret "verysecret".
+// Client credentials: client "sid1", secret "verysecret". Users sign in through
+// client "web"/"web-client-secret" (redirect http://127.0.0.1:1/callback) as
+// "test-user@127.0.0.1"/"verysecure" (an admin) for token exchange tests.
 package main
 
 import (
@@ -29,7 +31,7 @@ func main() {
 	}
 	issuer := fmt.Sprintf("http://%s/", ln.Addr().String())
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	storage.RegisterClients(storage.WebClient("api", "secret"))
+	storage.RegisterClients(storage.WebClient("api", "secret"), storage.WebClient("web", "web-client-secret", "http://127.0.0.1:1/callback"))
 	store := storage.NewStorage(storage.NewUserStore(issuer))
 	router := exampleop.SetupServer(issuer, store, logger, false)
 	// The test harness reads this line to learn the address.
