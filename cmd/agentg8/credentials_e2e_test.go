@@ -214,7 +214,7 @@ func assertAbsent(t *testing.T, e *testEnv, responses string, secrets ...string)
 // oidcOP starts the real OpenID Provider (zitadel/oidc's example OP) behind
 // a proxy that counts token requests and records the tokens it issues.
 type oidcOP struct {
-	issuer   string // the OP itself (discovery, keys)
+	issuer   string           // the OP itself (discovery, keys)
 	proxy    *httptest.Server // counts token requests
 	mu       sync.Mutex
 	requests map[string]int // by scope set
