@@ -148,6 +148,9 @@ type Spec struct {
 	SubjectTokenType string `yaml:"subject_token_type"`
 	SubjectAudience  string `yaml:"subject_audience"`
 	Actor            string `yaml:"actor"`
+	// SubjectSecret, instead of the header, names a stored per-user token
+	// (e.g. a refresh token): a secret reference where {user} is the user's id.
+	SubjectSecret string `yaml:"subject_secret"`
 }
 
 // Check validates a spec's shape (not its secret's presence).
@@ -193,8 +196,8 @@ func (s Spec) Check() error {
 		if !strings.HasPrefix(s.TokenURL, "https://") && !strings.HasPrefix(s.TokenURL, "http://") {
 			return errors.New("token_url must be an http(s) URL")
 		}
-		if !strings.HasPrefix(s.Issuer, "https://") && !strings.HasPrefix(s.Issuer, "http://") {
-			return errors.New("issuer (of the users' tokens) must be an http(s) URL")
+		if s.SubjectSecret == "" && !strings.HasPrefix(s.Issuer, "https://") && !strings.HasPrefix(s.Issuer, "http://") {
+			return errors.New("issuer (of the users' tokens) must be an http(s) URL, or use subject_secret")
 		}
 		if s.ClientID == "" {
 			return errors.New("client_id is required")
@@ -205,8 +208,13 @@ func (s Spec) Check() error {
 		if s.Actor != "" && s.Actor != "minted" && s.Actor != "none" {
 			return errors.New(`actor must be "minted" or "none"`)
 		}
+		if s.SubjectSecret != "" {
+			if err := CheckRef(strings.ReplaceAll(s.SubjectSecret, "{user}", "user")); err != nil || !strings.Contains(s.SubjectSecret, "{user}") {
+				return errors.New("subject_secret must be a secret reference containing {user}, e.g. store:refresh-{user}")
+			}
+		}
 		switch s.SubjectTokenType {
-		case "", TokenTypeID, TokenTypeJWT, TokenTypeAccess:
+		case "", TokenTypeID, TokenTypeJWT, TokenTypeAccess, TokenTypeRefresh:
 		default:
 			return fmt.Errorf("subject_token_type %q is not supported", s.SubjectTokenType)
 		}

@@ -22,6 +22,7 @@ const (
 	TokenTypeAccess  = "urn:ietf:params:oauth:token-type:access_token"
 	TokenTypeID      = "urn:ietf:params:oauth:token-type:id_token"
 	TokenTypeJWT     = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeRefresh = "urn:ietf:params:oauth:token-type:refresh_token"
 	grantExchange    = "urn:ietf:params:oauth:grant-type:token-exchange"
 	defaultSubjectHd = "X-Subject-Token"
 )
@@ -117,16 +118,27 @@ func (s *Set) exchange(ctx context.Context, name string, sp Spec, u *Use, scopes
 	if u.User == "" {
 		return nil, nil, errors.New("token exchange needs an action on behalf of a user")
 	}
-	subject := u.SubjectTokens[http.CanonicalHeaderKey(sp.subjectHeader())]
-	if subject == "" {
-		return nil, nil, errors.New("no user token: the calling app must pass one in " + sp.subjectHeader())
-	}
-	sub := u.UserSubject
-	if sub == "" {
-		sub = u.User
-	}
-	if err := s.verifyAssertion(ctx, sp, subject, sub); err != nil {
-		return nil, nil, err
+	var subject string
+	if sp.SubjectSecret != "" {
+		// A token stored for this user (e.g. a refresh token from when they
+		// connected their account); the identity provider checks it.
+		v, err := s.resolver.Resolve(strings.ReplaceAll(sp.SubjectSecret, "{user}", u.User))
+		if err != nil {
+			return nil, nil, errors.New("no stored token for this user")
+		}
+		subject = v
+	} else {
+		subject = u.SubjectTokens[http.CanonicalHeaderKey(sp.subjectHeader())]
+		if subject == "" {
+			return nil, nil, errors.New("no user token: the calling app must pass one in " + sp.subjectHeader())
+		}
+		sub := u.UserSubject
+		if sub == "" {
+			sub = u.User
+		}
+		if err := s.verifyAssertion(ctx, sp, subject, sub); err != nil {
+			return nil, nil, err
+		}
 	}
 	secret, err := s.resolver.Resolve(sp.ClientSecret)
 	if err != nil {
@@ -201,8 +213,11 @@ func (sp Spec) subjectHeader() string {
 }
 
 func (sp Spec) subjectType() string {
-	if sp.SubjectTokenType != "" {
+	switch {
+	case sp.SubjectTokenType != "":
 		return sp.SubjectTokenType
+	case sp.SubjectSecret != "":
+		return TokenTypeRefresh
 	}
 	return TokenTypeID
 }
@@ -213,7 +228,7 @@ func (s *Set) SubjectHeaders() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, sp := range s.specs {
-		if sp.Type == TypeTokenExchange && !seen[sp.subjectHeader()] {
+		if sp.Type == TypeTokenExchange && sp.SubjectSecret == "" && !seen[sp.subjectHeader()] {
 			seen[sp.subjectHeader()] = true
 			out = append(out, sp.subjectHeader())
 		}

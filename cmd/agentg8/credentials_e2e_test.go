@@ -226,11 +226,17 @@ type oidcOP struct {
 // signIn runs the OP's authorization code flow for its test user and
 // returns the user's ID token (subject "id1").
 func (op *oidcOP) signIn(t *testing.T) string {
+	id, _ := op.signInTokens(t, "openid profile")
+	return id
+}
+
+// signInTokens returns the user's ID token and, with offline_access, a refresh token.
+func (op *oidcOP) signInTokens(t *testing.T, scope string) (string, string) {
 	t.Helper()
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	redirect := "http://127.0.0.1:1/callback"
 	resp, err := c.Get(op.issuer + "auth?" + url.Values{"client_id": {"web"}, "redirect_uri": {redirect}, "response_type": {"code"},
-		"scope": {"openid profile"}, "state": {"s"}, "nonce": {"n"}}.Encode())
+		"scope": {scope}, "state": {"s"}, "nonce": {"n"}}.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,13 +261,14 @@ func (op *oidcOP) signIn(t *testing.T) string {
 	}
 	defer resp.Body.Close()
 	var tok struct {
-		IDToken string `json:"id_token"`
+		IDToken      string `json:"id_token"`
+		RefreshToken string `json:"refresh_token"`
 	}
 	json.NewDecoder(resp.Body).Decode(&tok)
 	if tok.IDToken == "" {
 		t.Fatalf("sign-in at the OP failed (%d)", resp.StatusCode)
 	}
-	return tok.IDToken
+	return tok.IDToken, tok.RefreshToken
 }
 
 func startOIDC(t *testing.T) *oidcOP {
@@ -531,4 +538,49 @@ func TestTokenExchange(t *testing.T) {
 	body := a["_body"].(string) + ev["_body"].(string) + p["_body"].(string)
 	e.stop()
 	assertAbsent(t, e, body, idToken, exchanged, "web-client-secret")
+}
+
+// A stored per-user refresh token lets an approved action run later as the
+// user, without the calling app present.
+func TestTokenExchangeWithStoredRefreshToken(t *testing.T) {
+	op := startOIDC(t)
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true,
+		extraConfig: "secrets:\n  key: env:SECRETS_KEY\n",
+		extraCreds: fmt.Sprintf(`  stored_user: {type: token_exchange, token_url: %q, client_id: web, client_secret: "env:TE_SECRET", subject_secret: "store:refresh-{user}", scopes: [openid]}
+`, op.proxy.URL+"/oauth/token"),
+		extraTasks: `
+- {name: te.later, description: Runs as the user after approval., risk: write, input: {type: object}, approval: always, approvers: [finance], credential: stored_user, request: {method: POST, url: "UPSTREAM/te"}}
+`})
+	e.env["TE_SECRET"] = "web-client-secret"
+	e.env["SECRETS_KEY"] = key
+	_, refresh := op.signInTokens(t, "openid offline_access")
+	if refresh == "" {
+		t.Fatal("no refresh token from the OP")
+	}
+	m := NewMain()
+	var o syncBuffer
+	m.Stdout, m.Stderr, m.LookupEnv, m.Stdin = &o, &o, lookup(e.env), strings.NewReader(refresh)
+	if code := m.Run(t.Context(), []string{"secrets", "set", "refresh-alice", "--config", e.cfgPath}); code != 0 {
+		t.Fatalf("secrets set: %s", o.String())
+	}
+	e.start()
+	st, a := e.do("POST", "/v1/actions", supportKey, map[string]any{"task": "te.later", "input": map[string]any{}, "on_behalf_of": "alice"})
+	id, aprID, hash := pendingOf(t, st, a)
+	e.approve(franKey, aprID, hash, true)
+	waitFor(t, "the approved action to run as alice", 10*time.Second, func() bool { return e.status(id) == "succeeded" })
+	last := op.forms[len(op.forms)-1]
+	if last.Get("subject_token") != refresh || last.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:refresh_token" {
+		t.Errorf("exchange request: %v", last)
+	}
+	if got := e.up.last().Header.Get("Authorization"); got != "Bearer "+op.issued[len(op.issued)-1] {
+		t.Errorf("upstream got %.30q…", got)
+	}
+	// A user with no stored token: credential_unavailable, nothing sent.
+	st, a = e.do("POST", "/v1/actions", supportKey, map[string]any{"task": "te.later", "input": map[string]any{"x": 1}, "on_behalf_of": "sam"})
+	id, aprID, hash = pendingOf(t, st, a)
+	e.approve(franKey, aprID, hash, true)
+	waitFor(t, "the failure", 10*time.Second, func() bool { return e.status(id) == "failed" })
+	e.stop()
+	assertAbsent(t, e, "", refresh)
 }
