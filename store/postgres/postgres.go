@@ -127,28 +127,66 @@ func keys(a *agentg8.Action) (aprID, hash *string) {
 	return nil, nil
 }
 
-func isUnique(err error, constraint string) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
-}
-
-func insertAction(ctx context.Context, q querier, a *agentg8.Action, lease *action.Lease) error {
+// insertSQL is the statement that creates an action. Conflicts do nothing
+// (no error), so a refused change never aborts the transaction.
+func insertSQL(a *agentg8.Action, lease *action.Lease) (string, []any, error) {
 	data, err := json.Marshal(a)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	aprID, hash := keys(a)
 	owner, ttl := leaseArgs(lease)
-	_, err = q.Exec(ctx, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE now() + $11 * interval '1 microsecond' END)`,
-		a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl)
-	if isUnique(err, "actions_pending_hash") {
+	return `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE now() + $11 * interval '1 microsecond' END)
+		ON CONFLICT DO NOTHING`,
+		[]any{a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl}, nil
+}
+
+// updateSQL is the compare-and-set on status and version.
+func updateSQL(a *agentg8.Action, from agentg8.State, lease *action.Lease) (string, []any, error) {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return "", nil, err
+	}
+	aprID, hash := keys(a)
+	owner, ttl := leaseArgs(lease)
+	return `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
+		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
+		WHERE id = $8 AND status = $9 AND version = $10`,
+		[]any{string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version}, nil
+}
+
+// refused explains a change whose statement touched no row.
+func refused(ch *action.Change) error {
+	if ch.From != "" {
+		return action.ErrStateConflict
+	}
+	if ch.Action.Approval != nil && ch.Action.Status == agentg8.StatePendingApproval {
 		return action.ErrDuplicatePending
 	}
+	return fmt.Errorf("insert action %s: already exists", ch.Action.ID)
+}
+
+func applyOne(ctx context.Context, q querier, ch *action.Change) error {
+	sql, args, err := changeSQL(ch)
 	if err != nil {
-		return fmt.Errorf("insert action: %w", err)
+		return err
+	}
+	tag, err := q.Exec(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("write action: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return refused(ch)
 	}
 	return nil
+}
+
+func changeSQL(ch *action.Change) (string, []any, error) {
+	if ch.From == "" {
+		return insertSQL(ch.Action, ch.Lease)
+	}
+	return updateSQL(ch.Action, ch.From, ch.Lease)
 }
 
 func leaseArgs(l *action.Lease) (*string, int64) {
@@ -158,37 +196,14 @@ func leaseArgs(l *action.Lease) (*string, int64) {
 	return &l.Owner, l.TTL.Microseconds()
 }
 
-func updateAction(ctx context.Context, q querier, a *agentg8.Action, from agentg8.State, lease *action.Lease) error {
-	data, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
-	aprID, hash := keys(a)
-	owner, ttl := leaseArgs(lease)
-	tag, err := q.Exec(ctx, `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
-		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
-		WHERE id = $8 AND status = $9 AND version = $10`,
-		string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version)
-	if isUnique(err, "actions_pending_hash") {
-		return action.ErrDuplicatePending
-	}
-	if err != nil {
-		return fmt.Errorf("update action: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return action.ErrStateConflict
-	}
-	return nil
-}
-
 // CreateAction inserts an action.
 func (s *Store) CreateAction(ctx context.Context, a *agentg8.Action) error {
-	return insertAction(ctx, s.pool, a, nil)
+	return applyOne(ctx, s.pool, &action.Change{Action: a})
 }
 
 // UpdateAction is a compare-and-set on status and version.
 func (s *Store) UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error {
-	return updateAction(ctx, s.pool, a, from, nil)
+	return applyOne(ctx, s.pool, &action.Change{Action: a, From: from})
 }
 
 const cols = `data, version`
@@ -387,26 +402,27 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 	if err != nil {
 		return err
 	}
-	rows := make([][]any, len(b.Records))
+	// Everything after the lock goes in one round trip.
+	batch := &pgx.Batch{}
+	seqs, aids, datas := make([]int64, len(b.Records)), make([]string, len(b.Records)), make([][]byte, len(b.Records))
 	for i, r := range b.Records {
-		rows[i] = []any{r.Seq, r.ActionID, r.Data}
+		seqs[i], aids[i], datas[i] = r.Seq, r.ActionID, r.Data
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_records"}, []string{"seq", "action_id", "data"}, pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("insert audit records: %w", err)
-	}
-	hrows := make([][]any, len(b.Hashes))
+	batch.Queue(`INSERT INTO audit_records (seq, action_id, data) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])`, seqs, aids, datas)
+	idxs, hs := make([]int64, len(b.Hashes)), make([][]byte, len(b.Hashes))
 	for i, h := range b.Hashes {
-		hrows[i] = []any{h.Index, h.Hash[:]}
+		idxs[i], hs[i] = h.Index, h.Hash[:]
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_hashes"}, []string{"idx", "hash"}, pgx.CopyFromRows(hrows)); err != nil {
-		return fmt.Errorf("insert audit hashes: %w", err)
+	batch.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, hs)
+	batch.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, b.Size, b.Checkpoint)
+	batch.Queue(`UPDATE audit_head SET size = $1 WHERE id = 1`, b.Size)
+	const fixed = 4
+	type slot struct {
+		index int
+		ch    *action.Change
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, b.Size, b.Checkpoint); err != nil {
-		return fmt.Errorf("insert checkpoint: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE audit_head SET size = $1 WHERE id = 1`, b.Size); err != nil {
-		return err
-	}
+	var slots []slot // one per queued change statement, in order
+	var changed []string
 	for i, c := range b.Changes {
 		if c == nil {
 			continue
@@ -415,42 +431,44 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 		if !ok {
 			return &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
 		}
-		if err := applyChange(ctx, tx, ch); err != nil {
+		sql, args, err := changeSQL(ch)
+		if err != nil {
 			return &audit.ChangeError{Index: i, Err: err}
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, ch.Action.ID); err != nil {
-			return err
+		batch.Queue(sql, args...)
+		slots = append(slots, slot{i, ch})
+		changed = append(changed, ch.Action.ID)
+		for _, n := range ch.Notify {
+			batch.Queue(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
+			slots = append(slots, slot{i, nil})
 		}
+	}
+	if len(changed) > 0 {
+		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
+	}
+	br := tx.SendBatch(ctx, batch)
+	for i := 0; i < fixed; i++ {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("append audit: %w", err)
+		}
+	}
+	for _, sl := range slots {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return &audit.ChangeError{Index: sl.index, Err: err}
+		}
+		if sl.ch != nil && tag.RowsAffected() == 0 {
+			br.Close()
+			return &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
 	}
 	return tx.Commit(ctx)
-}
-
-func applyChange(ctx context.Context, tx pgx.Tx, ch *action.Change) error {
-	// A savepoint keeps a refused change from aborting the transaction, so
-	// the caller can retry the batch without it.
-	if _, err := tx.Exec(ctx, `SAVEPOINT change`); err != nil {
-		return err
-	}
-	var err error
-	if ch.From == "" {
-		err = insertAction(ctx, tx, ch.Action, ch.Lease)
-	} else {
-		err = updateAction(ctx, tx, ch.Action, ch.From, ch.Lease)
-	}
-	if err == nil {
-		for _, n := range ch.Notify {
-			if _, err = tx.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-				n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano()); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		tx.Exec(ctx, `ROLLBACK TO SAVEPOINT change`)
-		return err
-	}
-	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT change`)
-	return err
 }
 
 // LatestAuditCheckpoint returns the newest checkpoint, or nil.
