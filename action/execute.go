@@ -338,7 +338,7 @@ func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*
 	}
 	ev := &agentg8.AuditEvent{Type: agentg8.EventCancelled, ActionID: a.ID, Task: a.Task, Principal: p.ID, Status: agentg8.StateCancelled}
 	a.Status = agentg8.StateCancelled
-	a.Approval.Status = "cancelled"
+	a.Approval.Status = approvalCancelled
 	a.UpdatedAt = s.c.Clock.Now()
 	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StatePendingApproval}, ev); err != nil {
 		if errors.Is(err, ErrStateConflict) {

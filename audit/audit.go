@@ -30,10 +30,6 @@ import (
 // Origin is the first line of every checkpoint.
 const Origin = "agentg8 audit log"
 
-// ErrConflict means the log grew underneath the appender (another writer);
-// the append is retried from the new size.
-var ErrConflict = errors.New("audit: log size changed concurrently")
-
 // IndexedHash is one stored tree hash.
 type IndexedHash struct {
 	Index int64
@@ -190,9 +186,9 @@ func (l *Log) commit(batch []*appendReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	// Each refused change costs one retry; other conflicts get five.
-	maxAttempts := 5 + len(batch)
-	for attempt := 0; len(batch) > 0 && attempt < maxAttempts; attempt++ {
+	// Every failed try either drops the one refused change or gives up, so
+	// this ends.
+	for len(batch) > 0 {
 		start := time.Now()
 		var n int
 		n, err = l.tryCommit(ctx, batch)
@@ -205,16 +201,12 @@ func (l *Log) commit(batch []*appendReq) {
 			}
 			return
 		}
-		clear(l.cache)
 		var ce *ChangeError
-		if errors.As(err, &ce) && ce.Index >= 0 && ce.Index < len(batch) {
-			batch[ce.Index].done <- ce.Err
-			batch = append(batch[:ce.Index:ce.Index], batch[ce.Index+1:]...)
-			continue
-		}
-		if !errors.Is(err, ErrConflict) {
+		if !errors.As(err, &ce) || ce.Index < 0 || ce.Index >= len(batch) {
 			break
 		}
+		batch[ce.Index].done <- ce.Err
+		batch = append(batch[:ce.Index:ce.Index], batch[ce.Index+1:]...)
 	}
 	if len(batch) == 0 {
 		return
@@ -347,6 +339,3 @@ func ParseCheckpoint(msg []byte, vkey string) (tlog.Tree, error) {
 func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
 	return l.store.LatestAuditCheckpoint(ctx)
 }
-
-// VerifierKey is the public key that checks this log's checkpoints.
-func (l *Log) VerifierKey() string { return l.key.VerifierKey }

@@ -117,15 +117,6 @@ func (c *Client) Tools(ctx context.Context, format string) (json.RawMessage, err
 	return out.Tools, err
 }
 
-// Tasks lists the tasks the caller may propose.
-func (c *Client) Tasks(ctx context.Context) ([]TaskInfo, error) {
-	var out struct {
-		Tasks []TaskInfo `json:"tasks"`
-	}
-	_, err := c.do(ctx, http.MethodGet, "/v1/tasks", nil, nil, &out)
-	return out.Tasks, err
-}
-
 // Approvals lists pending approvals the caller may see.
 func (c *Client) Approvals(ctx context.Context) ([]ApprovalView, error) {
 	var out struct {

@@ -51,9 +51,6 @@ type Config struct {
 	Auth    Authenticator
 	Version string
 	Logger  *slog.Logger
-	// Open, for conformance testing only, serves unauthenticated requests as
-	// this agent. Never set it in production.
-	Open *agentg8.Principal
 }
 
 type handler struct {
@@ -84,17 +81,13 @@ type principalKey struct{}
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	var p agentg8.Principal
-	switch {
-	case ok && tok != "":
-		if p, ok = h.c.Auth.Authenticate(strings.TrimSpace(tok)); !ok {
-			unauthorized(w, "invalid credentials")
-			return
-		}
-	case h.c.Open != nil:
-		p = *h.c.Open
-	default:
+	if !ok || tok == "" {
 		unauthorized(w, "missing bearer token")
+		return
+	}
+	p, ok := h.c.Auth.Authenticate(strings.TrimSpace(tok))
+	if !ok {
+		unauthorized(w, "invalid credentials")
 		return
 	}
 	if p.Kind != agentg8.KindAgent {
