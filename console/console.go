@@ -50,6 +50,7 @@ type AuditSource interface {
 	audit.Reader
 	AuditRecordsForAction(ctx context.Context, actionID string, after int64, limit int) ([]audit.Record, error)
 	LatestAuditCheckpoint(ctx context.Context) ([]byte, error)
+	AuditSize(ctx context.Context) (int64, error)
 }
 
 // Authenticator maps a key to a principal.
@@ -466,9 +467,10 @@ func (k *console) auditData(r *http.Request) (map[string]any, error) {
 	if id := q.Get("action_id"); id != "" {
 		recs, err = k.c.Audit.AuditRecordsForAction(r.Context(), id, -1, 500)
 	} else {
-		recs, err = k.c.Audit.ReadAuditRecords(r.Context(), -1, 100000)
-		if len(recs) > 200 {
-			recs = recs[len(recs)-200:]
+		// The newest 200 events only.
+		var size int64
+		if size, err = k.c.Audit.AuditSize(r.Context()); err == nil {
+			recs, err = k.c.Audit.ReadAuditRecords(r.Context(), size-201, 200)
 		}
 	}
 	if err != nil {
