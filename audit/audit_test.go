@@ -14,6 +14,7 @@ import (
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/sqlite"
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
 func open(t testing.TB) (*audit.Log, *sqlite.Store, *audit.Key) {
@@ -105,26 +106,9 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			l, _, _ := open(b)
 			ctx := context.Background()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for w := 0; w < writers; w++ {
-				n := b.N / writers
-				if w < b.N%writers {
-					n++
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := 0; i < n; i++ {
-						if err := l.Append(ctx, &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: "act_bench", Task: "crm.add_note"}); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+			storetest.Writers(b, writers, "appends", func() error {
+				return l.Append(ctx, &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: "act_bench", Task: "crm.add_note"})
+			})
 		})
 	}
 }
@@ -146,26 +130,10 @@ func BenchmarkBaselineInsert(b *testing.B) {
 				b.Fatal(err)
 			}
 			row := []byte(`{"seq":0,"time":"2026-01-01T00:00:00Z","type":"proposed","action_id":"act_bench","task":"crm.add_note"}`)
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for w := 0; w < writers; w++ {
-				n := b.N / writers
-				if w < b.N%writers {
-					n++
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := 0; i < n; i++ {
-						if _, err := db.Exec(`INSERT INTO t (data) VALUES (?)`, row); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "inserts/s")
+			storetest.Writers(b, writers, "inserts", func() error {
+				_, err := db.Exec(`INSERT INTO t (data) VALUES (?)`, row)
+				return err
+			})
 		})
 	}
 }

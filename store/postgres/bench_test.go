@@ -3,7 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,6 +11,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/postgres"
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
 // BenchmarkAppend measures durable audit appends on PostgreSQL from one log
@@ -30,8 +31,10 @@ func BenchmarkAppend(b *testing.B) {
 				defer l.Close()
 				ls = append(ls, l)
 			}
-			run(b, 64, func(w, _ int) error {
-				return ls[w%logs].Append(context.Background(), &agentg8.AuditEvent{Type: "proposed", ActionID: "act_bench"})
+			var next atomic.Int64
+			storetest.Writers(b, 64, "ops", func() error {
+				l := ls[int(next.Add(1))%logs] // spread appends over the replicas
+				return l.Append(context.Background(), &agentg8.AuditEvent{Type: "proposed", ActionID: "act_bench"})
 			})
 		})
 	}
@@ -48,31 +51,8 @@ func BenchmarkBaselineInsert(b *testing.B) {
 	defer pool.Close()
 	pool.Exec(context.Background(), `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`)
 	row := []byte(`{"seq":0,"type":"proposed","action_id":"act_bench"}`)
-	run(b, 64, func(_, _ int) error {
+	storetest.Writers(b, 64, "ops", func() error {
 		_, err := pool.Exec(context.Background(), `INSERT INTO t (data) VALUES ($1)`, row)
 		return err
 	})
-}
-
-func run(b *testing.B, writers int, op func(w, i int) error) {
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for w := 0; w < writers; w++ {
-		n := b.N / writers
-		if w < b.N%writers {
-			n++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < n; i++ {
-				if err := op(w, i); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
