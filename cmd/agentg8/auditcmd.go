@@ -11,8 +11,8 @@ import (
 )
 
 // auditTarget opens the store and key an audit command reads.
-func (m *Main) auditTarget(ctx context.Context, cfgPath, storeOverride string) (storage, *audit.Key, error) {
-	cfg, err := LoadConfig(cfgPath, m.LookupEnv)
+func (m *Main) auditTarget(ctx context.Context, loadConfig func() (*Config, error), storeOverride string) (storage, *audit.Key, error) {
+	cfg, err := loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -36,7 +36,7 @@ func (m *Main) cmdAudit(ctx context.Context, args []string) error {
 	}
 	sub := args[0]
 	fs := m.flags("audit " + sub)
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	storeURL := fs.String("store", "", "read this store instead of the config's (e.g. sqlite:copy.db)")
 	var checkpoint, save *string
 	var n *int
@@ -55,7 +55,7 @@ func (m *Main) cmdAudit(ctx context.Context, args []string) error {
 	if _, err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	st, key, err := m.auditTarget(ctx, *cfgPath, *storeURL)
+	st, key, err := m.auditTarget(ctx, loadConfig, *storeURL)
 	if err != nil {
 		return err
 	}

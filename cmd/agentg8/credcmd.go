@@ -23,7 +23,7 @@ func (m *Main) cmdSecrets(ctx context.Context, args []string) error {
 	}
 	sub := args[0]
 	fs := m.flags("secrets " + sub)
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func (m *Main) cmdSecrets(ctx context.Context, args []string) error {
 	if len(pos) != n {
 		return usageErr("usage: agentg8 secrets set NAME | list | rm NAME")
 	}
-	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
@@ -144,11 +144,11 @@ func (m *Main) cmdToken(ctx context.Context, args []string) error {
 // the JWKS so tokens in flight still verify.
 func (m *Main) cmdKeysRotate(args []string) error {
 	fs := m.flags("keys rotate")
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}

@@ -201,6 +201,13 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// configFlag adds --config to fs; the returned func loads that file once
+// the flags are parsed.
+func (m *Main) configFlag(fs *flag.FlagSet) func() (*Config, error) {
+	path := fs.String("config", "agentg8.yaml", "server config file")
+	return func() (*Config, error) { return LoadConfig(*path, m.LookupEnv) }
+}
+
 func (m *Main) logger(level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
@@ -209,13 +216,13 @@ func (m *Main) logger(level string) *slog.Logger {
 
 func (m *Main) cmdServe(ctx context.Context, args []string) error {
 	fs := m.flags("serve")
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	listen := fs.String("listen", "", "override the config's listen address")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
@@ -243,11 +250,11 @@ func (m *Main) serve(ctx context.Context, cfg *Config, logger *slog.Logger, star
 
 func (m *Main) cmdValidate(args []string) error {
 	fs := m.flags("validate")
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
@@ -271,11 +278,11 @@ func (m *Main) cmdValidate(args []string) error {
 
 func (m *Main) cmdMigrate(ctx context.Context, args []string) error {
 	fs := m.flags("migrate")
-	cfgPath := fs.String("config", "agentg8.yaml", "server config file")
+	loadConfig := m.configFlag(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*cfgPath, m.LookupEnv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
