@@ -12,12 +12,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/credential"
+	"github.com/agentg8/agentg8/store"
 )
 
 // Exit codes (SPEC §4).
@@ -290,6 +290,8 @@ func (m *Main) cmdMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(m.Stdout, "migrated", strings.TrimPrefix(cfg.storeURL(), "sqlite:"))
+	// Name the store by kind only: a PostgreSQL URL may carry a password.
+	kind, _, _ := store.Kind(cfg.Store)
+	fmt.Fprintln(m.Stdout, "migrated the", kind, "store")
 	return st.Close()
 }
