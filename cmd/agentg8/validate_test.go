@@ -124,3 +124,13 @@ func replaceIn(t *testing.T, path, old, new string) {
 	}
 	writeFile(t, path, strings.Replace(string(b), old, new, 1))
 }
+
+func TestMigrateNamesNoSecret(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	e := &testEnv{t: t}
+	code, out, errs := e.cli(testEnvVars(), "migrate", "--config", cfg)
+	if code != 0 || strings.TrimSpace(out) != "migrated the sqlite store" {
+		t.Fatalf("%d %q %s", code, out, errs)
+	}
+}
