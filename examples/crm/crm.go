@@ -34,6 +34,7 @@ type Note struct {
 
 // Server is the sample CRM. Safe for concurrent use.
 type Server struct {
+	mux       *http.ServeMux
 	key       string
 	jwks      string // where to fetch AgentG8's token keys, for /whoami
 	mu        sync.Mutex
@@ -43,10 +44,15 @@ type Server struct {
 
 // New returns a CRM that accepts only "Bearer <key>".
 func New(key string) *Server {
-	return &Server{key: key, seen: map[string]Note{}, customers: map[string]*Customer{
+	s := &Server{key: key, seen: map[string]Note{}, mux: http.NewServeMux(), customers: map[string]*Customer{
 		"cus_1": {ID: "cus_1", Name: "Ada Lovelace", Plan: "enterprise", Notes: []Note{}, InternalRef: "ref-ada-7731"},
 		"cus_2": {ID: "cus_2", Name: "Alan Turing", Plan: "pro", Notes: []Note{}, InternalRef: "ref-alan-1912"},
 	}}
+	s.mux.HandleFunc("GET /customers/{id}", s.get)
+	s.mux.HandleFunc("POST /customers/{id}/notes", s.addNote)
+	s.mux.HandleFunc("DELETE /customers/{id}", s.delete)
+	s.mux.HandleFunc("PATCH /customers/{id}", s.update)
+	return s
 }
 
 // SetJWKS names AgentG8's JWKS URL; /whoami then accepts minted tokens.
@@ -65,20 +71,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 		return
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /customers/{id}", s.get)
-	mux.HandleFunc("POST /customers/{id}/notes", s.addNote)
-	mux.HandleFunc("DELETE /customers/{id}", s.delete)
-	mux.HandleFunc("PATCH /customers/{id}", s.update)
-	mux.ServeHTTP(w, r)
+	s.mux.ServeHTTP(w, r)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.customers[r.PathValue("id")]
+	c, ok := s.customer(w, r)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -89,15 +89,13 @@ func (s *Server) addNote(w http.ResponseWriter, r *http.Request) {
 		Text   string `json:"text"`
 		Author string `json:"author"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil || in.Text == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "text is required"})
+	if !decode(w, r, &in, func() bool { return in.Text != "" }, "text is required") {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.customers[r.PathValue("id")]
+	c, ok := s.customer(w, r)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
 		return
 	}
 	if k := r.Header.Get("Idempotency-Key"); k != "" {
@@ -118,15 +116,13 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Plan string `json:"plan"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil || in.Plan == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "plan is required"})
+	if !decode(w, r, &in, func() bool { return in.Plan != "" }, "plan is required") {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.customers[r.PathValue("id")]
+	c, ok := s.customer(w, r)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
 		return
 	}
 	c.Plan = in.Plan
@@ -136,13 +132,30 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := r.PathValue("id")
-	if _, ok := s.customers[id]; !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+	c, ok := s.customer(w, r)
+	if !ok {
 		return
 	}
-	delete(s.customers, id)
+	delete(s.customers, c.ID)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// decode reads a small JSON body; it answers 400 itself when it fails.
+func decode(w http.ResponseWriter, r *http.Request, v any, ok func() bool, msg string) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil || !ok() {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
+		return false
+	}
+	return true
+}
+
+// customer finds the path's customer (s.mu held); it answers 404 itself.
+func (s *Server) customer(w http.ResponseWriter, r *http.Request) (*Customer, bool) {
+	c, ok := s.customers[r.PathValue("id")]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such customer"})
+	}
+	return c, ok
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
