@@ -183,7 +183,7 @@ func Load(dir string, creds map[string]CredentialInfo) (*Registry, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("tasks folder: %w", err)
 	}
-	r := &Registry{tasks: map[string]*Task{}}
+	contents := map[string][]byte{}
 	var errs []error
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -191,25 +191,13 @@ func Load(dir string, creds map[string]CredentialInfo) (*Registry, error) {
 			errs = append(errs, err)
 			continue
 		}
-		tasks, err := parseFile(f, data, creds)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, t := range tasks {
-			if prev, dup := r.tasks[t.Name]; dup {
-				errs = append(errs, &LoadError{File: f, Key: "name", Msg: fmt.Sprintf("task %q is also defined in %s", t.Name, prev.Path)})
-				continue
-			}
-			r.tasks[t.Name] = t
-			r.names = append(r.names, t.Name)
-		}
+		contents[f] = data
 	}
-	sort.Strings(r.names)
-	return r, errors.Join(errs...)
+	r, err := New(contents, creds)
+	return r, errors.Join(append(errs, err)...)
 }
 
-// New builds a registry from task files already in memory (tests, demo).
+// New builds a registry from task files already in memory, keyed by path.
 func New(files map[string][]byte, creds map[string]CredentialInfo) (*Registry, error) {
 	r := &Registry{tasks: map[string]*Task{}}
 	var errs []error
@@ -225,6 +213,10 @@ func New(files map[string][]byte, creds map[string]CredentialInfo) (*Registry, e
 			continue
 		}
 		for _, t := range tasks {
+			if prev, dup := r.tasks[t.Name]; dup {
+				errs = append(errs, &LoadError{File: n, Key: "name", Msg: fmt.Sprintf("task %q is also defined in %s", t.Name, prev.Path)})
+				continue
+			}
 			r.tasks[t.Name] = t
 			r.names = append(r.names, t.Name)
 		}
