@@ -315,7 +315,7 @@ func TestApprovalRace(t *testing.T) {
 		t.Fatalf("%d upstream calls for %d succeeded actions", e.up.count(), succeeded)
 	}
 	refs := map[string]int{}
-	for _, r := range e.up.reqs {
+	for _, r := range e.up.all() {
 		var b map[string]any
 		json.Unmarshal(r.Body, &b)
 		refs[fmt.Sprint(b["ref"])]++

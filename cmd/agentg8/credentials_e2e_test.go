@@ -376,7 +376,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 		t.Errorf("%d token requests for 10 concurrent actions", n)
 	}
 	sent := map[string]bool{}
-	for _, r := range e.up.reqs {
+	for _, r := range e.up.all() {
 		sent[r.Header.Get("Authorization")] = true
 	}
 	if len(sent) != 1 || !sent["Bearer "+op.issued[0]] {

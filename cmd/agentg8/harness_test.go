@@ -65,6 +65,13 @@ func (r *recorder) count() int {
 	return len(r.reqs)
 }
 
+// all is a snapshot of every request so far.
+func (r *recorder) all() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recorded(nil), r.reqs...)
+}
+
 func (r *recorder) last() recorded {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -101,7 +101,7 @@ func TestDryRunShowsCurrentProposedAndDiff(t *testing.T) {
 		t.Errorf("a dry run created an approval: %s", l["_body"])
 	}
 	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE"} {
-		for _, r := range e.up.reqs {
+		for _, r := range e.up.all() {
 			if r.Method == m {
 				t.Fatalf("dry run sent %s", m)
 			}

@@ -138,7 +138,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 		t.Errorf("after resume: %v", g["status"])
 	}
 	hangCalls := 0
-	for _, r := range up.reqs {
+	for _, r := range up.all() {
 		if r.Path == "/customers/hang" {
 			hangCalls++
 		}
