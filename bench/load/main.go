@@ -106,20 +106,13 @@ func run(dur time.Duration, conc int) error {
 			return r, err
 		}
 	}
-	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
 	targets := []struct {
 		name string
 		req  func() (*http.Request, error)
 	}{
 		{"direct", get(upURL + "/customers/cus_1")},
 		{"reverse proxy", get(proxyURL + "/customers/cus_1")},
-		{"agentg8", func() (*http.Request, error) {
-			r, err := http.NewRequest("POST", gwURL+"/v1/actions", bytes.NewReader(propose))
-			if err == nil {
-				r.Header.Set("Authorization", "Bearer "+agentKey)
-			}
-			return r, err
-		}},
+		{"agentg8", proposeReq(func() string { return gwURL })},
 	}
 	fmt.Printf("load: %d concurrent clients, %s per target, allowed read action, 2-core machine\n\n", conc, dur)
 	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
@@ -265,7 +258,7 @@ func startOne(bin, dir string) (string, func(), error) {
 	select {
 	case a := <-addr:
 		var out map[string]any
-		req, _ := http.NewRequest("POST", "http://"+a+"/v1/actions", bytes.NewReader([]byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)))
+		req, _ := http.NewRequest("POST", "http://"+a+"/v1/actions", bytes.NewReader(proposeBody))
 		req.Header.Set("Authorization", "Bearer "+agentKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -311,7 +304,6 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 		return u.String(), nil
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}}
-	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
 	fmt.Printf("\nPostgreSQL: allowed read actions, %d concurrent clients, %s per target\n\n", conc, dur)
 	fmt.Printf("%-24s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
 	res := map[string]float64{}
@@ -325,7 +317,7 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 		return err
 	}
 	pool.Exec(ctx, `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`)
-	base := measureFn(conc, dur, func() error { _, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, propose); return err })
+	base := measureFn(conc, dur, func() error { _, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, proposeBody); return err })
 	pool.Close()
 	res["baseline"] = base.rps
 	fmt.Printf("%-24s %10.0f %10s %10s %10d\n", "single-row inserts", base.rps, base.p50.Round(time.Microsecond), base.p99.Round(time.Microsecond), base.errors)
@@ -339,13 +331,7 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 			return err
 		}
 		var i atomic.Int64
-		r := measure(client, func() (*http.Request, error) {
-			req, err := http.NewRequest("POST", urls[int(i.Add(1))%n]+"/v1/actions", bytes.NewReader(propose))
-			if err == nil {
-				req.Header.Set("Authorization", "Bearer "+agentKey)
-			}
-			return req, err
-		}, conc, dur)
+		r := measure(client, proposeReq(func() string { return urls[int(i.Add(1))%n] }), conc, dur)
 		stop()
 		name := fmt.Sprintf("agentg8, %d replica(s)", n)
 		res[name] = r.rps
@@ -394,6 +380,20 @@ func measureFn(conc int, dur time.Duration, op func() error) result {
 	return result{rps: float64(len(lat)) / time.Since(start).Seconds(), p50: pct(0.5), p99: pct(0.99), errors: errs}
 }
 
+// proposeReq builds the load's allowed read proposal for the gateway base()
+// names (one, or the next replica).
+func proposeReq(base func() string) func() (*http.Request, error) {
+	return func() (*http.Request, error) {
+		r, err := http.NewRequest("POST", base()+"/v1/actions", bytes.NewReader(proposeBody))
+		if err == nil {
+			r.Header.Set("Authorization", "Bearer "+agentKey)
+		}
+		return r, err
+	}
+}
+
+var proposeBody = []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
+
 // mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
 // /mcp running an allowed read action, and the same action over REST.
 func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
@@ -423,20 +423,13 @@ func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
 			return r, err
 		}
 	}
-	propose := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
 	targets := []struct {
 		name string
 		req  func() (*http.Request, error)
 	}{
 		{"go-sdk echo", rpc(echoURL, "", "echo", `{"customer_id":"cus_1"}`)},
 		{"agentg8 mcp", rpc(gwURL+"/mcp", agentKey, "crm.get_customer", `{"customer_id":"cus_1"}`)},
-		{"agentg8 rest", func() (*http.Request, error) {
-			r, err := http.NewRequest("POST", gwURL+"/v1/actions", bytes.NewReader(propose))
-			if err == nil {
-				r.Header.Set("Authorization", "Bearer "+agentKey)
-			}
-			return r, err
-		}},
+		{"agentg8 rest", proposeReq(func() string { return gwURL })},
 	}
 	fmt.Printf("\nMCP tools/call, %d concurrent clients, %s per target\n\n", conc, dur)
 	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "calls/s", "p50", "p99", "errors")
