@@ -367,7 +367,10 @@ func (k *console) approval(w http.ResponseWriter, r *http.Request, s *session) e
 		json.Unmarshal(a.Preview.Diff, &v.Diff)
 	}
 	pg := k.base(s, "Approval "+a.Approval.ID, v, "")
-	pg.Flash = r.URL.Query().Get("flash")
+	// Only the console's own messages: a crafted link cannot put words here.
+	if f := r.URL.Query().Get("flash"); f == "Approved" || f == "Rejected" {
+		pg.Flash = f
+	}
 	k.render(w, "approval", http.StatusOK, pg)
 	return nil
 }
