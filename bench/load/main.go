@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,13 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "measurement time per target")
 	conc := flag.Int("concurrency", 16, "concurrent clients")
 	pg := flag.String("pg", "", "PostgreSQL admin URL: also measure 1 and 3 replicas on PostgreSQL")
+	only := flag.String("only", "", "comma-separated targets to run (default all), e.g. \"agentg8 mcp\" while profiling")
 	flag.Parse()
+	for _, t := range strings.Split(*only, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			selected[t] = true
+		}
+	}
 	if err := run(*dur, *conc); err != nil {
 		log.Fatal(err)
 	}
@@ -118,9 +125,16 @@ func run(dur time.Duration, conc int) error {
 	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
 	res := map[string]result{}
 	for _, tg := range targets {
+		if len(selected) > 0 && !selected[tg.name] {
+			continue
+		}
+		before := auditStats(client, gwURL)
 		r := measure(client, tg.req, conc, dur)
 		res[tg.name] = r
 		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		if tg.name == "agentg8" {
+			auditStats(client, gwURL).since(before, r, dur)
+		}
 	}
 	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
 	defer func() { mcpPhase(client, gwURL, conc, dur) }()
@@ -140,6 +154,9 @@ type result struct {
 	p50, p99 time.Duration
 	errors   int
 }
+
+// selected are the targets -only names; empty runs every target.
+var selected = map[string]bool{}
 
 func measure(c *http.Client, mk func() (*http.Request, error), conc int, dur time.Duration) result {
 	call := func() error {
@@ -342,6 +359,46 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 	return nil
 }
 
+// writerStats are the gateway's audit group-commit counters.
+type writerStats struct{ busy, batches, events float64 }
+
+var metricRE = regexp.MustCompile(`(?m)^(agentg8_audit_append_seconds_sum|agentg8_audit_batch_events_count|agentg8_audit_batch_events_sum) (\S+)$`)
+
+// auditStats reads the audit writer's counters from the gateway's /metrics.
+func auditStats(c *http.Client, base string) writerStats {
+	var w writerStats
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		return w
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, m := range metricRE.FindAllStringSubmatch(string(b), -1) {
+		var v float64
+		fmt.Sscan(m[2], &v)
+		switch m[1] {
+		case "agentg8_audit_append_seconds_sum":
+			w.busy = v
+		case "agentg8_audit_batch_events_count":
+			w.batches = v
+		case "agentg8_audit_batch_events_sum":
+			w.events = v
+		}
+	}
+	return w
+}
+
+// since prints what the audit writer did between before and w, which
+// includes the warm-up (a fifth of dur) before the measured run.
+func (w writerStats) since(before writerStats, r result, dur time.Duration) {
+	busy, batches, events := w.busy-before.busy, w.batches-before.batches, w.events-before.events
+	if batches == 0 {
+		return
+	}
+	wall := (dur + dur/5).Seconds()
+	fmt.Printf("%-14s audit writer busy %.0f%%, %.1f events/batch, %.0f batches/s\n", "", 100*busy/wall, events/batches, batches/wall)
+}
+
 // measureFn runs op from conc goroutines for dur.
 func measureFn(conc int, dur time.Duration, op func() error) result {
 	var mu sync.Mutex
@@ -435,9 +492,16 @@ func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
 	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "calls/s", "p50", "p99", "errors")
 	res := map[string]result{}
 	for _, tg := range targets {
+		if len(selected) > 0 && !selected[tg.name] {
+			continue
+		}
+		before := auditStats(client, gwURL)
 		r := measure(client, tg.req, conc, dur)
 		res[tg.name] = r
 		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		if strings.HasPrefix(tg.name, "agentg8") {
+			auditStats(client, gwURL).since(before, r, dur)
+		}
 	}
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  agentg8 mcp / go-sdk echo   %.2f\n", res["agentg8 mcp"].rps/res["go-sdk echo"].rps)

@@ -210,6 +210,7 @@ type observer struct {
 	decision prometheus.Histogram
 	upstream *prometheus.HistogramVec
 	audit    prometheus.Histogram
+	batch    prometheus.Histogram
 }
 
 func newObserver(reg *prometheus.Registry) *observer {
@@ -222,8 +223,10 @@ func newObserver(reg *prometheus.Registry) *observer {
 			Buckets: prometheus.DefBuckets}, []string{"task"}),
 		audit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_audit_append_seconds", Help: "Audit batch commit latency.",
 			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 14)}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_audit_batch_events", Help: "Audit events per committed batch (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
 	}
-	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit)
+	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch)
 	return o
 }
 
@@ -318,7 +321,10 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	preg := prometheus.NewRegistry()
 	preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	obs := newObserver(preg)
-	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, _ int) { obs.audit.Observe(d.Seconds()) }})
+	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, n int) {
+		obs.audit.Observe(d.Seconds())
+		obs.batch.Observe(float64(n))
+	}})
 	var channels []notify.Channel
 	for _, n := range cfg.Notify {
 		channels = append(channels, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
