@@ -161,7 +161,8 @@ func New(c Config) *Service {
 		limits: map[string]*rate.Limiter{}}
 }
 
-// NewID returns prefix_ followed by 128 bits in lower-case base32: a 48-bit
+// NewID returns prefix_ followed by 128 bits in lower-case base32hex (whose
+// alphabet keeps byte order, unlike standard base32): a 48-bit
 // millisecond timestamp, then 80 random bits. IDs made later sort later,
 // so the stores' indexes on them grow at one end instead of touching a
 // random page per new action; 80 random bits keep them unguessable and
@@ -172,7 +173,7 @@ func NewID(prefix string) string {
 	if _, err := rand.Read(b[6:]); err != nil {
 		panic(err)
 	}
-	return prefix + "_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+	return prefix + "_" + strings.ToLower(base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // Proposal is an agent's request to run a task.

@@ -7,7 +7,7 @@ import (
 )
 
 func TestNewIDSortsByTimeAndStaysUnguessable(t *testing.T) {
-	re := regexp.MustCompile(`^act_[a-z2-7]{26}$`)
+	re := regexp.MustCompile(`^act_[0-9a-v]{26}$`)
 	seen := map[string]bool{}
 	prev := NewID("act")
 	for i := 0; i < 1000; i++ {
