@@ -51,28 +51,44 @@ type Config struct {
 	Auth    Authenticator
 	Version string
 	Logger  *slog.Logger
+	// Observe, if set, is told of every authenticated request whether the
+	// tools/call fast path served it.
+	Observe func(fast bool)
 }
+
+// maxBody bounds an MCP request body.
+const maxBody = 1 << 20
 
 type handler struct {
 	c       Config
 	mu      sync.Mutex
-	servers map[string]*mcp.Server
+	servers map[string]*agentServer
 	inner   http.Handler
 }
+
+// agentServer is one agent's MCP server and its tools by name, which the
+// tools/call fast path calls directly.
+type agentServer struct {
+	sdk   *mcp.Server
+	tools map[string]toolFunc
+}
+
+// toolFunc runs one tool call for an agent.
+type toolFunc func(ctx context.Context, arguments json.RawMessage) *mcp.CallToolResult
 
 // New returns the /mcp handler.
 func New(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{c: c, servers: map[string]*mcp.Server{}}
+	h := &handler{c: c, servers: map[string]*agentServer{}}
 	h.inner = mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
 		p, ok := r.Context().Value(principalKey{}).(agentg8.Principal)
 		if !ok {
 			return nil
 		}
-		return h.server(p)
-	}, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, Logger: c.Logger, MaxRequestBodyBytes: 1 << 20})
+		return h.server(p).sdk
+	}, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, Logger: c.Logger, MaxRequestBodyBytes: maxBody})
 	// Browsers must not drive the endpoint from other origins.
 	return http.NewCrossOriginProtection().Handler(h)
 }
@@ -96,7 +112,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"status": 403, "code": agentg8.CodeForbidden, "detail": "MCP is for agents"})
 		return
 	}
+	if h.fastCall(w, r, h.server(p)) {
+		h.observe(true)
+		return
+	}
+	h.observe(false)
 	h.inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+func (h *handler) observe(fast bool) {
+	if h.c.Observe != nil {
+		h.c.Observe(fast)
+	}
 }
 
 func unauthorized(w http.ResponseWriter, msg string) {
@@ -108,52 +135,58 @@ func unauthorized(w http.ResponseWriter, msg string) {
 
 // server returns (building once) the MCP server of one agent: its tasks as
 // tools, plus the built-ins.
-func (h *handler) server(p agentg8.Principal) *mcp.Server {
+func (h *handler) server(p agentg8.Principal) *agentServer {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s, ok := h.servers[p.ID]; ok {
 		return s
 	}
-	s := mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: h.c.Version}, &mcp.ServerOptions{
+	s := &agentServer{tools: map[string]toolFunc{}, sdk: mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: h.c.Version}, &mcp.ServerOptions{
 		Instructions: "Tools here are actions a gateway runs for you after checking policy; some wait for human approval. " +
 			"Use " + ToolActionStatus + " to follow an action and " + ToolPreview + " to see what an action would change without running it.",
-	})
+	})}
+	add := func(tool *mcp.Tool, fn toolFunc) {
+		s.tools[tool.Name] = fn
+		s.sdk.AddTool(tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return fn(ctx, req.Params.Arguments), nil
+		})
+	}
 	for _, t := range h.c.Actions.Tasks(p) {
 		tool := Tool(t)
 		hash := Hash(tool)
 		name := t.Name
-		s.AddTool(tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: name, Input: args(req.Params.Arguments), ToolHash: hash})
-			return result(a, err), nil
+		add(tool, func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
+			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: name, Input: args(raw), ToolHash: hash})
+			return result(a, err)
 		})
 	}
-	s.AddTool(&mcp.Tool{Name: ToolActionStatus, Description: "Get the state and output of an action you proposed; optionally wait up to wait_seconds for it to change.",
+	add(&mcp.Tool{Name: ToolActionStatus, Description: "Get the state and output of an action you proposed; optionally wait up to wait_seconds for it to change.",
 		InputSchema: json.RawMessage(`{"type":"object","required":["action_id"],"additionalProperties":false,"properties":{"action_id":{"type":"string"},"wait_seconds":{"type":"integer","minimum":0,"maximum":60}}}`),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true}},
-		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
 			var in struct {
 				ActionID    string `json:"action_id"`
 				WaitSeconds int    `json:"wait_seconds"`
 			}
-			if err := json.Unmarshal(args(req.Params.Arguments), &in); err != nil || in.ActionID == "" || in.WaitSeconds < 0 || in.WaitSeconds > 60 {
-				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {action_id, wait_seconds (0-60)}")), nil
+			if err := json.Unmarshal(args(raw), &in); err != nil || in.ActionID == "" || in.WaitSeconds < 0 || in.WaitSeconds > 60 {
+				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {action_id, wait_seconds (0-60)}"))
 			}
 			a, err := h.c.Actions.Get(ctx, p, in.ActionID, time.Duration(in.WaitSeconds)*time.Second)
-			return result(a, err), nil
+			return result(a, err)
 		})
-	s.AddTool(&mcp.Tool{Name: ToolPreview, Description: "Dry-run a task: what request would be sent, its side effects, and a diff of the current state against the proposed one. Nothing runs.",
+	add(&mcp.Tool{Name: ToolPreview, Description: "Dry-run a task: what request would be sent, its side effects, and a diff of the current state against the proposed one. Nothing runs.",
 		InputSchema: json.RawMessage(`{"type":"object","required":["task"],"additionalProperties":false,"properties":{"task":{"type":"string"},"input":{"type":"object"}}}`),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
-		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
 			var in struct {
 				Task  string          `json:"task"`
 				Input json.RawMessage `json:"input"`
 			}
-			if err := json.Unmarshal(args(req.Params.Arguments), &in); err != nil || in.Task == "" {
-				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {task, input}")), nil
+			if err := json.Unmarshal(args(raw), &in); err != nil || in.Task == "" {
+				return result(nil, agentg8.Errorf(agentg8.CodeInvalidInput, "arguments must be {task, input}"))
 			}
 			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: in.Task, Input: in.Input, DryRun: true})
-			return result(a, err), nil
+			return result(a, err)
 		})
 	h.servers[p.ID] = s
 	return s

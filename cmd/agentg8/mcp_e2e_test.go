@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +195,126 @@ func TestMCPStdioBridge(t *testing.T) {
 	res, _, text = call(t, cs, "crm.delete_customer", map[string]any{"customer_id": "c"})
 	if !res.IsError || !strings.HasPrefix(text, "policy_denied") {
 		t.Errorf("denied over stdio: %s", text)
+	}
+}
+
+// TestMCPFastPathAnswersLikeTheSDK sends each plain tools/call twice: with a
+// Content-Length (served by the fast path) and chunked (which the fast path
+// leaves to the go-sdk), and requires the same HTTP status, headers and
+// JSON-RPC answer, IDs and times aside. Requests the fast path must not take
+// are counted on the SDK path.
+func TestMCPFastPathAnswersLikeTheSDK(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	type answer struct {
+		status int
+		ctype  string
+		cache  string
+		body   any
+	}
+	normalize := regexp.MustCompile(`(act|apr)_[0-9a-v]{26}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	send := func(body string, chunked bool, hdr ...string) answer {
+		t.Helper()
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // unknown length: sent chunked
+		}
+		req, _ := http.NewRequest("POST", e.url+"/mcp", rd)
+		req.Header.Set("Authorization", "Bearer "+supportKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+			if hdr[i] == "Host" {
+				req.Host = hdr[i+1]
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var v any
+		if err := json.Unmarshal(normalize.ReplaceAll(raw, []byte("X")), &v); err != nil {
+			v = string(raw)
+		}
+		return answer{resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"), v}
+	}
+	counts := func() (fast, sdk int) {
+		_, m := e.do("GET", "/metrics", "", nil)
+		for _, l := range strings.Split(m["_raw"].(string), "\n") {
+			var n int
+			if _, err := fmt.Sscanf(l, `agentg8_mcp_requests_total{path="fast"} %d`, &n); err == nil {
+				fast = n
+			}
+			if _, err := fmt.Sscanf(l, `agentg8_mcp_requests_total{path="sdk"} %d`, &n); err == nil {
+				sdk = n
+			}
+		}
+		return fast, sdk
+	}
+	callBody := func(id, name, args string) string {
+		b := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"` + name + `"`
+		if args != "" {
+			b += `,"arguments":` + args
+		}
+		return b + `}}`
+	}
+	same := []struct {
+		name string
+		body string
+		hdr  []string
+	}{
+		{"allowed read", callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`), nil},
+		{"string id, 2025-06-18", callBody(`"req-7"`, "crm.get_customer", `{"customer_id":"cus_2"}`), []string{"Mcp-Protocol-Version", "2025-06-18"}},
+		{"2025-11-25", callBody("2", "crm.get_customer", `{"customer_id":"cus_3"}`), []string{"Mcp-Protocol-Version", "2025-11-25"}},
+		{"denied", callBody("3", "crm.delete_customer", `{"customer_id":"c"}`), nil},
+		{"invalid input", callBody("4", "crm.add_note", `{"customer_id":"bob"}`), nil},
+		{"no arguments", callBody("5", "crm.get_customer", ""), nil},
+		{"arguments not an object", callBody("6", "crm.get_customer", `[1]`), nil},
+		{"pending approval", callBody("7", "ops.refund", `{"amount":5000}`), nil},
+		{"built-in preview", callBody("8", "agentg8_preview", `{"task":"crm.add_note","input":{"customer_id":"cus_1","note":"x"}}`), nil},
+		{"built-in status, bad arguments", callBody("9", "agentg8_action_status", `{}`), nil},
+	}
+	f0, s0 := counts()
+	for _, c := range same {
+		fast, sdk := send(c.body, false, c.hdr...), send(c.body, true, c.hdr...)
+		if !reflect.DeepEqual(fast, sdk) {
+			t.Errorf("%s:\nfast path %+v\ngo-sdk    %+v", c.name, fast, sdk)
+		}
+		if fast.status != 200 {
+			t.Errorf("%s: status %d", c.name, fast.status)
+		}
+	}
+	f1, s1 := counts()
+	if f1-f0 != len(same) || s1-s0 != len(same) {
+		t.Errorf("paths taken: fast %d, sdk %d; want %d each", f1-f0, s1-s0, len(same))
+	}
+	// Everything the fast path does not reproduce exactly goes to the SDK.
+	for _, c := range []struct {
+		name string
+		body string
+		hdr  []string
+	}{
+		{"unknown tool", callBody("1", "crm.nope", `{}`), nil},
+		{"_meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"},"_meta":{"progressToken":"p"}}}`, nil},
+		{"duplicate member", `{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"}}}`, nil},
+		{"batch", `[` + callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`) + `]`, nil},
+		{"other method", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil},
+		{"fractional id", callBody("1.5", "crm.get_customer", `{"customer_id":"cus_1"}`), nil},
+		{"newer protocol", callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`), []string{"Mcp-Protocol-Version", "2026-07-28"}},
+		{"unsupported protocol", callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`), []string{"Mcp-Protocol-Version", "1999-01-01"}},
+		{"session header", callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`), []string{"Mcp-Session-Id", "abc"}},
+		{"foreign Host on loopback", callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`), []string{"Host", "evil.example"}},
+	} {
+		before, beforeSDK := counts()
+		a := send(c.body, false, c.hdr...)
+		if c.name == "foreign Host on loopback" && a.status != 403 {
+			t.Errorf("DNS rebinding on tools/call: status %d", a.status)
+		}
+		after, afterSDK := counts()
+		if after != before || afterSDK != beforeSDK+1 {
+			t.Errorf("%s: fast %d→%d, sdk %d→%d; want it on the SDK path", c.name, before, after, beforeSDK, afterSDK)
+		}
 	}
 }

@@ -211,6 +211,7 @@ type observer struct {
 	upstream *prometheus.HistogramVec
 	audit    prometheus.Histogram
 	batch    prometheus.Histogram
+	mcp      *prometheus.CounterVec
 }
 
 func newObserver(reg *prometheus.Registry) *observer {
@@ -226,7 +227,9 @@ func newObserver(reg *prometheus.Registry) *observer {
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentg8_audit_batch_events", Help: "Audit events per committed batch (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
 	}
-	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch)
+	o.mcp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_mcp_requests_total",
+		Help: "Authenticated MCP requests by path: fast (plain tools/call served directly) or sdk."}, []string{"path"})
+	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.mcp)
 	return o
 }
 
@@ -373,7 +376,14 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	mux := http.NewServeMux()
 	mux.Handle("/console/", con)
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
-	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger}))
+	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger,
+		Observe: func(fast bool) {
+			path := "sdk"
+			if fast {
+				path = "fast"
+			}
+			obs.mcp.WithLabelValues(path).Inc()
+		}}))
 	mux.Handle("/", api)
 	s := &server{store: st, log: alog, service: svc, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
