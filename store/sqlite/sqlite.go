@@ -380,6 +380,14 @@ func readHashes(ctx context.Context, db preparer, indexes []int64) ([]tlog.Hash,
 
 // AppendAudit builds and writes a batch under SQLite's write lock.
 func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A cancellable context makes the driver start a watcher goroutine and a
+	// progress handler for every statement; a batch runs dozens. SQLite's
+	// busy_timeout bounds the wait for the write lock, and a statement
+	// cannot be interrupted inside a write or fsync anyway.
+	ctx = context.WithoutCancel(ctx)
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
 	if err != nil {
 		return err
