@@ -68,7 +68,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		{"modified record", []string{`UPDATE audit_records SET data = CAST(replace(data, 'support-bot', 'support-bxt') AS BLOB) WHERE seq = 4`}, "record 4"},
 		{"modified record and its stored hash", []string{
 			`UPDATE audit_records SET data = CAST(replace(data, 'support-bot', 'other-bot') AS BLOB) WHERE seq = 5`,
-			`DELETE FROM audit_hashes`}, "record"},
+			`DELETE FROM audit_hash_runs`}, "record"},
 		{"deleted record", []string{`DELETE FROM audit_records WHERE seq = 7`}, "record 7"},
 		{"swapped records", []string{
 			`UPDATE audit_records SET seq = -1 WHERE seq = 9`,

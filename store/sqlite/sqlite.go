@@ -37,7 +37,7 @@ type Store struct {
 	// statement cost the audit writer (the single writer every action
 	// waits on) about a sixth of its time.
 	st struct {
-		size, record, hash, checkpoint, insert, update *sql.Stmt
+		size, record, hashRun, readRun, checkpoint, insert, update *sql.Stmt
 	}
 }
 
@@ -81,7 +81,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	}{
 		{&s.st.size, `SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_records`},
 		{&s.st.record, `INSERT INTO audit_records (seq, action_id, data) VALUES (?, ?, ?)`},
-		{&s.st.hash, `INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`},
+		{&s.st.hashRun, `INSERT INTO audit_hash_runs (start, hashes) VALUES (?, ?)`},
+		{&s.st.readRun, `SELECT start, hashes FROM audit_hash_runs WHERE start <= ? ORDER BY start DESC LIMIT 1`},
 		{&s.st.checkpoint, `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)`},
 		{&s.st.insert, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
 			VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`},
@@ -351,31 +352,42 @@ func (s *Store) AuditSize(ctx context.Context) (int64, error) {
 
 // ReadAuditHashes returns stored tree hashes by index.
 func (s *Store) ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
-	return readHashes(ctx, s.db, indexes)
+	return readHashes(ctx, s.st.readRun, indexes)
 }
 
-type preparer interface {
-	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
-}
-
-func readHashes(ctx context.Context, db preparer, indexes []int64) ([]tlog.Hash, error) {
+// readHashes finds each index in the run that holds it.
+func readHashes(ctx context.Context, st *sql.Stmt, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
-	stmt, err := db.PrepareContext(ctx, `SELECT hash FROM audit_hashes WHERE idx = ?`)
-	if err != nil {
-		return nil, err
-	}
-	defer stmt.Close()
+	var start int64
+	var run []byte
 	for i, x := range indexes {
-		var b []byte
-		if err := stmt.QueryRowContext(ctx, x).Scan(&b); err != nil {
-			return nil, fmt.Errorf("audit hash %d: %w", x, err)
+		if len(run) == 0 || x < start || x >= start+int64(len(run)/tlog.HashSize) {
+			if err := st.QueryRowContext(ctx, x).Scan(&start, &run); err != nil {
+				return nil, fmt.Errorf("audit hash %d: %w", x, err)
+			}
+			if len(run)%tlog.HashSize != 0 {
+				return nil, fmt.Errorf("audit hash run at %d: bad length", start)
+			}
 		}
-		if len(b) != tlog.HashSize {
-			return nil, fmt.Errorf("audit hash %d: bad length", x)
+		off := (x - start) * tlog.HashSize
+		if off < 0 || off+tlog.HashSize > int64(len(run)) {
+			return nil, fmt.Errorf("audit hash %d: not stored", x)
 		}
-		copy(out[i][:], b)
+		copy(out[i][:], run[off:])
 	}
 	return out, nil
+}
+
+// hashRuns groups a batch's hashes into runs of consecutive indexes (a
+// batch is one run; the grouping only guards the storage format).
+func hashRuns(hs []audit.IndexedHash) (starts []int64, runs [][]byte) {
+	for i, h := range hs {
+		if i == 0 || h.Index != hs[i-1].Index+1 {
+			starts, runs = append(starts, h.Index), append(runs, nil)
+		}
+		runs[len(runs)-1] = append(runs[len(runs)-1], h.Hash[:]...)
+	}
+	return starts, runs
 }
 
 // AppendAudit builds and writes a batch under SQLite's write lock.
@@ -397,7 +409,8 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 	if err := tx.StmtContext(ctx, s.st.size).QueryRowContext(ctx).Scan(&size); err != nil {
 		return err
 	}
-	read := func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, tx, idx) }
+	readRun := tx.StmtContext(ctx, s.st.readRun)
+	read := func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, readRun, idx) }
 	b, err := build(size, read)
 	if err != nil {
 		return err
@@ -408,10 +421,11 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 			return fmt.Errorf("insert audit record: %w", err)
 		}
 	}
-	hash := tx.StmtContext(ctx, s.st.hash)
-	for _, h := range b.Hashes {
-		if _, err := hash.ExecContext(ctx, h.Index, h.Hash[:]); err != nil {
-			return fmt.Errorf("insert audit hash: %w", err)
+	hashRun := tx.StmtContext(ctx, s.st.hashRun)
+	starts, runs := hashRuns(b.Hashes)
+	for i := range starts {
+		if _, err := hashRun.ExecContext(ctx, starts[i], runs[i]); err != nil {
+			return fmt.Errorf("insert audit hashes: %w", err)
 		}
 	}
 	if _, err := tx.StmtContext(ctx, s.st.checkpoint).ExecContext(ctx, b.Size, b.Checkpoint); err != nil {
