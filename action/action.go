@@ -410,6 +410,9 @@ func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agen
 // commit writes a change and its events atomically. A refused change keeps
 // its cause (ErrStateConflict); any other failure is audit_unavailable.
 func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
+	if data, err := json.Marshal(ch.Action); err == nil {
+		ch.Data = data
+	}
 	err := s.c.Audit.Commit(ctx, ch, events...)
 	if err == nil {
 		if ch.From == "" {

@@ -2,6 +2,7 @@ package action
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -85,6 +86,17 @@ type Change struct {
 	// lease expires (measured on the store's clock); without it any lease
 	// is cleared.
 	Lease *Lease
+	// Data is the action's JSON when the proposer encoded it already (off
+	// the audit writer, which every action waits on); nil: encode Action.
+	Data []byte
+}
+
+// Encode returns the action's JSON: Data, or Action encoded now.
+func (c *Change) Encode() ([]byte, error) {
+	if c.Data != nil {
+		return c.Data, nil
+	}
+	return json.Marshal(c.Action)
 }
 
 // Lease is an execution lease: who executes, and for how long without renewal.

@@ -10,6 +10,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -103,7 +104,40 @@ type appendReq struct {
 	ctx    context.Context
 	change any
 	events []*agentg8.AuditEvent
+	bodies [][]byte // the events' JSON without position and time
 	done   chan error
+}
+
+// zeroHead is how an event's JSON starts before the log gives it a position
+// and a time; both members come first (agentg8.AuditEvent's field order).
+var zeroHead = []byte(`{"seq":0,"time":"0001-01-01T00:00:00Z",`)
+
+// encodeBody encodes ev without its position and time. Callers do this
+// before queueing, so the single writer only splices the two in: encoding
+// is a sizeable share of a batch, and callers run in parallel.
+func encodeBody(ev *agentg8.AuditEvent) ([]byte, error) {
+	e := *ev
+	e.Seq, e.Time = 0, time.Time{}
+	b, err := json.Marshal(&e)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(b, zeroHead) {
+		return nil, fmt.Errorf("audit event encodes as %.40q…, not seq and time first", b)
+	}
+	return b[len(zeroHead):], nil
+}
+
+// place completes an encoded body with its position and time (timeJSON is
+// the time's JSON), giving the bytes json.Marshal gives for the full event.
+func place(seq int64, timeJSON, body []byte) []byte {
+	out := make([]byte, 0, len(body)+len(timeJSON)+32)
+	out = append(out, `{"seq":`...)
+	out = strconv.AppendInt(out, seq, 10)
+	out = append(out, `,"time":`...)
+	out = append(out, timeJSON...)
+	out = append(out, ',')
+	return append(out, body...)
 }
 
 // Open starts a log over s.
@@ -146,7 +180,12 @@ func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEv
 			err = errors.New("audit: log is closed")
 		}
 	}()
-	req := &appendReq{ctx: ctx, change: change, events: events, done: make(chan error, 1)}
+	req := &appendReq{ctx: ctx, change: change, events: events, bodies: make([][]byte, len(events)), done: make(chan error, 1)}
+	for i, ev := range events {
+		if req.bodies[i], err = encodeBody(ev); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
 	select {
 	case l.reqs <- req:
 	case <-ctx.Done():
@@ -219,6 +258,10 @@ func (l *Log) commit(batch []*appendReq) {
 
 func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 	now := l.opts.Clock.Now().UTC()
+	timeJSON, err := now.MarshalJSON()
+	if err != nil {
+		return 0, err
+	}
 	var newHashes map[int64]tlog.Hash
 	var n, size int64
 	// The store calls build under its append lock, with the log's size at
@@ -258,13 +301,10 @@ func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 		b.Changes = make([]any, len(batch))
 		for i, r := range batch {
 			b.Changes[i] = r.change
-			for _, ev := range r.events {
+			for j, ev := range r.events {
 				ev.Seq = n
 				ev.Time = now
-				data, err := json.Marshal(ev)
-				if err != nil {
-					return b, err
-				}
+				data := place(n, timeJSON, r.bodies[j])
 				hs, err := tlog.StoredHashes(n, data, reader)
 				if err != nil {
 					return b, err

@@ -129,13 +129,14 @@ func keys(a *agentg8.Action) (aprID, hash *string) {
 
 // insertSQL is the statement that creates an action. Conflicts do nothing
 // (no error), so a refused change never aborts the transaction.
-func insertSQL(a *agentg8.Action, lease *action.Lease) (string, []any, error) {
-	data, err := json.Marshal(a)
+func insertSQL(ch *action.Change) (string, []any, error) {
+	data, err := ch.Encode()
 	if err != nil {
 		return "", nil, err
 	}
+	a := ch.Action
 	aprID, hash := keys(a)
-	owner, ttl := leaseArgs(lease)
+	owner, ttl := leaseArgs(ch.Lease)
 	return `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE now() + $11 * interval '1 microsecond' END)
 		ON CONFLICT DO NOTHING`,
@@ -143,13 +144,14 @@ func insertSQL(a *agentg8.Action, lease *action.Lease) (string, []any, error) {
 }
 
 // updateSQL is the compare-and-set on status and version.
-func updateSQL(a *agentg8.Action, from agentg8.State, lease *action.Lease) (string, []any, error) {
-	data, err := json.Marshal(a)
+func updateSQL(ch *action.Change) (string, []any, error) {
+	data, err := ch.Encode()
 	if err != nil {
 		return "", nil, err
 	}
+	a, from := ch.Action, ch.From
 	aprID, hash := keys(a)
-	owner, ttl := leaseArgs(lease)
+	owner, ttl := leaseArgs(ch.Lease)
 	return `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
 		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
 		WHERE id = $8 AND status = $9 AND version = $10`,
@@ -184,9 +186,9 @@ func applyOne(ctx context.Context, q querier, ch *action.Change) error {
 
 func changeSQL(ch *action.Change) (string, []any, error) {
 	if ch.From == "" {
-		return insertSQL(ch.Action, ch.Lease)
+		return insertSQL(ch)
 	}
-	return updateSQL(ch.Action, ch.From, ch.Lease)
+	return updateSQL(ch)
 }
 
 func leaseArgs(l *action.Lease) (*string, int64) {

@@ -154,7 +154,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // CreateAction inserts a new action.
 func (s *Store) CreateAction(ctx context.Context, a *agentg8.Action) error {
-	return insertAction(ctx, s.st.insert, a, nil)
+	return insertAction(ctx, s.st.insert, &action.Change{Action: a})
 }
 
 // leaseCols are the lease columns' values: NULLs without a lease.
@@ -166,13 +166,14 @@ func leaseCols(l *action.Lease) (owner sql.NullString, until sql.NullInt64) {
 	return owner, until
 }
 
-func insertAction(ctx context.Context, st *sql.Stmt, a *agentg8.Action, l *action.Lease) error {
-	data, err := json.Marshal(a)
+func insertAction(ctx context.Context, st *sql.Stmt, ch *action.Change) error {
+	data, err := ch.Encode()
 	if err != nil {
 		return err
 	}
+	a := ch.Action
 	aprID, hash := approvalKeys(a)
-	owner, until := leaseCols(l)
+	owner, until := leaseCols(ch.Lease)
 	_, err = st.ExecContext(ctx, a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, until)
 	if err != nil {
 		if strings.Contains(err.Error(), "actions.request_hash") {
@@ -283,16 +284,17 @@ func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg
 // UpdateAction is a compare-and-set on the action's status. It clears any
 // execution lease, as a Change without one does.
 func (s *Store) UpdateAction(ctx context.Context, a *agentg8.Action, from agentg8.State) error {
-	return updateAction(ctx, s.st.update, a, from, nil)
+	return updateAction(ctx, s.st.update, &action.Change{Action: a, From: from})
 }
 
-func updateAction(ctx context.Context, st *sql.Stmt, a *agentg8.Action, from agentg8.State, l *action.Lease) error {
-	data, err := json.Marshal(a)
+func updateAction(ctx context.Context, st *sql.Stmt, ch *action.Change) error {
+	data, err := ch.Encode()
 	if err != nil {
 		return err
 	}
+	a, from := ch.Action, ch.From
 	aprID, hash := approvalKeys(a)
-	owner, until := leaseCols(l)
+	owner, until := leaseCols(ch.Lease)
 	res, err := st.ExecContext(ctx, string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, until, a.ID, string(from), a.Version)
 	if err != nil {
 		if strings.Contains(err.Error(), "actions.request_hash") {
@@ -444,12 +446,12 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 			if insert == nil {
 				insert = tx.StmtContext(ctx, s.st.insert)
 			}
-			err = insertAction(ctx, insert, ch.Action, ch.Lease)
+			err = insertAction(ctx, insert, ch)
 		} else {
 			if update == nil {
 				update = tx.StmtContext(ctx, s.st.update)
 			}
-			err = updateAction(ctx, update, ch.Action, ch.From, ch.Lease)
+			err = updateAction(ctx, update, ch)
 		}
 		for _, n := range ch.Notify {
 			if err == nil {

@@ -62,7 +62,8 @@ func Lifecycle(b *testing.B, s Store, n int, newID func(prefix string) string) {
 		a := &agentg8.Action{ID: newID("act"), Task: "crm.get_customer", Input: input, Principal: "load-bot",
 			Status: agentg8.StateExecuting, TaskHash: "sha256:" + strings.Repeat("0", 64), Decision: dec, CreatedAt: now, UpdatedAt: now}
 		up := &agentg8.UpstreamInfo{Method: "GET", URL: "http://127.0.0.1:8081/customers/cus_1"}
-		if err := l.Commit(ctx, &action.Change{Action: a, Lease: &action.Lease{Owner: "replica_bench", TTL: 30 * time.Second}},
+		data, _ := json.Marshal(a) // as the pipeline does, before queueing
+		if err := l.Commit(ctx, &action.Change{Action: a, Data: data, Lease: &action.Lease{Owner: "replica_bench", TTL: 30 * time.Second}},
 			&agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: a.ID, Task: a.Task, Principal: a.Principal, Input: input, Decision: dec},
 			&agentg8.AuditEvent{Type: agentg8.EventCredentialIssued, ActionID: a.ID, Task: a.Task, Principal: a.Principal, Credential: "crm",
 				SecretHMAC: "hmac-sha256:" + strings.Repeat("1", 64), Issued: &agentg8.IssuedInfo{Type: "api_key"}},
@@ -72,7 +73,8 @@ func Lifecycle(b *testing.B, s Store, n int, newID func(prefix string) string) {
 		a.Version = 1
 		a.Status, a.Output, a.UpstreamStatus, a.UpdatedAt = agentg8.StateSucceeded, output, 200, time.Now()
 		up.Status = 200
-		return l.Commit(ctx, &action.Change{Action: a, From: agentg8.StateExecuting},
+		data, _ = json.Marshal(a)
+		return l.Commit(ctx, &action.Change{Action: a, Data: data, From: agentg8.StateExecuting},
 			&agentg8.AuditEvent{Type: agentg8.EventSucceeded, ActionID: a.ID, Task: a.Task, Principal: a.Principal, Status: a.Status, Output: output, Upstream: up})
 	})
 }
