@@ -86,16 +86,20 @@ func (h *handler) fastCall(w http.ResponseWriter, r *http.Request, s *agentServe
 	if res.Content == nil {
 		res.Content = []mcp.Content{} // as the SDK does: never "null"
 	}
-	out, err := json.Marshal(struct {
-		JSONRPC string              `json:"jsonrpc"`
-		ID      json.RawMessage     `json:"id"`
-		Result  *mcp.CallToolResult `json:"result"`
-	}{"2.0", json.RawMessage(msg.ID), res})
+	result, err := json.Marshal(res)
 	if err != nil {
 		// The call has run; report like the SDK would for an unmarshalable result.
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return true
 	}
+	// The envelope by hand: json.Marshal of a struct holding the result
+	// would validate and compact the result's bytes a second time.
+	out := make([]byte, 0, len(result)+len(msg.ID)+40)
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, msg.ID...)
+	out = append(out, `,"result":`...)
+	out = append(out, result...)
+	out = append(out, '}')
 	w.Header().Set("Cache-Control", "no-cache, no-transform")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ const (
 
 func main() {
 	dur := flag.Duration("duration", 5*time.Second, "measurement time per target")
-	conc := flag.Int("concurrency", 16, "concurrent clients")
+	concList := flag.String("concurrency", "16,64", "concurrent clients: the first value for the proxy comparison, each value for the MCP and PostgreSQL phases")
 	pg := flag.String("pg", "", "PostgreSQL admin URL: also measure 1 and 3 replicas on PostgreSQL")
 	only := flag.String("only", "", "comma-separated targets to run (default all), e.g. \"agentg8 mcp\" while profiling")
 	flag.Parse()
@@ -52,12 +53,22 @@ func main() {
 			selected[t] = true
 		}
 	}
-	if err := run(*dur, *conc); err != nil {
+	var concs []int
+	for _, c := range strings.Split(*concList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			log.Fatalf("-concurrency: %q is not a positive number", c)
+		}
+		concs = append(concs, n)
+	}
+	if err := run(*dur, concs); err != nil {
 		log.Fatal(err)
 	}
 	if *pg != "" {
-		if err := pgPhase(*pg, *dur, *conc); err != nil {
-			log.Fatal(err)
+		for _, c := range concs {
+			if err := pgPhase(*pg, *dur, c); err != nil {
+				log.Fatal(err)
+			}
 		}
 	}
 }
@@ -72,7 +83,8 @@ func serve(h http.Handler) (string, func(), error) {
 	return "http://" + ln.Addr().String(), func() { s.Close() }, nil
 }
 
-func run(dur time.Duration, conc int) error {
+func run(dur time.Duration, concs []int) error {
+	conc := concs[0]
 	body := []byte(`{"id":"cus_1","name":"Ada Lovelace","plan":"enterprise","notes":[]}`)
 	upURL, stopUp, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+upstreamKey {
@@ -103,7 +115,7 @@ func run(dur time.Duration, conc int) error {
 	}
 	defer stopGW()
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * slices.Max(concs)}}
 	get := func(u string) func() (*http.Request, error) {
 		return func() (*http.Request, error) {
 			r, err := http.NewRequest("GET", u, nil)
@@ -137,7 +149,11 @@ func run(dur time.Duration, conc int) error {
 		}
 	}
 	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
-	defer func() { mcpPhase(client, gwURL, conc, dur) }()
+	defer func() {
+		for _, c := range concs {
+			mcpPhase(client, gwURL, c, dur)
+		}
+	}()
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  reverse proxy / direct throughput   %.2f\n", p.rps/d.rps)
 	fmt.Printf("  agentg8 / direct throughput         %.2f\n", g.rps/d.rps)
