@@ -48,6 +48,9 @@ func main() {
 	pg := flag.String("pg", "", "PostgreSQL admin URL: also measure 1 and 3 replicas on PostgreSQL")
 	only := flag.String("only", "", "comma-separated targets to run (default all), e.g. \"agentg8 mcp\" while profiling")
 	flag.Parse()
+	if os.Getenv(echoEnv) != "" {
+		serveEcho()
+	}
 	for _, t := range strings.Split(*only, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			selected[t] = true
@@ -467,16 +470,59 @@ func proposeReq(base func() string) func() (*http.Request, error) {
 
 var proposeBody = []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
 
-// mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
-// /mcp running an allowed read action, and the same action over REST.
-func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
+// echoEnv makes this program serve the echo server instead (see startEcho).
+const echoEnv = "AGENTG8_LOAD_ECHO_SERVER"
+
+// serveEcho runs a plain go-sdk echo server (stateless, JSON responses) and
+// prints its address; it runs until killed.
+func serveEcho() {
 	echo := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "1"}, nil)
 	echo.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)},
 		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(req.Params.Arguments)}}}, nil
 		})
-	echoURL, stop, err := serve(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return echo },
+	u, _, err := serve(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return echo },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(u)
+	select {}
+}
+
+// startEcho runs the echo server in its own process, as the gateway runs in
+// its own: neither shares a heap or a garbage collector with the load
+// generator, so the two are measured alike.
+func startEcho() (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), echoEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("echo server: %w", err)
+	}
+	return strings.TrimSpace(line), stop, nil
+}
+
+// mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
+// /mcp running an allowed read action, and the same action over REST.
+func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
+	echoURL, stop, err := startEcho()
 	if err != nil {
 		log.Fatal(err)
 	}
