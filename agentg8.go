@@ -197,8 +197,10 @@ const (
 	EventFailed            = "failed"
 	EventOutcomeUnknown    = "outcome_unknown"
 	EventLeaseLost         = "lease_lost"
-	EventExpired           = "expired"
-	EventCancelled         = "cancelled"
+	// EventCatalogReloaded: tasks and policies were re-read (SIGHUP).
+	EventCatalogReloaded = "catalog_reloaded"
+	EventExpired         = "expired"
+	EventCancelled       = "cancelled"
 )
 
 // AuditEvent is one record of the tamper-evident log. Seq and Time are set by

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowebpki/jcs"
@@ -114,9 +115,16 @@ type Config struct {
 	Observer      Observer
 }
 
+// Catalog is the tasks and policies in force; Reload swaps it as one.
+type Catalog struct {
+	Registry *registry.Registry
+	Policy   *policy.Engine
+}
+
 // Service runs proposals. Safe for concurrent use.
 type Service struct {
 	c       Config
+	cat     atomic.Pointer[Catalog]
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
 	kick    chan struct{}
@@ -157,8 +165,22 @@ func New(c Config) *Service {
 	if c.Replica == "" {
 		c.Replica = NewID("replica")
 	}
-	return &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
+	s := &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
 		limits: map[string]*rate.Limiter{}}
+	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy})
+	return s
+}
+
+// Catalog returns the tasks and policies in force.
+func (s *Service) Catalog() *Catalog { return s.cat.Load() }
+
+// Reload puts new tasks and policies in force for every later proposal,
+// approval decision and execution. Actions already approved run only if
+// their task definition is unchanged (else approval_void) and the new
+// policy still allows them.
+func (s *Service) Reload(c *Catalog) {
+	s.cat.Store(c)
+	s.wake()
 }
 
 // NewID returns prefix_ followed by 128 bits in lower-case base32hex (whose
@@ -298,7 +320,8 @@ func (s *Service) invalid(ctx context.Context, p agentg8.Principal, prop Proposa
 }
 
 func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposal) (*agentg8.Action, error) {
-	task, ok := s.c.Registry.Lookup(prop.Task)
+	cat := s.Catalog()
+	task, ok := cat.Registry.Lookup(prop.Task)
 	if !ok {
 		return nil, s.invalid(ctx, p, prop, agentg8.Errorf(agentg8.CodeUnknownTask, "no task named %q", clip(prop.Task, 200)))
 	}
@@ -340,9 +363,9 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	var required []agentg8.ApprovalRequirement
 	if dec.Effect == "" {
 		start := time.Now()
-		dec = s.c.Policy.Authorize(req)
+		dec = cat.Policy.Authorize(req)
 		if dec.Effect == agentg8.Allow {
-			required, err = s.requiredApprovals(task, req)
+			required, err = s.requiredApprovals(cat, task, req)
 			if err != nil {
 				dec = agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "approval rule evaluation error"}
 			}
@@ -384,7 +407,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	return s.execute(context.WithoutCancel(ctx), task, a, vars, rendered, proposed, prop.SubjectTokens)
 }
 
-func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]agentg8.ApprovalRequirement, error) {
+func (s *Service) requiredApprovals(cat *Catalog, task *registry.Task, req policy.Request) ([]agentg8.ApprovalRequirement, error) {
 	switch task.Approval {
 	case registry.ApprovalNever:
 		return nil, nil
@@ -395,7 +418,7 @@ func (s *Service) requiredApprovals(task *registry.Task, req policy.Request) ([]
 		}
 		return out, nil
 	}
-	return s.c.Policy.RequiredApprovals(req)
+	return cat.Policy.RequiredApprovals(req)
 }
 
 // record stores a new action together with its audit events.

@@ -194,7 +194,7 @@ func (s *Service) Decide(ctx context.Context, p agentg8.Principal, approvalID st
 		if hash != a.Approval.RequestHash {
 			return nil, agentg8.Errorf(agentg8.CodeApprovalMismatch, "request_hash does not match the request awaiting approval; review it again")
 		}
-		if reason := s.stale(a); reason != "" {
+		if reason := s.stale(s.Catalog(), a); reason != "" {
 			s.void(ctx, a, agentg8.StatePendingApproval, reason)
 			return nil, agentg8.Errorf(agentg8.CodeApprovalVoid, "approval is void: %s", reason)
 		}
@@ -264,8 +264,8 @@ func (s *Service) satisfied(required []agentg8.ApprovalRequirement, decisions []
 }
 
 // stale explains why an approval no longer matches what would run, or "".
-func (s *Service) stale(a *agentg8.Action) string {
-	task, ok := s.c.Registry.Lookup(a.Task)
+func (s *Service) stale(cat *Catalog, a *agentg8.Action) string {
+	task, ok := cat.Registry.Lookup(a.Task)
 	if !ok {
 		return "the task no longer exists"
 	}
@@ -370,11 +370,12 @@ func (s *Service) sweep(ctx context.Context) {
 // runApproved executes an approved action after checking, again, that it is
 // the approved request and that policy still allows it.
 func (s *Service) runApproved(ctx context.Context, a *agentg8.Action) {
-	if reason := s.stale(a); reason != "" {
+	cat := s.Catalog() // one catalog for every check below
+	if reason := s.stale(cat, a); reason != "" {
 		s.void(ctx, a, agentg8.StateApproved, reason)
 		return
 	}
-	task, _ := s.c.Registry.Lookup(a.Task)
+	task, _ := cat.Registry.Lookup(a.Task)
 	deny := func(dec agentg8.Decision) {
 		a.Status = agentg8.StateDenied
 		a.Decision = &dec
@@ -415,12 +416,12 @@ func (s *Service) runApproved(ctx context.Context, a *agentg8.Action) {
 	}
 	req := policy.Request{Agent: p, User: user, Task: a.Task, ResourceType: task.ResourceType, ResourceID: resID,
 		Input: input, Risk: agentg8.Risk(task.Risk), Now: s.c.Clock.Now()}
-	dec := s.c.Policy.Authorize(req)
+	dec := cat.Policy.Authorize(req)
 	if dec.Effect != agentg8.Allow {
 		deny(dec)
 		return
 	}
-	required, err := s.requiredApprovals(task, req)
+	required, err := s.requiredApprovals(cat, task, req)
 	if err != nil {
 		deny(agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "approval rule evaluation error"})
 		return

@@ -353,8 +353,9 @@ func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*
 // Tasks lists the tasks an agent may propose.
 func (s *Service) Tasks(p agentg8.Principal) []*registry.Task {
 	var out []*registry.Task
-	for _, t := range s.c.Registry.Tasks() {
-		if p.Kind == agentg8.KindAgent && s.c.Policy.CouldPermit(p, t.Name) {
+	cat := s.Catalog()
+	for _, t := range cat.Registry.Tasks() {
+		if p.Kind == agentg8.KindAgent && cat.Policy.CouldPermit(p, t.Name) {
 			out = append(out, t)
 		}
 	}

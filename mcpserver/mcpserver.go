@@ -76,8 +76,24 @@ type agentServer struct {
 // toolFunc runs one tool call for an agent.
 type toolFunc func(ctx context.Context, arguments json.RawMessage) *mcp.CallToolResult
 
+// Endpoint is the /mcp handler.
+type Endpoint struct {
+	http.Handler
+	h *handler
+}
+
+// Reset drops every agent's cached tool list, after tasks or policies
+// changed: the next request builds it again. Stateless HTTP sessions have no
+// stream to be told on; clients see the change at their next tools/list (the
+// stdio bridge polls and sends notifications/tools/list_changed).
+func (e *Endpoint) Reset() {
+	e.h.mu.Lock()
+	e.h.servers = map[string]*agentServer{}
+	e.h.mu.Unlock()
+}
+
 // New returns the /mcp handler.
-func New(c Config) http.Handler {
+func New(c Config) *Endpoint {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -90,7 +106,7 @@ func New(c Config) http.Handler {
 		return h.server(p).sdk
 	}, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, Logger: c.Logger, MaxRequestBodyBytes: maxBody})
 	// Browsers must not drive the endpoint from other origins.
-	return http.NewCrossOriginProtection().Handler(h)
+	return &Endpoint{Handler: http.NewCrossOriginProtection().Handler(h), h: h}
 }
 
 type principalKey struct{}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -28,6 +30,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	fs := m.flags("mcp")
 	u := fs.String("url", "", "gateway URL (default $AGENTG8_URL)")
+	poll := fs.Duration("poll", 30*time.Second, "how often to re-read the gateway's tool list (changes are sent as notifications/tools/list_changed); 0 never")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -46,13 +49,53 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cs.Close()
+	local := mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: version}, &mcp.ServerOptions{
+		Instructions: cs.InitializeResult().Instructions})
+	seen := map[string]string{} // tool name → definition hash
+	if err := syncTools(ctx, cs, local, seen); err != nil {
+		return err
+	}
+	if *poll > 0 {
+		// The gateway's stateless endpoint cannot push; poll it, and the
+		// local server tells the desktop client when the list changed.
+		go func() {
+			t := time.NewTicker(*poll)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := syncTools(ctx, cs, local, seen); err != nil {
+						m.logger("warn").Warn("re-reading the gateway's tools failed", "err", err)
+					}
+				}
+			}
+		}()
+	}
+	err = local.Run(ctx, &mcp.IOTransport{Reader: readCloser{m.Stdin}, Writer: writeCloser{m.Stdout}})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// syncTools makes local offer exactly the gateway's tools, as proxies.
+// Only the poller calls it after start, so seen needs no lock.
+func syncTools(ctx context.Context, cs *mcp.ClientSession, local *mcp.Server, seen map[string]string) error {
 	tools, err := cs.ListTools(ctx, nil)
 	if err != nil {
 		return err
 	}
-	local := mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: version}, &mcp.ServerOptions{
-		Instructions: cs.InitializeResult().Instructions})
+	now := map[string]bool{}
 	for _, t := range tools.Tools {
+		now[t.Name] = true
+		b, _ := json.Marshal(t)
+		h := string(b)
+		if seen[t.Name] == h {
+			continue
+		}
+		seen[t.Name] = h
 		name := t.Name
 		local.AddTool(t, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			var arguments any = req.Params.Arguments
@@ -62,11 +105,17 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 			return cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
 		})
 	}
-	err = local.Run(ctx, &mcp.IOTransport{Reader: readCloser{m.Stdin}, Writer: writeCloser{m.Stdout}})
-	if errors.Is(err, context.Canceled) {
-		return nil
+	var gone []string
+	for n := range seen {
+		if !now[n] {
+			gone = append(gone, n)
+			delete(seen, n)
+		}
 	}
-	return err
+	if len(gone) > 0 {
+		local.RemoveTools(gone...)
+	}
+	return nil
 }
 
 // readCloser and writeCloser adapt the command's streams to the transport.

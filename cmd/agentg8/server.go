@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,57 +55,11 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 	for _, a := range cfg.Agents {
 		l.agents[a.ID] = agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}
 	}
-	var errs []error
-	creds := map[string]registry.CredentialInfo{}
-	for n, s := range cfg.Credentials {
-		creds[n] = registry.CredentialInfo{Scopes: s.Scopes}
-	}
-	reg, err := registry.Load(cfg.rel(cfg.Tasks), creds)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	l.registry = reg
-	var names []string
-	if reg != nil {
-		for _, t := range reg.Tasks() {
-			names = append(names, t.Name)
-		}
-	}
-	srcs, err := policy.LoadDir(cfg.rel(cfg.Policies))
-	if err != nil {
-		errs = append(errs, err)
-	}
-	eng, err := policy.New(srcs, names)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	l.policy = eng
-	groups := map[string]int{}
 	for _, u := range cfg.Users {
 		l.users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups, Subject: u.Subject}
-		for _, g := range u.Groups {
-			groups[g]++
-		}
 	}
-	// Approval rules must be satisfiable by the configured users.
-	if eng != nil {
-		for _, r := range eng.Rules() {
-			if groups[r.Group] == 0 {
-				errs = append(errs, fmt.Errorf("%s: approval rule %s names group %q, which has no users", r.File, r.ID, r.Group))
-			} else if groups[r.Group] < r.Quorum {
-				errs = append(errs, fmt.Errorf("%s: approval rule %s needs %d approvers from %q, which has only %d users", r.File, r.ID, r.Quorum, r.Group, groups[r.Group]))
-			}
-		}
-	}
-	if reg != nil {
-		for _, t := range reg.Tasks() {
-			for _, g := range t.Approvers {
-				if groups[g] == 0 {
-					errs = append(errs, fmt.Errorf("%s: approvers: group %q has no users", t.Path, g))
-				}
-			}
-		}
-	}
+	var errs []error
+	l.registry, l.policy, errs = loadCatalog(cfg)
 	if checkSecrets {
 		for i, a := range cfg.Agents {
 			if _, err := l.resolver.Resolve(a.Key); err != nil {
@@ -126,6 +83,61 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 		}
 	}
 	return l, errors.Join(errs...)
+}
+
+// loadCatalog reads tasks and policies and checks them against the config:
+// task credentials exist, and approval rules can be met by its users. At
+// start and on every reload (SIGHUP).
+func loadCatalog(cfg *Config) (*registry.Registry, *policy.Engine, []error) {
+	var errs []error
+	creds := map[string]registry.CredentialInfo{}
+	for n, s := range cfg.Credentials {
+		creds[n] = registry.CredentialInfo{Scopes: s.Scopes}
+	}
+	reg, err := registry.Load(cfg.rel(cfg.Tasks), creds)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var names []string
+	if reg != nil {
+		for _, t := range reg.Tasks() {
+			names = append(names, t.Name)
+		}
+	}
+	srcs, err := policy.LoadDir(cfg.rel(cfg.Policies))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	eng, err := policy.New(srcs, names)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	groups := map[string]int{}
+	for _, u := range cfg.Users {
+		for _, g := range u.Groups {
+			groups[g]++
+		}
+	}
+	// Approval rules must be satisfiable by the configured users.
+	if eng != nil {
+		for _, r := range eng.Rules() {
+			if groups[r.Group] == 0 {
+				errs = append(errs, fmt.Errorf("%s: approval rule %s names group %q, which has no users", r.File, r.ID, r.Group))
+			} else if groups[r.Group] < r.Quorum {
+				errs = append(errs, fmt.Errorf("%s: approval rule %s needs %d approvers from %q, which has only %d users", r.File, r.ID, r.Quorum, r.Group, groups[r.Group]))
+			}
+		}
+	}
+	if reg != nil {
+		for _, t := range reg.Tasks() {
+			for _, g := range t.Approvers {
+				if groups[g] == 0 {
+					errs = append(errs, fmt.Errorf("%s: approvers: group %q has no users", t.Path, g))
+				}
+			}
+		}
+	}
+	return reg, eng, errs
 }
 
 // wireSecrets connects store: and vault: references, when configured.
@@ -247,6 +259,9 @@ type server struct {
 	store   storage
 	log     *audit.Log
 	service *action.Service
+	mcp     *mcpserver.Endpoint
+	cfg     *Config
+	logger  *slog.Logger
 	http    *http.Server
 	ln      net.Listener
 }
@@ -365,7 +380,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	for _, a := range cfg.Agents {
 		agentList = append(agentList, l.agents[a.ID])
 	}
-	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{l.registry, l.policy},
+	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{svc},
 		Agents: agentList, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now})
 	if err != nil {
 		alog.Close()
@@ -376,16 +391,17 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	mux := http.NewServeMux()
 	mux.Handle("/console/", con)
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
-	mux.Handle("/mcp", mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger,
+	mcpEP := mcpserver.New(mcpserver.Config{Actions: svc, Auth: keys, Version: version, Logger: logger,
 		Observe: func(fast bool) {
 			path := "sdk"
 			if fast {
 				path = "fast"
 			}
 			obs.mcp.WithLabelValues(path).Inc()
-		}}))
+		}})
+	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{store: st, log: alog, service: svc, ln: ln, pg: pg, http: &http.Server{
+	s := &server{store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -405,10 +421,20 @@ func (s *server) serve(ctx context.Context) error {
 		// Changes made by other replicas wake this one's pollers and worker.
 		go s.pg.Listen(workerCtx, s.service.Changed)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errc:
+			break wait
+		case <-hup:
+			s.reload(ctx)
+		}
 	}
 	shCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -436,13 +462,28 @@ func (o *observer) Notification(channel string, ok bool) {
 }
 
 // catalog answers the console's questions about tasks.
-type catalog struct {
-	reg *registry.Registry
-	eng *policy.Engine
-}
+type catalog struct{ svc *action.Service }
 
-func (c catalog) Tasks() []*registry.Task { return c.reg.Tasks() }
+func (c catalog) Tasks() []*registry.Task { return c.svc.Catalog().Registry.Tasks() }
 
 func (c catalog) CouldPermit(a agentg8.Principal, task string) bool {
-	return c.eng.CouldPermit(a, task)
+	return c.svc.Catalog().Policy.CouldPermit(a, task)
+}
+
+// reload re-reads tasks and policies (SIGHUP). A catalog that does not load
+// cleanly, or whose change cannot be audited, changes nothing.
+func (s *server) reload(ctx context.Context) {
+	reg, eng, errs := loadCatalog(s.cfg)
+	if len(errs) > 0 {
+		s.logger.Error("reload refused; tasks and policies are unchanged", "err", errors.Join(errs...))
+		return
+	}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies", len(reg.Tasks()), eng.Count())}
+	if err := s.log.Append(ctx, ev); err != nil {
+		s.logger.Error("reload refused: the audit log cannot be written; tasks and policies are unchanged", "err", err)
+		return
+	}
+	s.service.Reload(&action.Catalog{Registry: reg, Policy: eng})
+	s.mcp.Reset()
+	s.logger.Info("tasks and policies reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count())
 }

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestReloadOnSIGHUP: a running gateway re-reads tasks and policies on
+// SIGHUP; the change is audited, REST and MCP see it at once, the stdio
+// bridge tells its desktop client with notifications/tools/list_changed,
+// and a catalog that does not load changes nothing.
+func TestReloadOnSIGHUP(t *testing.T) {
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	p := startProc(t, bin, cfg)
+
+	toolNames := func() []string {
+		req, _ := http.NewRequest("GET", p.url+"/v1/tools?format=mcp", nil)
+		req.Header.Set("Authorization", "Bearer "+supportKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Tools []struct {
+				Name string `json:"name"`
+			} `json:"tools"`
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		var names []string
+		for _, tl := range out.Tools {
+			names = append(names, tl.Name)
+		}
+		return names
+	}
+	if slices.Contains(toolNames(), "crm.list_invoices") {
+		t.Fatal("new task visible before it exists")
+	}
+
+	// A desktop client on the stdio bridge, polling fast.
+	changed := make(chan struct{}, 8)
+	client := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	bridge := exec.Command(bin, "mcp", "--url", p.url, "--poll", "200ms")
+	bridge.Env = append(os.Environ(), "AGENTG8_KEY="+supportKey)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: bridge}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	// A new task and a policy that permits it.
+	writeFile(t, filepath.Join(dir, "tasks", "invoices.yaml"), `
+- name: crm.list_invoices
+  description: List a customer's invoices.
+  risk: read
+  input: {type: object, required: [customer_id], properties: {customer_id: {type: string}}}
+  credential: crm
+  request:
+    method: GET
+    url: `+up.srv.URL+`/customers/${input.customer_id}/invoices
+`)
+	writeFile(t, filepath.Join(dir, "policies", "invoices.cedar"),
+		`@id("support-invoices") permit (principal in Group::"support", action == Action::"crm.list_invoices", resource);`)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reloaded tool over REST", 10*time.Second, func() bool {
+		ok := slices.Contains(toolNames(), "crm.list_invoices")
+		if !ok && strings.Contains(p.logs.String(), "reload refused") {
+			t.Fatalf("reload refused: %s", p.logs.String())
+		}
+		return ok
+	})
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stdio client was not told the tool list changed")
+	}
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(tools.Tools, func(tl *mcp.Tool) bool { return tl.Name == "crm.list_invoices" }) {
+		t.Fatal("bridge does not offer the new tool")
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "crm.list_invoices", Arguments: map[string]any{"customer_id": "cus_9"}})
+	if err != nil || res.IsError {
+		t.Fatalf("calling the new tool: %v %+v", err, res)
+	}
+	if got := up.last().Path; got != "/customers/cus_9/invoices" {
+		t.Errorf("upstream saw %s", got)
+	}
+
+	// Removing it again: the bridge drops it and says so.
+	os.Remove(filepath.Join(dir, "tasks", "invoices.yaml"))
+	os.Remove(filepath.Join(dir, "policies", "invoices.cedar"))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the tool gone over REST", 10*time.Second, func() bool { return !slices.Contains(toolNames(), "crm.list_invoices") })
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stdio client was not told the tool was removed")
+	}
+
+	// A broken catalog is refused: the old one stays in force.
+	writeFile(t, filepath.Join(dir, "policies", "broken.cedar"), `permit (principal, action, resource) when { nonsense`)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refused reload logged", 10*time.Second, func() bool {
+		return strings.Contains(p.logs.String(), "reload refused")
+	})
+	if !slices.Contains(toolNames(), "crm.get_customer") {
+		t.Error("a refused reload changed the catalog")
+	}
+
+	// Each applied reload is in the audit log.
+	req, _ := http.NewRequest("GET", p.url+"/v1/audit?limit=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+aliceKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ev struct {
+		Events []struct {
+			Type string `json:"type"`
+		} `json:"events"`
+	}
+	json.NewDecoder(resp.Body).Decode(&ev)
+	n := 0
+	for _, e := range ev.Events {
+		if e.Type == "catalog_reloaded" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("catalog_reloaded events: %d, want 2", n)
+	}
+}
