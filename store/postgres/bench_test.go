@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/postgres"
 	"github.com/agentg8/agentg8/store/storetest"
@@ -55,4 +56,16 @@ func BenchmarkBaselineInsert(b *testing.B) {
 		_, err := pool.Exec(context.Background(), `INSERT INTO t (data) VALUES ($1)`, row)
 		return err
 	})
+}
+
+// BenchmarkLifecycle measures whole allowed actions' durable writes (intent
+// commit, then outcome commit) through one audit log, 64 writers; compare
+// with BenchmarkBaselineInsert.
+func BenchmarkLifecycle(b *testing.B) {
+	s, err := postgres.Open(context.Background(), newTestDB(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.Lifecycle(b, s, 64, action.NewID)
 }

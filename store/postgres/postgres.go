@@ -390,21 +390,47 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 // AppendAudit locks the log's head row (one lock per batch, not per
 // request), builds the batch at the current size, and writes it with its
 // state changes; changed actions are announced with NOTIFY at commit.
-func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
-	tx, err := s.pool.Begin(ctx)
+//
+// Two round trips: BEGIN with the lock, then every write and the COMMIT in
+// one pipeline. The lock is held from the first until the commit, so every
+// round trip saved is time other replicas do not wait. A change that loses
+// its compare-and-set fails its statement (a guard divides by the number of
+// rows it wrote), which aborts the transaction before COMMIT: nothing of the
+// batch is written, and the log retries it without that change.
+func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err error) {
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx)
+	defer func() {
+		// Leave no transaction open on a pooled connection.
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+				conn.Conn().Close(context.WithoutCancel(ctx))
+			}
+		}
+		conn.Release()
+	}()
+	lock := &pgx.Batch{}
+	lock.Queue(`BEGIN`)
+	lock.Queue(`SELECT size FROM audit_head WHERE id = 1 FOR UPDATE`)
+	lr := conn.SendBatch(ctx, lock)
 	var size int64
-	if err := tx.QueryRow(ctx, `SELECT size FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&size); err != nil {
+	if _, err := lr.Exec(); err != nil {
+		lr.Close()
 		return err
 	}
-	b, err := build(size, func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, tx, idx) })
+	if err := lr.QueryRow().Scan(&size); err != nil {
+		lr.Close()
+		return err
+	}
+	if err := lr.Close(); err != nil {
+		return err
+	}
+	b, err := build(size, func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, conn, idx) })
 	if err != nil {
 		return err
 	}
-	// Everything after the lock goes in one round trip.
 	batch := &pgx.Batch{}
 	seqs, aids, datas := make([]int64, len(b.Records)), make([]string, len(b.Records)), make([][]byte, len(b.Records))
 	for i, r := range b.Records {
@@ -418,12 +444,11 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 	batch.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, hs)
 	batch.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, b.Size, b.Checkpoint)
 	batch.Queue(`UPDATE audit_head SET size = $1 WHERE id = 1`, b.Size)
-	const fixed = 4
 	type slot struct {
 		index int
-		ch    *action.Change
+		ch    *action.Change // nil for statements that cannot be refused
 	}
-	var slots []slot // one per queued change statement, in order
+	slots := []slot{{-1, nil}, {-1, nil}, {-1, nil}, {-1, nil}}
 	var changed []string
 	for i, c := range b.Changes {
 		if c == nil {
@@ -437,7 +462,7 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 		if err != nil {
 			return &audit.ChangeError{Index: i, Err: err}
 		}
-		batch.Queue(sql, args...)
+		batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
 		slots = append(slots, slot{i, ch})
 		changed = append(changed, ch.Action.ID)
 		for _, n := range ch.Notify {
@@ -448,29 +473,34 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 	}
 	if len(changed) > 0 {
 		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
+		slots = append(slots, slot{-1, nil})
 	}
-	br := tx.SendBatch(ctx, batch)
-	for i := 0; i < fixed; i++ {
+	batch.Queue(`COMMIT`)
+	br := conn.SendBatch(ctx, batch)
+	for _, sl := range slots {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
+			var pe *pgconn.PgError
+			if sl.ch != nil && errors.As(err, &pe) && pe.Code == "22012" { // the guard: no row written
+				return &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
+			}
+			if sl.index >= 0 {
+				return &audit.ChangeError{Index: sl.index, Err: err}
+			}
 			return fmt.Errorf("append audit: %w", err)
 		}
 	}
-	for _, sl := range slots {
-		tag, err := br.Exec()
-		if err != nil {
-			br.Close()
-			return &audit.ChangeError{Index: sl.index, Err: err}
-		}
-		if sl.ch != nil && tag.RowsAffected() == 0 {
-			br.Close()
-			return &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
-		}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
-	if err := br.Close(); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("append audit: commit: %w", err)
 	}
-	return tx.Commit(ctx)
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("append audit: transaction ended with %s", tag)
+	}
+	return nil
 }
 
 // LatestAuditCheckpoint returns the newest checkpoint, or nil.

@@ -288,6 +288,23 @@ func testChanges(t *testing.T, s Store) {
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
 		t.Errorf("update: %s", got.Status)
 	}
+	// A refused insert (an identical request is already pending) fails its
+	// batch too, naming the change, and the store takes the next batch.
+	if err := s.CreateAction(ctx, pendingAction("act_p1", "bot", "sha256:dup")); err != nil {
+		t.Fatal(err)
+	}
+	err = appendBatch(ctx, s, audit.Batch{Start: 2, Size: 3, Records: []audit.Record{rec(2)}, Hashes: []audit.IndexedHash{hash(2)},
+		Checkpoint: []byte("c3"), Changes: []any{nil, nil, &action.Change{Action: pendingAction("act_p2", "bot", "sha256:dup")}}})
+	if !errors.As(err, &ce) || ce.Index != 2 || !errors.Is(err, action.ErrDuplicatePending) {
+		t.Fatalf("want ChangeError{2, ErrDuplicatePending}, got %v", err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 2 {
+		t.Errorf("records of a refused batch were kept: size %d", n)
+	}
+	if err := appendBatch(ctx, s, audit.Batch{Start: 2, Size: 3, Records: []audit.Record{rec(2)}, Hashes: []audit.IndexedHash{hash(2)},
+		Checkpoint: []byte("c3")}); err != nil {
+		t.Fatalf("the next batch: %v", err)
+	}
 }
 
 func pendingAction(id, principal, hash string) *agentg8.Action {
