@@ -70,7 +70,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=50000x)
 	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./registry
 
 bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
-	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit
+	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit ./store/sqlite
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
 	$(GO) run ./bench/load -pg "$$(scripts/pg-test.sh)"
 
