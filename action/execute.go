@@ -381,11 +381,18 @@ func (s *Service) unsubscribe(id string, ch chan struct{}) {
 	}
 }
 
-// Changed is told of a change made elsewhere (another replica): it wakes
-// long-polls on the action and the worker.
-func (s *Service) Changed(id string) {
+// Changed is told of a change made elsewhere (another replica), and the
+// state the action reached ("" when unknown): it wakes long-polls on the
+// action, and the worker when there may be work for it — an approved action
+// to run, or an approval whose notices are due. Other states leave the
+// worker to its tick: under load every action changes state twice, and a
+// sweep per change cost each replica more than the actions themselves.
+func (s *Service) Changed(id string, st agentg8.State) {
 	s.notify(id)
-	s.wake()
+	switch st {
+	case agentg8.StateApproved, agentg8.StatePendingApproval, "":
+		s.wake()
+	}
 }
 
 // notify wakes long-polls on an action.

@@ -464,7 +464,7 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err err
 		}
 		batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
 		slots = append(slots, slot{i, ch})
-		changed = append(changed, ch.Action.ID)
+		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
 		for _, n := range ch.Notify {
 			batch.Queue(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 				n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
@@ -634,9 +634,9 @@ func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
 	return tag.RowsAffected() > 0, err
 }
 
-// Listen calls fn with the id of every action changed by any replica,
-// until ctx ends; it reconnects after errors.
-func (s *Store) Listen(ctx context.Context, fn func(actionID string)) {
+// Listen calls fn with the id and new state of every action changed by any
+// replica, until ctx ends; it reconnects after errors.
+func (s *Store) Listen(ctx context.Context, fn func(actionID string, st agentg8.State)) {
 	for ctx.Err() == nil {
 		pc, err := s.pool.Acquire(ctx)
 		if err == nil {
@@ -647,7 +647,8 @@ func (s *Store) Listen(ctx context.Context, fn func(actionID string)) {
 				var n *pgconn.Notification
 				n, err = conn.WaitForNotification(ctx)
 				if err == nil {
-					fn(n.Payload)
+					id, st, _ := strings.Cut(n.Payload, " ") // "id state"
+					fn(id, agentg8.State(st))
 				}
 			}
 			conn.Close(context.Background())
