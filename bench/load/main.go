@@ -153,8 +153,21 @@ func run(dur time.Duration, concs []int) error {
 	}
 	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
 	defer func() {
+		// Each server's best rate over the concurrencies measured: the echo
+		// server is CPU-bound and slows as clients pile up, the gateway's
+		// group commit gains from them.
+		peak := map[string]float64{}
+		at := map[string]int{}
 		for _, c := range concs {
-			mcpPhase(client, gwURL, c, dur)
+			for name, r := range mcpPhase(client, gwURL, c, dur) {
+				if r.rps > peak[name] {
+					peak[name], at[name] = r.rps, c
+				}
+			}
+		}
+		if len(concs) > 1 && peak["go-sdk echo"] > 0 {
+			fmt.Printf("\npeak calls/s: go-sdk echo %.0f (%d clients), agentg8 mcp %.0f (%d clients): ratio %.2f\n",
+				peak["go-sdk echo"], at["go-sdk echo"], peak["agentg8 mcp"], at["agentg8 mcp"], peak["agentg8 mcp"]/peak["go-sdk echo"])
 		}
 	}()
 	fmt.Printf("\nratios (same run):\n")
@@ -521,7 +534,7 @@ func startEcho() (string, func(), error) {
 
 // mcpPhase compares MCP tools/call: a plain go-sdk echo server, AgentG8's
 // /mcp running an allowed read action, and the same action over REST.
-func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
+func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) map[string]result {
 	echoURL, stop, err := startEcho()
 	if err != nil {
 		log.Fatal(err)
@@ -568,4 +581,5 @@ func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) {
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  agentg8 mcp / go-sdk echo   %.2f\n", res["agentg8 mcp"].rps/res["go-sdk echo"].rps)
 	fmt.Printf("  agentg8 mcp / agentg8 rest  %.2f\n", res["agentg8 mcp"].rps/res["agentg8 rest"].rps)
+	return res
 }
