@@ -101,9 +101,9 @@ func run(dur time.Duration, concs []int) error {
 		return err
 	}
 	defer stopUp()
-	target, _ := url.Parse(upURL)
+	upstream, _ := url.Parse(upURL)
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(target)
+		pr.SetURL(upstream)
 		pr.Out.Header.Set("Authorization", "Bearer "+upstreamKey)
 	}}
 	proxyURL, stopProxy, err := serve(rp)
@@ -128,29 +128,12 @@ func run(dur time.Duration, concs []int) error {
 			return r, err
 		}
 	}
-	targets := []struct {
-		name string
-		req  func() (*http.Request, error)
-	}{
+	fmt.Printf("load: %d concurrent clients, %s per target, allowed read action, 2-core machine\n\n", conc, dur)
+	res := runTargets(client, gwURL, "req/s", conc, dur, []target{
 		{"direct", get(upURL + "/customers/cus_1")},
 		{"reverse proxy", get(proxyURL + "/customers/cus_1")},
 		{"agentg8", proposeReq(func() string { return gwURL })},
-	}
-	fmt.Printf("load: %d concurrent clients, %s per target, allowed read action, 2-core machine\n\n", conc, dur)
-	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
-	res := map[string]result{}
-	for _, tg := range targets {
-		if len(selected) > 0 && !selected[tg.name] {
-			continue
-		}
-		before := auditStats(client, gwURL)
-		r := measure(client, tg.req, conc, dur)
-		res[tg.name] = r
-		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
-		if tg.name == "agentg8" {
-			auditStats(client, gwURL).since(before, r, dur)
-		}
-	}
+	})
 	d, p, g := res["direct"], res["reverse proxy"], res["agentg8"]
 	defer func() {
 		// Each server's best rate over the concurrencies measured: the echo
@@ -391,6 +374,33 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 	return nil
 }
 
+// target is one thing to load: a name and how to build its request.
+type target struct {
+	name string
+	req  func() (*http.Request, error)
+}
+
+// runTargets measures each selected target in turn and prints a row per
+// target; after each gateway target (named agentg8…) it prints what the
+// gateway's audit writer did.
+func runTargets(client *http.Client, gwURL, unit string, conc int, dur time.Duration, targets []target) map[string]result {
+	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", unit, "p50", "p99", "errors")
+	res := map[string]result{}
+	for _, tg := range targets {
+		if len(selected) > 0 && !selected[tg.name] {
+			continue
+		}
+		before := auditStats(client, gwURL)
+		r := measure(client, tg.req, conc, dur)
+		res[tg.name] = r
+		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		if strings.HasPrefix(tg.name, "agentg8") {
+			auditStats(client, gwURL).since(before, r, dur)
+		}
+	}
+	return res
+}
+
 // writerStats are the gateway's audit group-commit counters.
 type writerStats struct{ busy, batches, events float64 }
 
@@ -555,29 +565,12 @@ func mcpPhase(client *http.Client, gwURL string, conc int, dur time.Duration) ma
 			return r, err
 		}
 	}
-	targets := []struct {
-		name string
-		req  func() (*http.Request, error)
-	}{
+	fmt.Printf("\nMCP tools/call, %d concurrent clients, %s per target\n\n", conc, dur)
+	res := runTargets(client, gwURL, "calls/s", conc, dur, []target{
 		{"go-sdk echo", rpc(echoURL, "", "echo", `{"customer_id":"cus_1"}`)},
 		{"agentg8 mcp", rpc(gwURL+"/mcp", agentKey, "crm.get_customer", `{"customer_id":"cus_1"}`)},
 		{"agentg8 rest", proposeReq(func() string { return gwURL })},
-	}
-	fmt.Printf("\nMCP tools/call, %d concurrent clients, %s per target\n\n", conc, dur)
-	fmt.Printf("%-14s %10s %10s %10s %10s\n", "target", "calls/s", "p50", "p99", "errors")
-	res := map[string]result{}
-	for _, tg := range targets {
-		if len(selected) > 0 && !selected[tg.name] {
-			continue
-		}
-		before := auditStats(client, gwURL)
-		r := measure(client, tg.req, conc, dur)
-		res[tg.name] = r
-		fmt.Printf("%-14s %10.0f %10s %10s %10d\n", tg.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
-		if strings.HasPrefix(tg.name, "agentg8") {
-			auditStats(client, gwURL).since(before, r, dur)
-		}
-	}
+	})
 	fmt.Printf("\nratios (same run):\n")
 	fmt.Printf("  agentg8 mcp / go-sdk echo   %.2f\n", res["agentg8 mcp"].rps/res["go-sdk echo"].rps)
 	fmt.Printf("  agentg8 mcp / agentg8 rest  %.2f\n", res["agentg8 mcp"].rps/res["agentg8 rest"].rps)
