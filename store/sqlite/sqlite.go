@@ -244,10 +244,16 @@ func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Ac
 	if before.IsZero() {
 		before = time.Unix(0, 1<<62)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions
-		WHERE (? = '' OR principal = ?) AND (? = '' OR task = ?) AND (? = '' OR status = ?) AND created_at < ?
-		ORDER BY created_at DESC, id DESC LIMIT ?`,
-		f.Principal, f.Principal, f.Task, f.Task, string(f.Status), string(f.Status), before.UnixNano(), f.Limit)
+	// Only the filters given go into the SQL, so that SQLite can pick the
+	// index that serves them (principal, created_at) for an agent's list.
+	where, args := []string{`created_at < ?`}, []any{before.UnixNano()}
+	for _, c := range []struct{ col, val string }{{"principal", f.Principal}, {"task", f.Task}, {"status", string(f.Status)}} {
+		if c.val != "" {
+			where, args = append(where, c.col+` = ?`), append(args, c.val)
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions WHERE `+strings.Join(where, ` AND `)+`
+		ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, f.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list actions: %w", err)
 	}
@@ -272,9 +278,16 @@ func scanActions(rows *sql.Rows) ([]*agentg8.Action, error) {
 	return out, rows.Err()
 }
 
-// ActionsInState lists every action in state st, oldest first.
+// ActionsInState lists every action in state st, oldest first. The states
+// the worker scans are written into the SQL, so that SQLite can use the
+// partial indexes on them (it cannot with a bound parameter).
 func (s *Store) ActionsInState(ctx context.Context, st agentg8.State) ([]*agentg8.Action, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions WHERE status = ? ORDER BY created_at`, string(st))
+	where, args := `status = ?`, []any{string(st)}
+	switch st {
+	case agentg8.StatePendingApproval, agentg8.StateApproved, agentg8.StateExecuting:
+		where, args = `status = '`+string(st)+`'`, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+actionCols+` FROM actions WHERE `+where+` ORDER BY created_at`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("actions in state: %w", err)
 	}
