@@ -282,8 +282,18 @@ func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Ac
 	if before.IsZero() {
 		before = time.Unix(0, 1<<62)
 	}
-	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE ($1 = '' OR principal = $1) AND ($2 = '' OR task = $2) AND ($3 = '' OR status = $3)
-		AND created_at < $4 ORDER BY created_at DESC, id DESC LIMIT $5`, f.Principal, f.Task, string(f.Status), before.UnixNano(), f.Limit)
+	// Only the filters given go into the SQL, so that the planner can use
+	// the index that serves them (an agent's list: principal, created_at).
+	where, args := []string{`created_at < $1`}, []any{before.UnixNano()}
+	for _, c := range []struct{ col, val string }{{"principal", f.Principal}, {"task", f.Task}, {"status", string(f.Status)}} {
+		if c.val != "" {
+			args = append(args, c.val)
+			where = append(where, fmt.Sprintf("%s = $%d", c.col, len(args)))
+		}
+	}
+	args = append(args, f.Limit)
+	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE `+strings.Join(where, ` AND `)+
+		fmt.Sprintf(` ORDER BY created_at DESC, id DESC LIMIT $%d`, len(args)), args...)
 }
 
 // ActionsInState lists actions in a state, oldest first.
