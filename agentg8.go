@@ -176,8 +176,19 @@ type Action struct {
 	UpstreamStatus int       `json:"upstream_status,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// Resolution records who settled an outcome_unknown action, and why.
+	Resolution *Resolution `json:"resolution,omitempty"`
 	// Version counts stored writes; updates compare-and-set on it.
 	Version int64 `json:"-"`
+}
+
+// Resolution is an operator's account of what the upstream really did with
+// an action whose outcome the gateway could not know.
+type Resolution struct {
+	Outcome State     `json:"outcome"` // succeeded or failed
+	User    string    `json:"user"`
+	Comment string    `json:"comment"`
+	At      time.Time `json:"at"`
 }
 
 // AuditEvent types (SPEC §5.5).
@@ -199,6 +210,9 @@ const (
 	EventLeaseLost         = "lease_lost"
 	// EventCatalogReloaded: tasks and policies were re-read (SIGHUP).
 	EventCatalogReloaded = "catalog_reloaded"
+	// EventOutcomeResolved: an operator recorded what an outcome_unknown
+	// action really did upstream.
+	EventOutcomeResolved = "outcome_resolved"
 	EventExpired         = "expired"
 	EventCancelled       = "cancelled"
 )

@@ -87,7 +87,9 @@ type Config struct {
 	Agents map[string]agentg8.Principal
 	// AuditorGroups may read every action and the audit log.
 	AuditorGroups []string
-	ApprovalTTL   time.Duration
+	// ResolverGroups may settle outcome_unknown actions (none: nobody).
+	ResolverGroups []string
+	ApprovalTTL    time.Duration
 	// MaxPending bounds each agent's pending approvals (default 20).
 	MaxPending int
 	// Notifier tells approvers; nil sends nothing.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentg8/agentg8"
@@ -214,6 +215,49 @@ func (s *Service) outcomeUnknown(ctx context.Context, a *agentg8.Action, why str
 	}
 	s.logAction(a)
 	return nil
+}
+
+// Resolve settles an outcome_unknown action after a person checked the
+// upstream: outcome is succeeded or failed, comment says how they know. The
+// action keeps its history; the resolution and who made it are stored with
+// it and audited. Only users in a resolver group may; nothing is executed.
+func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, outcome agentg8.State, comment string) (*agentg8.Action, error) {
+	if p.Kind != agentg8.KindUser || !slices.ContainsFunc(s.c.ResolverGroups, p.InGroup) {
+		return nil, agentg8.Errorf(agentg8.CodeForbidden, "settling an outcome needs membership of a resolver group (execution.resolvers)")
+	}
+	if outcome != agentg8.StateSucceeded && outcome != agentg8.StateFailed {
+		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "outcome must be succeeded or failed")
+	}
+	comment = strings.TrimSpace(comment)
+	if comment == "" {
+		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "a comment saying how the outcome was established is required")
+	}
+	a, err := s.c.Store.GetAction(ctx, id) // resolvers may settle any action
+	if errors.Is(err, ErrNotFound) {
+		return nil, agentg8.Errorf(agentg8.CodeNotFound, "no action %q", clip(id, 100))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.Status != agentg8.StateOutcomeUnknown {
+		return nil, agentg8.Errorf(agentg8.CodeConflict, "action is %s; only outcome_unknown actions can be settled", a.Status)
+	}
+	now := s.c.Clock.Now()
+	a.Status, a.UpdatedAt = outcome, now
+	a.Resolution = &agentg8.Resolution{Outcome: outcome, User: p.ID, Comment: clip(comment, 2000), At: now}
+	if outcome == agentg8.StateSucceeded {
+		a.Error = nil
+	}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventOutcomeResolved, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+		Status: outcome, User: p.ID, Comment: a.Resolution.Comment}
+	if err := s.commit(ctx, &Change{Action: a, From: agentg8.StateOutcomeUnknown}, ev); err != nil {
+		if errors.Is(err, ErrStateConflict) {
+			return nil, agentg8.Errorf(agentg8.CodeConflict, "action changed state; it was settled by someone else")
+		}
+		return nil, err
+	}
+	s.logAction(a)
+	return a, nil
 }
 
 // renewLease keeps this replica's execution lease alive until stopped.

@@ -143,3 +143,11 @@ func (c *Client) Decide(ctx context.Context, id string, approve bool, hash, comm
 	_, err := c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/"+verb, DecideRequest{RequestHash: hash, Comment: comment}, nil, &v)
 	return &v, err
 }
+
+// Resolve settles an outcome_unknown action (users in a resolver group).
+func (c *Client) Resolve(ctx context.Context, id string, outcome agentg8.State, comment string) (*agentg8.Action, error) {
+	var a agentg8.Action
+	_, err := c.do(ctx, http.MethodPost, "/v1/actions/"+url.PathEscape(id)+"/resolve",
+		map[string]any{"outcome": outcome, "comment": comment}, nil, &a)
+	return &a, err
+}

@@ -27,6 +27,7 @@ type Actions interface {
 	Get(ctx context.Context, p agentg8.Principal, id string, wait time.Duration) (*agentg8.Action, error)
 	List(ctx context.Context, p agentg8.Principal, f action.Filter) ([]*agentg8.Action, error)
 	Cancel(ctx context.Context, p agentg8.Principal, id string) (*agentg8.Action, error)
+	Resolve(ctx context.Context, p agentg8.Principal, id string, outcome agentg8.State, comment string) (*agentg8.Action, error)
 	Tasks(p agentg8.Principal) []*registry.Task
 	MayAudit(p agentg8.Principal) bool
 	Approvals(ctx context.Context, p agentg8.Principal) ([]*agentg8.Action, error)
@@ -102,6 +103,7 @@ func New(c Config) http.Handler {
 	mux.Handle("GET /v1/actions", a.auth(a.list))
 	mux.Handle("GET /v1/actions/{id}", a.auth(a.get))
 	mux.Handle("POST /v1/actions/{id}/cancel", a.auth(a.cancel))
+	mux.Handle("POST /v1/actions/{id}/resolve", a.auth(a.resolve))
 	mux.Handle("GET /v1/approvals", a.auth(a.approvals))
 	mux.Handle("GET /v1/approvals/{id}", a.auth(a.approval))
 	mux.Handle("POST /v1/approvals/{id}/approve", a.auth(a.decide(true)))
@@ -289,6 +291,22 @@ func (a *api) list(w http.ResponseWriter, r *http.Request, p agentg8.Principal) 
 
 func (a *api) cancel(w http.ResponseWriter, r *http.Request, p agentg8.Principal) error {
 	act, err := a.c.Actions.Cancel(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, act)
+	return nil
+}
+
+func (a *api) resolve(w http.ResponseWriter, r *http.Request, p agentg8.Principal) error {
+	var body struct {
+		Outcome agentg8.State `json:"outcome"`
+		Comment string        `json:"comment"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	act, err := a.c.Actions.Resolve(r.Context(), p, r.PathValue("id"), body.Outcome, body.Comment)
 	if err != nil {
 		return err
 	}

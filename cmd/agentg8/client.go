@@ -111,7 +111,7 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 
 func (m *Main) cmdActions(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: agentg8 actions get ID [--wait 30s] | actions list [--task T] [--status S] [--limit N]")
+		return usageErr("usage: agentg8 actions get ID [--wait 30s] | actions list [--task T] [--status S] [--limit N] | actions resolve ID --outcome succeeded|failed --comment TEXT")
 	}
 	fs := m.flags("actions " + args[0])
 	u, k := m.clientFlags(fs)
@@ -160,6 +160,25 @@ func (m *Main) cmdActions(ctx context.Context, args []string) error {
 			fmt.Fprintf(m.Stdout, "%s  %-18s %-16s %-14s %s\n", a.CreatedAt.Format(time.RFC3339), a.ID[:min(len(a.ID), 18)], a.Status, a.Principal, a.Task)
 		}
 		return nil
+	case "resolve":
+		outcome := fs.String("outcome", "", "what the upstream really did: succeeded or failed")
+		comment := fs.String("comment", "", "how you established it (required)")
+		pos, err := parse(fs, args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 || *outcome == "" || *comment == "" {
+			return usageErr("usage: agentg8 actions resolve ID --outcome succeeded|failed --comment TEXT")
+		}
+		c, err := m.client(*u, *k)
+		if err != nil {
+			return err
+		}
+		a, err := c.Resolve(ctx, pos[0], agentg8.State(*outcome), *comment)
+		if err != nil {
+			return clientErr(err)
+		}
+		return m.printJSON(a)
 	}
 	return usageErr("unknown actions command %q", args[0])
 }

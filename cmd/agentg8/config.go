@@ -114,6 +114,9 @@ type TokensConfig struct {
 type ExecutionConfig struct {
 	// LeaseTTL is how long a replica's execution lease lasts without renewal.
 	LeaseTTL string `yaml:"lease_ttl"`
+	// Resolvers are the groups whose users may settle outcome_unknown
+	// actions after checking the upstream (default: nobody).
+	Resolvers []string `yaml:"resolvers"`
 }
 
 // LimitsConfig bounds requests.
@@ -273,6 +276,11 @@ func (c *Config) Validate() error {
 	if c.Execution.LeaseTTL != "" {
 		if d, err := time.ParseDuration(c.Execution.LeaseTTL); err != nil || d < time.Second {
 			bad("execution.lease_ttl", "must be a duration of at least 1s")
+		}
+	}
+	for i, g := range c.Execution.Resolvers {
+		if !slices.ContainsFunc(c.Users, func(u UserConfig) bool { return slices.Contains(u.Groups, g) }) {
+			bad(fmt.Sprintf("execution.resolvers[%d]", i), "group %q has no users", g)
 		}
 	}
 	if !strings.HasPrefix(c.Tokens.Keys, "file:") {

@@ -85,7 +85,7 @@ func TestKillDuringUpstreamCallNeverExecutesTwice(t *testing.T) {
 		<-r.Context().Done() // hang until the gateway dies
 	})
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: "execution:\n  resolvers: [auditors]\n"})
 	p := startProc(t, bin, cfg)
 
 	go func() {
@@ -130,6 +130,41 @@ func TestKillDuringUpstreamCallNeverExecutesTwice(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("upstream called %d times", n)
+	}
+
+	// A resolver (alice, in auditors) settles it after checking the CRM;
+	// agents, other users, bad outcomes and silent resolutions are refused,
+	// and settling runs nothing.
+	id := list.Actions[0].ID
+	e2 := &testEnv{t: t, url: p2.url}
+	path := "/v1/actions/" + id + "/resolve"
+	for _, c := range []struct {
+		key  string
+		body map[string]any
+		want int
+	}{
+		{supportKey, map[string]any{"outcome": "succeeded", "comment": "checked"}, 403},
+		{franKey, map[string]any{"outcome": "succeeded", "comment": "checked"}, 403},
+		{aliceKey, map[string]any{"outcome": "maybe", "comment": "checked"}, 400},
+		{aliceKey, map[string]any{"outcome": "succeeded", "comment": "  "}, 400},
+		{aliceKey, map[string]any{"outcome": "succeeded", "comment": "note is in the CRM (ticket 42)"}, 200},
+		{aliceKey, map[string]any{"outcome": "failed", "comment": "again"}, 409},
+	} {
+		if st, out := e2.do("POST", path, c.key, c.body); st != c.want {
+			t.Errorf("resolve as %s with %v: %d %v", c.key[:8], c.body, st, out)
+		}
+	}
+	_, got := e2.do("GET", "/v1/actions/"+id, supportKey, nil)
+	res, _ := got["resolution"].(map[string]any)
+	if got["status"] != "succeeded" || got["error"] != nil || res["user"] != "alice" || res["comment"] != "note is in the CRM (ticket 42)" {
+		t.Errorf("settled action: %v", got)
+	}
+	_, ev := e2.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
+	if b, _ := json.Marshal(ev); !strings.Contains(string(b), `"type":"outcome_resolved"`) || !strings.Contains(string(b), `"user":"alice"`) {
+		t.Errorf("audit lacks the resolution: %s", b)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("settling called the upstream: %d calls", n)
 	}
 
 	// SIGTERM shuts down gracefully with exit 0.

@@ -357,7 +357,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
-		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ApprovalTTL: cfg.approvalTTL(),
+		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
 		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})

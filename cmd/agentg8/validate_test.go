@@ -29,6 +29,9 @@ func TestValidate(t *testing.T) {
 		{"unknown config key", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "colour: blue\n")
 		}, []string{"agentg8.yaml:COLOURLINE:", "colour"}},
+		{"resolver group without users", func(t *testing.T, dir string) {
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "execution:\n  resolvers: [night-shift]\n")
+		}, []string{"execution.resolvers[0]", `group "night-shift" has no users`}},
 		{"unknown nested config key", func(t *testing.T, dir string) {
 			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "allow_private: true", "allow_private: true\n  allow_all: true")
 		}, []string{"agentg8.yaml", "allow_all"}},
