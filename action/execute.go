@@ -232,10 +232,7 @@ func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, o
 	if comment == "" {
 		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "a comment saying how the outcome was established is required")
 	}
-	a, err := s.c.Store.GetAction(ctx, id) // resolvers may settle any action
-	if errors.Is(err, ErrNotFound) {
-		return nil, agentg8.Errorf(agentg8.CodeNotFound, "no action %q", clip(id, 100))
-	}
+	a, err := s.lookup(ctx, id) // resolvers may settle any action
 	if err != nil {
 		return nil, err
 	}
@@ -348,11 +345,24 @@ func (s *Service) Get(ctx context.Context, p agentg8.Principal, id string, wait 
 }
 
 func (s *Service) get(ctx context.Context, p agentg8.Principal, id string) (*agentg8.Action, error) {
-	a, err := s.c.Store.GetAction(ctx, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && !s.mayRead(p, a)) {
-		return nil, agentg8.Errorf(agentg8.CodeNotFound, "no action %q", clip(id, 100))
+	a, err := s.lookup(ctx, id)
+	if err == nil && !s.mayRead(p, a) {
+		return nil, notFound(id)
 	}
 	return a, err
+}
+
+// lookup reads an action, answering not_found for an unknown ID.
+func (s *Service) lookup(ctx context.Context, id string) (*agentg8.Action, error) {
+	a, err := s.c.Store.GetAction(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, notFound(id)
+	}
+	return a, err
+}
+
+func notFound(id string) error {
+	return agentg8.Errorf(agentg8.CodeNotFound, "no action %q", clip(id, 100))
 }
 
 // List returns actions p may read, newest first.

@@ -2,7 +2,11 @@
 // run it drives the same upstream three ways — directly, through a plain
 // httputil.ReverseProxy, and through AgentG8 (a real `agentg8 serve`
 // process on SQLite) — with the same concurrency and duration, and prints
-// requests/s, latency percentiles and the ratios between them.
+// requests/s, latency percentiles and the ratios between them. It then
+// compares MCP tools/call against a plain go-sdk echo server (its own
+// process) and the same action over REST, and with -pg, 1 and 3 replicas on
+// PostgreSQL against single-row inserts; those phases run at every
+// -concurrency given.
 //
 // All traffic stays on 127.0.0.1, and every loop is bounded in time.
 package main

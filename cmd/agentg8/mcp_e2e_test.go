@@ -29,6 +29,29 @@ func mcpSession(t *testing.T, url, key string) *mcp.ClientSession {
 	return cs
 }
 
+// postMCP sends one raw JSON-RPC POST to /mcp (key "" sends no token);
+// hdr are header name/value pairs, and "Host" sets the request's Host.
+func postMCP(t *testing.T, url, key string, body io.Reader, hdr ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+"/mcp", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 func call(t *testing.T, cs *mcp.ClientSession, name string, args any) (*mcp.CallToolResult, map[string]any, string) {
 	t.Helper()
 	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: name, Arguments: args})
@@ -129,22 +152,7 @@ func TestMCPRefusals(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
 	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
 	post := func(key string, hdr ...string) *http.Response {
-		req, _ := http.NewRequest("POST", e.url+"/mcp", strings.NewReader(initBody))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		if key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-			if hdr[i] == "Host" {
-				req.Host = hdr[i+1]
-			}
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := postMCP(t, e.url, key, strings.NewReader(initBody), hdr...)
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp
@@ -218,20 +226,7 @@ func TestMCPFastPathAnswersLikeTheSDK(t *testing.T) {
 		if chunked {
 			rd = io.MultiReader(rd) // unknown length: sent chunked
 		}
-		req, _ := http.NewRequest("POST", e.url+"/mcp", rd)
-		req.Header.Set("Authorization", "Bearer "+supportKey)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-			if hdr[i] == "Host" {
-				req.Host = hdr[i+1]
-			}
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := postMCP(t, e.url, supportKey, rd, hdr...)
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
 		var v any

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8/mcpserver"
 )
 
 // bearer adds the agent key to every request of the bridge.
@@ -90,8 +91,7 @@ func syncTools(ctx context.Context, cs *mcp.ClientSession, local *mcp.Server, se
 	now := map[string]bool{}
 	for _, t := range tools.Tools {
 		now[t.Name] = true
-		b, _ := json.Marshal(t)
-		h := string(b)
+		h := mcpserver.Hash(t)
 		if seen[t.Name] == h {
 			continue
 		}

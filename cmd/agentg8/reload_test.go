@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,23 +25,13 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
 	p := startProc(t, bin, cfg)
 
+	e := &testEnv{t: t, url: p.url}
 	toolNames := func() []string {
-		req, _ := http.NewRequest("GET", p.url+"/v1/tools?format=mcp", nil)
-		req.Header.Set("Authorization", "Bearer "+supportKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Tools []struct {
-				Name string `json:"name"`
-			} `json:"tools"`
-		}
-		json.NewDecoder(resp.Body).Decode(&out)
+		_, out := e.do("GET", "/v1/tools?format=mcp", supportKey, nil)
+		tools, _ := out["tools"].([]any)
 		var names []string
-		for _, tl := range out.Tools {
-			names = append(names, tl.Name)
+		for _, tl := range tools {
+			names = append(names, tl.(map[string]any)["name"].(string))
 		}
 		return names
 	}
@@ -131,22 +119,11 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 
 	// Each applied reload is in the audit log.
-	req, _ := http.NewRequest("GET", p.url+"/v1/audit?limit=1000", nil)
-	req.Header.Set("Authorization", "Bearer "+aliceKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ev struct {
-		Events []struct {
-			Type string `json:"type"`
-		} `json:"events"`
-	}
-	json.NewDecoder(resp.Body).Decode(&ev)
+	_, ev := e.do("GET", "/v1/audit?limit=1000", aliceKey, nil)
+	events, _ := ev["events"].([]any)
 	n := 0
-	for _, e := range ev.Events {
-		if e.Type == "catalog_reloaded" {
+	for _, x := range events {
+		if x.(map[string]any)["type"] == "catalog_reloaded" {
 			n++
 		}
 	}
