@@ -71,13 +71,51 @@ type Record struct {
 // stored hashes as of that size.
 type BuildFunc func(size int64, read func(indexes []int64) ([]tlog.Hash, error)) (Batch, error)
 
-// Store is what the log needs from persistence.
+// Store is what the log needs from persistence, plus one of the two ways
+// of appending: BatchStore or SequencedStore.
 type Store interface {
+	LatestAuditCheckpoint(ctx context.Context) ([]byte, error)
+}
+
+// BatchStore appends whole sealed batches: positions, hashes and the
+// signed checkpoint are computed under the store's append lock and written
+// with the records. Right for a store one process writes (SQLite), where
+// holding that lock costs no round trip.
+type BatchStore interface {
+	Store
 	// AppendAudit takes the log's append lock, calls build with the current
 	// size, and writes the batch (records, hashes, checkpoint, changes)
 	// atomically. A refused change fails the whole call with a *ChangeError.
 	AppendAudit(ctx context.Context, build BuildFunc) error
-	LatestAuditCheckpoint(ctx context.Context) ([]byte, error)
+}
+
+// Pending is a record whose position the store assigns as it commits: the
+// stored data is {"seq":<position> followed by Tail.
+type Pending struct {
+	ActionID string
+	Tail     []byte
+}
+
+// SealFunc computes the stored hashes for records, which follow the size
+// records sealed so far, and the signed checkpoint of the tree they end.
+type SealFunc func(size int64, records []Record, read func(indexes []int64) ([]tlog.Hash, error)) ([]IndexedHash, []byte, error)
+
+// SequencedStore is a store several processes append to (PostgreSQL with
+// replicas). An append takes the next positions at commit, inside the
+// database, so no process holds the log's head across a round trip; the
+// records' hashes and a signed checkpoint are added moments later by
+// SealAudit, under a separate lock, covering every process's records.
+type SequencedStore interface {
+	Store
+	// AppendRecords durably appends records at the log's head together
+	// with the changes, atomically, and returns the first record's
+	// position. A refused change fails the whole call with a *ChangeError.
+	AppendRecords(ctx context.Context, records []Pending, changes []any) (start int64, err error)
+	// SealAudit takes the seal lock without waiting (ok is false if another
+	// process holds it), reads up to limit records after the sealed size,
+	// calls seal and stores its hashes and checkpoint with the new sealed
+	// size in one transaction; n is how many records it sealed.
+	SealAudit(ctx context.Context, limit int, seal SealFunc) (n int, ok bool, err error)
 }
 
 // Options tune a Log.
@@ -92,13 +130,28 @@ type Options struct {
 // Log appends events. Safe for concurrent use.
 type Log struct {
 	store  Store
+	batch  BatchStore     // set when the store appends sealed batches
+	seq    SequencedStore // set when the store sequences and seals apart
 	key    *Key
 	opts   Options
 	reqs   chan *appendReq
 	done   chan struct{}
 	closed sync.Once
-	cache  map[int64]tlog.Hash
+	// cache holds committed tree hashes; the appender (batch stores) or
+	// the sealer (sequenced stores) uses it, never both.
+	cache map[int64]tlog.Hash
+	// The sealer (sequenced stores only).
+	sealKick chan struct{}
+	sealStop chan struct{}
+	sealDone chan struct{}
 }
+
+const (
+	// sealLimit bounds the records one seal transaction covers.
+	sealLimit = 4096
+	// sealEvery is the shortest time between one process's seals.
+	sealEvery = 10 * time.Millisecond
+)
 
 type appendReq struct {
 	ctx    context.Context
@@ -134,6 +187,12 @@ func place(seq int64, timeJSON, body []byte) []byte {
 	out := make([]byte, 0, len(body)+len(timeJSON)+32)
 	out = append(out, `{"seq":`...)
 	out = strconv.AppendInt(out, seq, 10)
+	return appendTail(out, timeJSON, body)
+}
+
+// appendTail appends what follows the position in a record: its time and
+// body. A sequenced store prefixes it with {"seq":<position>.
+func appendTail(out, timeJSON, body []byte) []byte {
 	out = append(out, `,"time":`...)
 	out = append(out, timeJSON...)
 	out = append(out, ',')
@@ -152,15 +211,28 @@ func Open(s Store, key *Key, opts Options) *Log {
 		opts.MaxBatch = 256
 	}
 	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}}
+	l.batch, _ = s.(BatchStore)
+	if l.batch == nil {
+		l.seq, _ = s.(SequencedStore)
+	}
+	if l.seq != nil {
+		l.sealKick, l.sealStop, l.sealDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		l.sealKick <- struct{}{} // seal what a stopped process left unsealed
+		go l.sealLoop()
+	}
 	go l.run()
 	return l
 }
 
-// Close stops the appender after pending appends finish.
+// Close stops the appender after pending appends finish, and seals them.
 func (l *Log) Close() {
 	l.closed.Do(func() {
 		close(l.reqs)
 		<-l.done
+		if l.seq != nil {
+			close(l.sealStop)
+			<-l.sealDone
+		}
 	})
 }
 
@@ -256,47 +328,69 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 }
 
+// hashReader reads tree hashes from fresh (this batch's), then the cache of
+// committed hashes, then the store.
+func (l *Log) hashReader(fresh map[int64]tlog.Hash, read func([]int64) ([]tlog.Hash, error)) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		var miss []int64
+		var missAt []int
+		for i, x := range idx {
+			if h, ok := fresh[x]; ok {
+				out[i] = h
+			} else if h, ok := l.cache[x]; ok {
+				out[i] = h
+			} else {
+				miss = append(miss, x)
+				missAt = append(missAt, i)
+			}
+		}
+		if len(miss) > 0 {
+			got, err := read(miss)
+			if err != nil {
+				return nil, err
+			}
+			for j, i := range missAt {
+				out[i] = got[j]
+				l.cache[miss[j]] = got[j] // committed hashes never change
+			}
+		}
+		return out, nil
+	})
+}
+
+// remember caches a committed batch's hashes.
+func (l *Log) remember(hashes map[int64]tlog.Hash) {
+	if len(l.cache) > 1<<16 {
+		clear(l.cache)
+	}
+	for k, v := range hashes {
+		l.cache[k] = v
+	}
+}
+
 func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 	now := l.opts.Clock.Now().UTC()
 	timeJSON, err := now.MarshalJSON()
 	if err != nil {
 		return 0, err
 	}
+	if l.seq != nil {
+		return l.appendRecords(ctx, batch, now, timeJSON)
+	}
+	if l.batch == nil {
+		return 0, fmt.Errorf("audit: store %T can append neither batches nor records", l.store)
+	}
 	var newHashes map[int64]tlog.Hash
 	var n, size int64
 	// The store calls build under its append lock, with the log's size at
 	// that moment: positions and hashes are computed where no other writer
-	// (another replica) can interleave.
+	// can interleave.
 	build := func(start int64, read func([]int64) ([]tlog.Hash, error)) (Batch, error) {
 		size = start
 		b := Batch{Start: start}
 		newHashes = map[int64]tlog.Hash{}
-		reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-			out := make([]tlog.Hash, len(idx))
-			var miss []int64
-			var missAt []int
-			for i, x := range idx {
-				if h, ok := newHashes[x]; ok {
-					out[i] = h
-				} else if h, ok := l.cache[x]; ok {
-					out[i] = h
-				} else {
-					miss = append(miss, x)
-					missAt = append(missAt, i)
-				}
-			}
-			if len(miss) > 0 {
-				got, err := read(miss)
-				if err != nil {
-					return nil, err
-				}
-				for j, i := range missAt {
-					out[i] = got[j]
-					l.cache[miss[j]] = got[j] // committed hashes never change
-				}
-			}
-			return out, nil
-		})
+		reader := l.hashReader(newHashes, read)
 		n = start
 		b.Changes = make([]any, len(batch))
 		for i, r := range batch {
@@ -326,16 +420,119 @@ func (l *Log) tryCommit(ctx context.Context, batch []*appendReq) (int, error) {
 		b.Checkpoint, err = l.sign(n, root)
 		return b, err
 	}
-	if err := l.store.AppendAudit(ctx, build); err != nil {
+	if err := l.batch.AppendAudit(ctx, build); err != nil {
 		return 0, err
 	}
-	if len(l.cache) > 1<<16 {
-		clear(l.cache)
-	}
-	for k, v := range newHashes {
-		l.cache[k] = v
-	}
+	l.remember(newHashes)
 	return int(n - size), nil
+}
+
+// appendRecords appends a batch to a sequenced store, which places it, and
+// wakes the sealer. Callers are answered once the records are durable; the
+// signed checkpoint covering them follows within moments.
+func (l *Log) appendRecords(ctx context.Context, batch []*appendReq, now time.Time, timeJSON []byte) (int, error) {
+	var recs []Pending
+	changes := make([]any, len(batch))
+	for i, r := range batch {
+		changes[i] = r.change
+		for j, ev := range r.events {
+			recs = append(recs, Pending{ActionID: ev.ActionID, Tail: appendTail(nil, timeJSON, r.bodies[j])})
+		}
+	}
+	start, err := l.seq.AppendRecords(ctx, recs, changes)
+	if err != nil {
+		return 0, err
+	}
+	n := start
+	for _, r := range batch {
+		for _, ev := range r.events {
+			ev.Seq, ev.Time = n, now
+			n++
+		}
+	}
+	select {
+	case l.sealKick <- struct{}{}:
+	default:
+	}
+	return len(recs), nil
+}
+
+func (l *Log) sealLoop() {
+	defer close(l.sealDone)
+	// Also seal now and then unprompted: a replica that stopped between an
+	// append and its seal leaves records only another can seal.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.sealStop:
+			l.sealAll()
+			return
+		case <-l.sealKick:
+		case <-tick.C:
+		}
+		l.sealAll()
+		// Nobody waits for a seal, so let appends gather: fewer, larger
+		// seals cost the database less (one checkpoint each).
+		select {
+		case <-l.sealStop:
+			l.sealAll()
+			return
+		case <-time.After(sealEvery):
+		}
+	}
+}
+
+// sealAll seals every record committed so far. While another process holds
+// the seal lock it tries again shortly: that process may have read the
+// records before this one's last batch committed.
+func (l *Log) sealAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for busy := 0; busy < 1000; {
+		var fresh map[int64]tlog.Hash
+		seal := func(size int64, recs []Record, read func([]int64) ([]tlog.Hash, error)) ([]IndexedHash, []byte, error) {
+			fresh = map[int64]tlog.Hash{}
+			reader := l.hashReader(fresh, read)
+			var out []IndexedHash
+			n := size
+			for _, r := range recs {
+				if r.Seq != n {
+					return nil, nil, fmt.Errorf("audit record %d found where %d belongs", r.Seq, n)
+				}
+				hs, err := tlog.StoredHashes(n, r.Data, reader)
+				if err != nil {
+					return nil, nil, err
+				}
+				base := tlog.StoredHashIndex(0, n)
+				for i, h := range hs {
+					fresh[base+int64(i)] = h
+					out = append(out, IndexedHash{Index: base + int64(i), Hash: h})
+				}
+				n++
+			}
+			root, err := tlog.TreeHash(n, reader)
+			if err != nil {
+				return nil, nil, err
+			}
+			cp, err := l.sign(n, root)
+			return out, cp, err
+		}
+		n, ok, err := l.seq.SealAudit(ctx, sealLimit, seal)
+		if err != nil {
+			l.opts.Logger.Error("audit seal failed", "err", err)
+			return
+		}
+		if !ok {
+			busy++
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		l.remember(fresh)
+		if n < sealLimit {
+			return
+		}
+	}
 }
 
 func (l *Log) sign(n int64, root tlog.Hash) ([]byte, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -40,11 +41,19 @@ type Report struct {
 	Tree        tlog.Tree
 }
 
+// SealWait is how long Verify waits for a checkpoint to cover records that
+// are not covered yet. A store shared by replicas seals records moments
+// after they are appended; a record still uncovered after this long was
+// inserted, or no gateway is running to seal it.
+const SealWait = 5 * time.Second
+
 // Verify recomputes the whole tree from the records and checks it against
 // every stored signed checkpoint and, if given, a checkpoint saved elsewhere
 // (which is what detects truncation of the tail). It returns a *Problem
 // naming the first bad record when anything was modified, removed,
-// reordered or inserted.
+// reordered or inserted. Every record present when it starts must end up
+// covered by a signed checkpoint (it waits up to SealWait for that); records
+// appended while it runs are not its concern.
 func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, error) {
 	var hashes []tlog.Hash // all stored hashes, recomputed
 	mem := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
@@ -60,47 +69,60 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 	var n int64
 	var firstStoredMismatch int64 = -1
 	after := int64(-1)
-	for {
-		recs, err := r.ReadAuditRecords(ctx, after, 1000)
-		if err != nil {
-			return nil, err
-		}
-		if len(recs) == 0 {
-			break
-		}
-		idx := make([]int64, len(recs))
-		for i := range recs {
-			idx[i] = tlog.StoredHashIndex(0, n+int64(i))
-		}
-		stored, err := r.ReadAuditHashes(ctx, idx)
-		if err != nil {
-			stored = nil // missing stored hashes: rely on checkpoints
-		}
-		for i, rec := range recs {
-			var hdr struct {
-				Seq *int64 `json:"seq"`
+	// readTo reads records until there are at least want (all, if want < 0).
+	readTo := func(want int64) error {
+		for want < 0 || n < want {
+			limit := int64(1000)
+			if want >= 0 {
+				limit = min(limit, want-n)
 			}
-			if err := json.Unmarshal(rec.Data, &hdr); err != nil || hdr.Seq == nil {
-				return nil, &Problem{Seq: n, Msg: "record is not a valid audit event (modified)"}
-			}
-			if *hdr.Seq != n {
-				return nil, &Problem{Seq: n, Msg: fmt.Sprintf("expected event %d here, found event %d (records removed, reordered or inserted)", n, *hdr.Seq)}
-			}
-			h := tlog.RecordHash(rec.Data)
-			if stored != nil && firstStoredMismatch < 0 && !bytes.Equal(stored[i][:], h[:]) {
-				firstStoredMismatch = n
-			}
-			hs, err := tlog.StoredHashesForRecordHash(n, h, mem)
+			recs, err := r.ReadAuditRecords(ctx, after, int(limit))
 			if err != nil {
-				return nil, err
+				return err
 			}
-			hashes = append(hashes, hs...)
-			n++
+			if len(recs) == 0 {
+				return nil
+			}
+			idx := make([]int64, len(recs))
+			for i := range recs {
+				idx[i] = tlog.StoredHashIndex(0, n+int64(i))
+			}
+			stored, err := r.ReadAuditHashes(ctx, idx)
+			if err != nil {
+				stored = nil // missing stored hashes (not sealed yet): rely on checkpoints
+			}
+			for i, rec := range recs {
+				var hdr struct {
+					Seq *int64 `json:"seq"`
+				}
+				if err := json.Unmarshal(rec.Data, &hdr); err != nil || hdr.Seq == nil {
+					return &Problem{Seq: n, Msg: "record is not a valid audit event (modified)"}
+				}
+				if *hdr.Seq != n {
+					return &Problem{Seq: n, Msg: fmt.Sprintf("expected event %d here, found event %d (records removed, reordered or inserted)", n, *hdr.Seq)}
+				}
+				h := tlog.RecordHash(rec.Data)
+				if stored != nil && firstStoredMismatch < 0 && !bytes.Equal(stored[i][:], h[:]) {
+					firstStoredMismatch = n
+				}
+				hs, err := tlog.StoredHashesForRecordHash(n, h, mem)
+				if err != nil {
+					return err
+				}
+				hashes = append(hashes, hs...)
+				n++
+			}
+			after = recs[len(recs)-1].Seq
 		}
-		after = recs[len(recs)-1].Seq
+		return nil
 	}
+	// Checkpoints first: every one read now covers records already there,
+	// so one that covers more than the records read is truncation.
 	cps, err := r.AuditCheckpoints(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := readTo(-1); err != nil {
 		return nil, err
 	}
 	var lastGood int64
@@ -133,7 +155,7 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 	if firstStoredMismatch >= 0 {
 		return nil, &Problem{Seq: firstStoredMismatch, Msg: "record differs from the hash stored when it was appended (modified)"}
 	}
-	rep := &Report{Records: n}
+	rep := &Report{}
 	for _, cp := range cps {
 		t, err := check(cp, "checkpoint")
 		if err != nil {
@@ -149,8 +171,44 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 			return nil, err
 		}
 	}
-	if n > 0 && rep.Tree.N != n {
-		return nil, &Problem{Seq: rep.Tree.N, Msg: "record is not covered by any signed checkpoint (inserted)"}
+	// Records not covered yet: wait for a newer checkpoint, read the records
+	// it covers, and check it too.
+	target := n
+	for deadline := time.Now().Add(SealWait); rep.Tree.N < target; {
+		if time.Now().After(deadline) {
+			return nil, &Problem{Seq: rep.Tree.N, Msg: "record is not covered by any signed checkpoint (inserted, or no gateway is running to seal it)"}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		latest, err := r.AuditCheckpoints(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(latest) < len(cps) {
+			return nil, &Problem{Seq: -1, Msg: "checkpoints were removed while verifying"}
+		}
+		for _, cp := range latest[len(cps):] {
+			t, err := ParseCheckpoint(cp, vkey)
+			if err != nil {
+				return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("checkpoint: %v", err)}
+			}
+			if err := readTo(t.N); err != nil {
+				return nil, err
+			}
+			if firstStoredMismatch >= 0 {
+				return nil, &Problem{Seq: firstStoredMismatch, Msg: "record differs from the hash stored when it was appended (modified)"}
+			}
+			if _, err := check(cp, "checkpoint"); err != nil {
+				return nil, err
+			}
+			rep.Checkpoints++
+			rep.Tree = t
+		}
+		cps = latest
 	}
+	rep.Records = rep.Tree.N
 	return rep, nil
 }

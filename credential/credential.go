@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -42,6 +43,15 @@ type Resolver struct {
 	Secrets *SecretBox
 	// Vault resolves vault: references (nil: not configured).
 	Vault *VaultKV
+	// files caches file: secrets by path (*fileSecret); a file is read
+	// again when it is replaced or rewritten.
+	files sync.Map
+}
+
+// fileSecret is a file: secret as last read.
+type fileSecret struct {
+	info  os.FileInfo
+	value string
 }
 
 // CheckRef checks the syntax of a secret reference.
@@ -100,6 +110,19 @@ func (r *Resolver) Resolve(ref string) (string, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(r.Dir, p)
 		}
+		// Rotation needs no restart, so every use looks at the file; a stat
+		// is enough to know it is the one read before (same file, size and
+		// modification time), which saves opening and reading it per action.
+		info, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("secret file: %w", err)
+		}
+		if c, ok := r.files.Load(p); ok {
+			c := c.(*fileSecret)
+			if os.SameFile(c.info, info) && c.info.Size() == info.Size() && c.info.ModTime().Equal(info.ModTime()) {
+				return c.value, nil
+			}
+		}
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return "", fmt.Errorf("secret file: %w", err)
@@ -108,6 +131,7 @@ func (r *Resolver) Resolve(ref string) (string, error) {
 		if v == "" {
 			return "", fmt.Errorf("secret file %s is empty", p)
 		}
+		r.files.Store(p, &fileSecret{info: info, value: v})
 		return v, nil
 	}
 }

@@ -77,6 +77,23 @@ func TestResolverAndApply(t *testing.T) {
 	if u.Query().Get("api_key") != "rotated-secret-value" {
 		t.Errorf("rotation: %s", u)
 	}
+	// The cached value is not used once the file changes, even to a value
+	// of the same length, or is replaced by a rename.
+	qry := func() string {
+		u, _ := url.Parse("https://h/p")
+		set.Apply(t.Context(), "qry", &Use{Header: h, URL: u})
+		return u.Query().Get("api_key")
+	}
+	time.Sleep(10 * time.Millisecond) // a modification time of its own
+	os.WriteFile(filepath.Join(dir, "k"), []byte("rotated-secret-valuf"), 0o600)
+	if got := qry(); got != "rotated-secret-valuf" {
+		t.Errorf("same-length rewrite: %s", got)
+	}
+	os.WriteFile(filepath.Join(dir, "k.new"), []byte("renamed-secret-value"), 0o600)
+	os.Rename(filepath.Join(dir, "k.new"), filepath.Join(dir, "k"))
+	if got := qry(); got != "renamed-secret-value" {
+		t.Errorf("replaced by rename: %s", got)
+	}
 	_, err = set.Apply(t.Context(), "bad", &Use{Header: h, URL: u})
 	var e *agentg8.Error
 	if !errors.As(err, &e) || e.Code != agentg8.CodeCredentialUnavailable || strings.Contains(e.Message, "NOPE") {

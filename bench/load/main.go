@@ -367,11 +367,18 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 			return err
 		}
 		var i atomic.Int64
+		before := make([]writerStats, n)
+		for j, u := range urls {
+			before[j] = auditStats(client, u)
+		}
 		r := measure(client, proposeReq(func() string { return urls[int(i.Add(1))%n] }), conc, dur)
-		stop()
 		name := fmt.Sprintf("agentg8, %d replica(s)", n)
 		res[name] = r.rps
 		fmt.Printf("%-24s %10.0f %10s %10s %10d\n", name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		for j, u := range urls {
+			auditStats(client, u).since(before[j], r, dur)
+		}
+		stop()
 	}
 	fmt.Printf("\nratios (same run): 1 replica / inserts %.2f, 3 replicas / inserts %.2f\n",
 		res["agentg8, 1 replica(s)"]/res["baseline"], res["agentg8, 3 replica(s)"]/res["baseline"])

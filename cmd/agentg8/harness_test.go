@@ -255,7 +255,7 @@ type testEnv struct {
 	exitCode int
 }
 
-func writeFile(t *testing.T, path, data string) {
+func writeFile(t testing.TB, path, data string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func writeFile(t *testing.T, path, data string) {
 	}
 }
 
-func writeConfig(t *testing.T, dir, upstream string, o envOpts) string {
+func writeConfig(t testing.TB, dir, upstream string, o envOpts) string {
 	writeFile(t, filepath.Join(dir, "tasks", "tasks.yaml"), strings.ReplaceAll(testTasks, "UPSTREAM", upstream))
 	writeFile(t, filepath.Join(dir, "policies", "main.cedar"), testPolicies)
 	writeFile(t, filepath.Join(dir, "secrets", "crm"), crmSecret+"\n")

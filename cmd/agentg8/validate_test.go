@@ -120,7 +120,7 @@ func appendFile(t *testing.T, path, s string) {
 	writeFile(t, path, string(b)+s)
 }
 
-func replaceIn(t *testing.T, path, old, new string) {
+func replaceIn(t testing.TB, path, old, new string) {
 	b, _ := os.ReadFile(path)
 	if !strings.Contains(string(b), old) {
 		t.Fatalf("%q not in %s", old, path)

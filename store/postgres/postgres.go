@@ -42,7 +42,7 @@ type Store struct {
 
 var (
 	_ action.Store           = (*Store)(nil)
-	_ audit.Store            = (*Store)(nil)
+	_ audit.SequencedStore   = (*Store)(nil)
 	_ audit.Reader           = (*Store)(nil)
 	_ credential.SecretStore = (*Store)(nil)
 )
@@ -397,80 +397,44 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 	return readHashes(ctx, s.pool, idx)
 }
 
-// AppendAudit locks the log's head row (one lock per batch, not per
-// request), builds the batch at the current size, and writes it with its
-// state changes; changed actions are announced with NOTIFY at commit.
+// AppendRecords appends records at the log's head with their state
+// changes in one transaction, sent with BEGIN and COMMIT as one pipeline:
+// one round trip. The database gives the records their positions as it
+// runs the pipeline (the head row is moved last, so its lock is held only
+// from there to the commit, never across a round trip), which is what lets
+// several replicas append without taking turns. Changed actions are
+// announced with NOTIFY at commit. Hashes and checkpoints come later, from
+// SealAudit.
 //
-// Two round trips: BEGIN with the lock, then every write and the COMMIT in
-// one pipeline. The lock is held from the first until the commit, so every
-// round trip saved is time other replicas do not wait. A change that loses
-// its compare-and-set fails its statement (a guard divides by the number of
-// rows it wrote), which aborts the transaction before COMMIT: nothing of the
-// batch is written, and the log retries it without that change.
-func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err error) {
+// A change that loses its compare-and-set fails its statement (a guard
+// divides by the number of rows it wrote), which aborts the transaction
+// before COMMIT: nothing of the batch is written, and the log retries it
+// without that change.
+func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes []any) (start int64, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	defer func() {
-		// Leave no transaction open on a pooled connection.
-		if conn.Conn().PgConn().TxStatus() != 'I' {
-			if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
-				conn.Conn().Close(context.WithoutCancel(ctx))
-			}
-		}
-		conn.Release()
-	}()
-	lock := &pgx.Batch{}
-	lock.Queue(`BEGIN`)
-	lock.Queue(`SELECT size FROM audit_head WHERE id = 1 FOR UPDATE`)
-	lr := conn.SendBatch(ctx, lock)
-	var size int64
-	if _, err := lr.Exec(); err != nil {
-		lr.Close()
-		return err
-	}
-	if err := lr.QueryRow().Scan(&size); err != nil {
-		lr.Close()
-		return err
-	}
-	if err := lr.Close(); err != nil {
-		return err
-	}
-	b, err := build(size, func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, conn, idx) })
-	if err != nil {
-		return err
-	}
-	batch := &pgx.Batch{}
-	seqs, aids, datas := make([]int64, len(b.Records)), make([]string, len(b.Records)), make([][]byte, len(b.Records))
-	for i, r := range b.Records {
-		seqs[i], aids[i], datas[i] = r.Seq, r.ActionID, r.Data
-	}
-	batch.Queue(`INSERT INTO audit_records (seq, action_id, data) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])`, seqs, aids, datas)
-	idxs, hs := make([]int64, len(b.Hashes)), make([][]byte, len(b.Hashes))
-	for i, h := range b.Hashes {
-		idxs[i], hs[i] = h.Index, h.Hash[:]
-	}
-	batch.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, hs)
-	batch.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, b.Size, b.Checkpoint)
-	batch.Queue(`UPDATE audit_head SET size = $1 WHERE id = 1`, b.Size)
+	defer release(ctx, conn)
 	type slot struct {
 		index int
 		ch    *action.Change // nil for statements that cannot be refused
 	}
-	slots := []slot{{-1, nil}, {-1, nil}, {-1, nil}, {-1, nil}}
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
+	slots := []slot{{-1, nil}}
 	var changed []string
-	for i, c := range b.Changes {
+	for i, c := range changes {
 		if c == nil {
 			continue
 		}
 		ch, ok := c.(*action.Change)
 		if !ok {
-			return &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
+			return 0, &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
 		}
 		sql, args, err := changeSQL(ch)
 		if err != nil {
-			return &audit.ChangeError{Index: i, Err: err}
+			return 0, &audit.ChangeError{Index: i, Err: err}
 		}
 		batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
 		slots = append(slots, slot{i, ch})
@@ -485,6 +449,17 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err err
 		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
 		slots = append(slots, slot{-1, nil})
 	}
+	aids, tails := make([]string, len(recs)), make([][]byte, len(recs))
+	for i, r := range recs {
+		aids[i], tails[i] = r.ActionID, r.Tail
+	}
+	// A record's bytes are {"seq":<position> and its tail, as audit.place
+	// writes them.
+	batch.Queue(`WITH h AS (UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size - $1 AS start),
+		ins AS (INSERT INTO audit_records (seq, action_id, data)
+			SELECT h.start + t.i - 1, t.aid, convert_to('{"seq":' || (h.start + t.i - 1), 'UTF8') || t.tail
+			FROM h, unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS t(aid, tail, i))
+		SELECT start FROM h`, int64(len(recs)), aids, tails)
 	batch.Queue(`COMMIT`)
 	br := conn.SendBatch(ctx, batch)
 	for _, sl := range slots {
@@ -492,25 +467,104 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err err
 			br.Close()
 			var pe *pgconn.PgError
 			if sl.ch != nil && errors.As(err, &pe) && pe.Code == "22012" { // the guard: no row written
-				return &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
+				return 0, &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
 			}
 			if sl.index >= 0 {
-				return &audit.ChangeError{Index: sl.index, Err: err}
+				return 0, &audit.ChangeError{Index: sl.index, Err: err}
 			}
-			return fmt.Errorf("append audit: %w", err)
+			return 0, fmt.Errorf("append audit: %w", err)
 		}
+	}
+	if err := br.QueryRow().Scan(&start); err != nil {
+		br.Close()
+		return 0, fmt.Errorf("append audit: %w", err)
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("append audit: commit: %w", err)
+		return 0, fmt.Errorf("append audit: commit: %w", err)
 	}
 	if tag.String() != "COMMIT" {
-		return fmt.Errorf("append audit: transaction ended with %s", tag)
+		return 0, fmt.Errorf("append audit: transaction ended with %s", tag)
 	}
-	return nil
+	return start, nil
+}
+
+// SealAudit seals the records after the sealed size. The seal row is taken
+// with SKIP LOCKED: a replica that finds another sealing does not wait (ok
+// is false) and tries again later; appends never wait for a seal. Records
+// become visible in position order (each append moves the head only after
+// the previous one committed), so what is read is a gapless run.
+func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (n int, ok bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer release(ctx, conn)
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	// A sealer stopped mid-way (SIGSTOP, a hung host) must not keep the
+	// others from sealing: the database ends its transaction.
+	b.Queue(`SET LOCAL idle_in_transaction_session_timeout = '10s'`)
+	b.Queue(`SELECT sealed FROM audit_seal WHERE id = 1 FOR UPDATE SKIP LOCKED`)
+	b.Queue(`SELECT seq, action_id, data FROM audit_records WHERE seq >= (SELECT sealed FROM audit_seal WHERE id = 1) ORDER BY seq LIMIT $1`, limit)
+	br := conn.SendBatch(ctx, b)
+	var sealed int64
+	_, err = br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&sealed)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		br.Close()
+		return 0, false, nil
+	}
+	if err != nil {
+		br.Close()
+		return 0, false, fmt.Errorf("seal audit: %w", err)
+	}
+	recs, err := records(br.Query())
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("seal audit: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, true, nil
+	}
+	hashes, cp, err := seal(sealed, recs, func(idx []int64) ([]tlog.Hash, error) { return readHashes(ctx, conn, idx) })
+	if err != nil {
+		return 0, false, fmt.Errorf("seal audit: %w", err)
+	}
+	idxs, hs := make([]int64, len(hashes)), make([][]byte, len(hashes))
+	for i, h := range hashes {
+		idxs[i], hs[i] = h.Index, h.Hash[:]
+	}
+	size := sealed + int64(len(recs))
+	w := &pgx.Batch{}
+	w.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, hs)
+	w.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2)`, size, cp)
+	w.Queue(`UPDATE audit_seal SET sealed = $1 WHERE id = 1`, size)
+	w.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, w).Close(); err != nil {
+		return 0, false, fmt.Errorf("seal audit: %w", err)
+	}
+	return len(recs), true, nil
+}
+
+// release returns a connection to the pool with no transaction open.
+func release(ctx context.Context, conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}
+	conn.Release()
 }
 
 // LatestAuditCheckpoint returns the newest checkpoint, or nil.

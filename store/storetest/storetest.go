@@ -33,7 +33,7 @@ type Store interface {
 var errSize = errors.New("log size is not the batch's start")
 
 // appendBatch appends a prepared batch, failing if the log is not at b.Start.
-func appendBatch(ctx context.Context, s Store, b audit.Batch) error {
+func appendBatch(ctx context.Context, s audit.BatchStore, b audit.Batch) error {
 	return s.AppendAudit(ctx, func(size int64, _ func([]int64) ([]tlog.Hash, error)) (audit.Batch, error) {
 		if size != b.Start {
 			return b, errSize
@@ -42,12 +42,48 @@ func appendBatch(ctx context.Context, s Store, b audit.Batch) error {
 	})
 }
 
+// commitChanges appends one record per change (nil: a record without one)
+// the way the store appends, as the log does, with made-up data, hashes
+// and checkpoint: the store's side of a change does not depend on them.
+func commitChanges(ctx context.Context, s Store, changes ...any) error {
+	switch st := s.(type) {
+	case audit.BatchStore:
+		return st.AppendAudit(ctx, func(size int64, _ func([]int64) ([]tlog.Hash, error)) (audit.Batch, error) {
+			b := audit.Batch{Start: size, Size: size + int64(len(changes)), Checkpoint: []byte("c"), Changes: changes}
+			for i := range changes {
+				seq := size + int64(i)
+				data := []byte(fmt.Sprint(seq))
+				b.Records = append(b.Records, audit.Record{Seq: seq, ActionID: "x", Data: data})
+				b.Hashes = append(b.Hashes, audit.IndexedHash{Index: tlog.StoredHashIndex(0, seq), Hash: tlog.RecordHash(data)})
+			}
+			return b, nil
+		})
+	case audit.SequencedStore:
+		recs := make([]audit.Pending, len(changes))
+		for i := range recs {
+			recs[i] = audit.Pending{ActionID: "x", Tail: []byte("}")}
+		}
+		_, err := st.AppendRecords(ctx, recs, changes)
+		return err
+	}
+	return fmt.Errorf("%T appends neither batches nor records", s)
+}
+
 // Run exercises a store. newStore returns a fresh, empty store.
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("actions", func(t *testing.T) { testActions(t, newStore(t)) })
 	t.Run("compare-and-set is exclusive", func(t *testing.T) { testCAS(t, newStore(t)) })
 	t.Run("idempotency", func(t *testing.T) { testIdempotency(t, newStore(t)) })
-	t.Run("audit", func(t *testing.T) { testAudit(t, newStore(t)) })
+	t.Run("audit", func(t *testing.T) {
+		switch s := newStore(t); st := s.(type) {
+		case batchStore:
+			testBatchAudit(t, st)
+		case sequencedStore:
+			testSequencedAudit(t, st)
+		default:
+			t.Fatalf("%T appends neither batches nor records", s)
+		}
+	})
 	t.Run("changes commit with their audit batch", func(t *testing.T) { testChanges(t, newStore(t)) })
 	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
@@ -203,7 +239,12 @@ func testIdempotency(t *testing.T, s Store) {
 	}
 }
 
-func testAudit(t *testing.T, s Store) {
+type batchStore interface {
+	Store
+	audit.BatchStore
+}
+
+func testBatchAudit(t *testing.T, s batchStore) {
 	ctx := context.Background()
 	if n, err := s.AuditSize(ctx); err != nil || n != 0 {
 		t.Fatalf("empty size %d %v", n, err)
@@ -248,18 +289,97 @@ func testAudit(t *testing.T, s Store) {
 	}
 }
 
+type sequencedStore interface {
+	Store
+	audit.SequencedStore
+}
+
+// testSequencedAudit checks a store that places records itself and seals
+// them apart: positions, stored bytes, sealing under a lock taken without
+// waiting, and a failed seal writing nothing.
+func testSequencedAudit(t *testing.T, s sequencedStore) {
+	ctx := context.Background()
+	if n, err := s.AuditSize(ctx); err != nil || n != 0 {
+		t.Fatalf("empty size %d %v", n, err)
+	}
+	if cp, err := s.LatestAuditCheckpoint(ctx); err != nil || cp != nil {
+		t.Fatalf("empty checkpoint %q %v", cp, err)
+	}
+	start, err := s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_1", Tail: []byte(`,"a":1}`)}}, []any{nil})
+	if err != nil || start != 0 {
+		t.Fatalf("first append: %d %v", start, err)
+	}
+	start, err = s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_2", Tail: []byte(`,"a":2}`)}, {ActionID: "act_1", Tail: []byte(`,"a":3}`)}}, []any{nil})
+	if err != nil || start != 1 {
+		t.Fatalf("second append: %d %v", start, err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 3 {
+		t.Errorf("size %d", n)
+	}
+	recs, err := s.ReadAuditRecords(ctx, -1, 10)
+	if err != nil || len(recs) != 3 || string(recs[0].Data) != `{"seq":0,"a":1}` || string(recs[2].Data) != `{"seq":2,"a":3}` ||
+		recs[1].Seq != 1 || recs[1].ActionID != "act_2" {
+		t.Fatalf("records %+v %v", recs, err)
+	}
+	hashes := func(from int64, recs []audit.Record) []audit.IndexedHash {
+		var out []audit.IndexedHash
+		for i, r := range recs {
+			out = append(out, audit.IndexedHash{Index: tlog.StoredHashIndex(0, from+int64(i)), Hash: tlog.RecordHash(r.Data)})
+		}
+		return out
+	}
+	// A failed seal writes nothing; a limit seals the oldest records first.
+	if _, _, err := s.SealAudit(ctx, 10, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		return nil, nil, errors.New("no key")
+	}); err == nil {
+		t.Error("a failed seal was not reported")
+	}
+	n, ok, err := s.SealAudit(ctx, 2, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		if size != 0 || len(got) != 2 || got[0].Seq != 0 || got[1].Seq != 1 {
+			t.Errorf("first seal got size %d, %d records", size, len(got))
+		}
+		return hashes(size, got), []byte("cp2"), nil
+	})
+	if n != 2 || !ok || err != nil {
+		t.Fatalf("first seal: %d %v %v", n, ok, err)
+	}
+	// While one process seals, another does not wait for the lock.
+	n, ok, err = s.SealAudit(ctx, 10, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		if size != 2 || len(got) != 1 || got[0].Seq != 2 {
+			t.Errorf("second seal got size %d, %d records", size, len(got))
+		}
+		_, ok2, err2 := s.SealAudit(ctx, 10, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+			t.Error("two seals at once")
+			return nil, nil, nil
+		})
+		if ok2 || err2 != nil {
+			t.Errorf("a second sealer got the lock or failed: %v %v", ok2, err2)
+		}
+		return hashes(size, got), []byte("cp3"), nil
+	})
+	if n != 1 || !ok || err != nil {
+		t.Fatalf("second seal: %d %v %v", n, ok, err)
+	}
+	if n, ok, err := s.SealAudit(ctx, 10, nil); n != 0 || !ok || err != nil {
+		t.Errorf("sealing nothing: %d %v %v", n, ok, err)
+	}
+	got, err := s.ReadAuditHashes(ctx, []int64{tlog.StoredHashIndex(0, 2), 0})
+	if err != nil || got[0] != tlog.RecordHash(recs[2].Data) || got[1] != tlog.RecordHash(recs[0].Data) {
+		t.Errorf("hashes %v %v", got, err)
+	}
+	cps, _ := s.AuditCheckpoints(ctx)
+	if len(cps) != 2 || string(cps[0]) != "cp2" {
+		t.Errorf("checkpoints %q", cps)
+	}
+	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != "cp3" {
+		t.Errorf("latest %q", cp)
+	}
+}
+
 func testChanges(t *testing.T, s Store) {
 	ctx := context.Background()
-	rec := func(seq int64) audit.Record {
-		return audit.Record{Seq: seq, ActionID: "act_c", Data: []byte(fmt.Sprint(seq))}
-	}
-	hash := func(i int64) audit.IndexedHash {
-		return audit.IndexedHash{Index: i, Hash: tlog.RecordHash([]byte(fmt.Sprint(i)))}
-	}
 	a := newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)
-	err := appendBatch(ctx, s, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{rec(0)}, Hashes: []audit.IndexedHash{hash(0)},
-		Checkpoint: []byte("c1"), Changes: []any{&action.Change{Action: a}}})
-	if err != nil {
+	if err := commitChanges(ctx, s, &action.Change{Action: a}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.GetAction(ctx, "act_c"); err != nil || got.Status != agentg8.StateExecuting {
@@ -268,8 +388,7 @@ func testChanges(t *testing.T, s Store) {
 	// A batch whose second change loses its compare-and-set writes nothing,
 	// and says which change failed.
 	done := newAction("act_c", "bot", "crm.x", agentg8.StateSucceeded, t0)
-	err = appendBatch(ctx, s, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
-		Checkpoint: []byte("c2"), Changes: []any{nil, &action.Change{Action: done, From: agentg8.StateApproved}}})
+	err := commitChanges(ctx, s, nil, &action.Change{Action: done, From: agentg8.StateApproved})
 	var ce *audit.ChangeError
 	if !errors.As(err, &ce) || ce.Index != 1 || !errors.Is(err, action.ErrStateConflict) {
 		t.Fatalf("want ChangeError{1, ErrStateConflict}, got %v", err)
@@ -280,9 +399,7 @@ func testChanges(t *testing.T, s Store) {
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateExecuting {
 		t.Errorf("state changed: %s", got.Status)
 	}
-	err = appendBatch(ctx, s, audit.Batch{Start: 1, Size: 2, Records: []audit.Record{rec(1)}, Hashes: []audit.IndexedHash{hash(1)},
-		Checkpoint: []byte("c2"), Changes: []any{&action.Change{Action: done, From: agentg8.StateExecuting}}})
-	if err != nil {
+	if err := commitChanges(ctx, s, &action.Change{Action: done, From: agentg8.StateExecuting}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
@@ -293,17 +410,18 @@ func testChanges(t *testing.T, s Store) {
 	if err := s.CreateAction(ctx, pendingAction("act_p1", "bot", "sha256:dup")); err != nil {
 		t.Fatal(err)
 	}
-	err = appendBatch(ctx, s, audit.Batch{Start: 2, Size: 3, Records: []audit.Record{rec(2)}, Hashes: []audit.IndexedHash{hash(2)},
-		Checkpoint: []byte("c3"), Changes: []any{nil, nil, &action.Change{Action: pendingAction("act_p2", "bot", "sha256:dup")}}})
+	err = commitChanges(ctx, s, nil, nil, &action.Change{Action: pendingAction("act_p2", "bot", "sha256:dup")})
 	if !errors.As(err, &ce) || ce.Index != 2 || !errors.Is(err, action.ErrDuplicatePending) {
 		t.Fatalf("want ChangeError{2, ErrDuplicatePending}, got %v", err)
 	}
 	if n, _ := s.AuditSize(ctx); n != 2 {
 		t.Errorf("records of a refused batch were kept: size %d", n)
 	}
-	if err := appendBatch(ctx, s, audit.Batch{Start: 2, Size: 3, Records: []audit.Record{rec(2)}, Hashes: []audit.IndexedHash{hash(2)},
-		Checkpoint: []byte("c3")}); err != nil {
+	if err := commitChanges(ctx, s, nil); err != nil {
 		t.Fatalf("the next batch: %v", err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 3 {
+		t.Errorf("size after the next batch: %d", n)
 	}
 }
 
@@ -358,10 +476,7 @@ func testNotifications(t *testing.T, s Store) {
 	a := newAction("an", "bot", "ops.x", agentg8.StatePendingApproval, t0)
 	n1 := action.Notification{ID: "n1", ActionID: "an", Channel: 0, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0}
 	n2 := action.Notification{ID: "n2", ActionID: "an", Channel: 1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0.Add(time.Hour)}
-	err := appendBatch(ctx, s, audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "an", Data: []byte("0")}},
-		Hashes: []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash([]byte("0"))}}, Checkpoint: []byte("c"),
-		Changes: []any{&action.Change{Action: a, Notify: []action.Notification{n1, n2}}}})
-	if err != nil {
+	if err := commitChanges(ctx, s, &action.Change{Action: a, Notify: []action.Notification{n1, n2}}); err != nil {
 		t.Fatal(err)
 	}
 	due, err := s.DueNotifications(ctx, t0.Add(time.Minute), 10)
@@ -465,10 +580,7 @@ func testLeases(t *testing.T, s Store) {
 	ctx := context.Background()
 	a := newAction("act_l", "bot", "ops.x", agentg8.StateExecuting, t0)
 	lease := action.Lease{Owner: "r1", TTL: 300 * time.Millisecond}
-	b := audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "act_l", Data: []byte("0")}},
-		Hashes: []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash([]byte("0"))}}, Checkpoint: []byte("c"),
-		Changes: []any{&action.Change{Action: a, Lease: &lease}}}
-	if err := appendBatch(ctx, s, b); err != nil {
+	if err := commitChanges(ctx, s, &action.Change{Action: a, Lease: &lease}); err != nil {
 		t.Fatal(err)
 	}
 	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/store/storetest"
+)
+
+// BenchmarkPostgresReplicas measures allowed actions per second through
+// the whole pipeline of 1 and 3 replicas sharing one PostgreSQL database:
+// each replica is a full gateway (its own pool, audit log, worker and
+// LISTEN), and each action is validated, authorised by Cedar, given its
+// credential, recorded (intent), sent to a real HTTP upstream and recorded
+// again (outcome). Callers use the replicas' action services directly, so
+// what is measured is the pipeline and the database, not the HTTP front
+// door (bench/load measures that, with the gateways as processes). The
+// ceiling is independent single-row durable inserts from as many callers
+// on the same cluster, measured first in the same run; each replica
+// result also reports its ratio to it (x-inserts).
+func BenchmarkPostgresReplicas(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":"cus_1","name":"Ada Lovelace","plan":"enterprise","notes":[]}`))
+	}))
+	defer up.Close()
+	for _, clients := range []int{16, 64} {
+		var ceiling float64
+		b.Run(fmt.Sprintf("clients=%d/inserts", clients), func(b *testing.B) {
+			pool, err := pgxpool.New(context.Background(), storetest.PostgresDB(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pool.Close()
+			if _, err := pool.Exec(context.Background(), `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`); err != nil {
+				b.Fatal(err)
+			}
+			row := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
+			storetest.Writers(b, clients, "ops", func() error {
+				_, err := pool.Exec(context.Background(), `INSERT INTO t (data) VALUES ($1)`, row)
+				return err
+			})
+			ceiling = float64(b.N) / b.Elapsed().Seconds()
+		})
+		for _, n := range []int{1, 3} {
+			b.Run(fmt.Sprintf("clients=%d/replicas=%d", clients, n), func(b *testing.B) {
+				svcs := startReplicas(b, up.URL, n)
+				bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
+				prop := action.Proposal{Task: "crm.get_customer", Input: json.RawMessage(`{"customer_id":"cus_1"}`)}
+				var next atomic.Int64
+				storetest.Writers(b, clients, "actions", func() error {
+					a, err := svcs[int(next.Add(1))%n].Propose(context.Background(), bot, prop)
+					if err != nil {
+						return err
+					}
+					if a.Status != agentg8.StateSucceeded {
+						return fmt.Errorf("action ended %s", a.Status)
+					}
+					return nil
+				})
+				if ceiling > 0 {
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/ceiling, "x-inserts")
+				}
+			})
+		}
+	}
+}
+
+// startReplicas runs n gateways on one new PostgreSQL database, sharing a
+// config folder (one audit key) as replicas do, and returns their action
+// services.
+func startReplicas(b *testing.B, upstream string, n int) []*action.Service {
+	dir := b.TempDir()
+	path := writeConfig(b, dir, upstream, envOpts{allowPrivate: true})
+	replaceIn(b, path, "store: sqlite:data/agentg8.db", "store: "+storetest.PostgresDB(b))
+	cfg, err := LoadConfig(path, lookup(testEnvVars()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var svcs []*action.Service
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, agentg8.SystemClock{})
+		if err != nil {
+			cancel()
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.serve(ctx) }()
+		b.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil && !strings.Contains(err.Error(), "closed") {
+				b.Error(err)
+			}
+		})
+		svcs = append(svcs, s.service)
+	}
+	return svcs
+}
