@@ -2,9 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/postgres"
 	"github.com/agentg8/agentg8/store/storetest"
 )
@@ -61,5 +66,42 @@ func TestClockFollowsTheDatabase(t *testing.T) {
 		if diff := got.Sub(db); diff < -2*time.Second || diff > 2*time.Second {
 			t.Errorf("skew %s: clock says %s, database %s", d, got, db)
 		}
+	}
+}
+
+// Records a replica appended but did not live to seal stay uncovered —
+// verify says so — until the next log on the database seals them.
+func TestUnsealedRecordsAreSealedByTheNextLog(t *testing.T) {
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, newTestDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := audit.Open(s, key, audit.Options{})
+	if err := l.Append(ctx, &agentg8.AuditEvent{Type: "proposed", ActionID: "act_1"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // seals
+	// A replica that dies right after its append commits:
+	ev := &agentg8.AuditEvent{Type: "proposed", ActionID: "act_2"}
+	b, _ := json.Marshal(ev)
+	tail := `,"time":"2026-01-01T00:00:00Z",` + strings.TrimPrefix(string(b), `{"seq":0,"time":"0001-01-01T00:00:00Z",`)
+	if _, err := s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_2", Tail: []byte(tail)}}, []any{nil}); err != nil {
+		t.Fatal(err)
+	}
+	var p *audit.Problem
+	if _, err := audit.Verify(ctx, s, key.VerifierKey, nil); !errors.As(err, &p) || p.Seq != 1 || !strings.Contains(p.Msg, "not covered") {
+		t.Fatalf("unsealed record: %v", err)
+	}
+	l = audit.Open(s, key, audit.Options{})
+	defer l.Close()
+	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
+	if err != nil || rep.Records != 2 {
+		t.Fatalf("after the next log started: %+v %v", rep, err)
 	}
 }
