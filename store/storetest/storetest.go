@@ -239,12 +239,9 @@ func testIdempotency(t *testing.T, s Store) {
 	}
 }
 
-type batchStore interface {
-	Store
-	audit.BatchStore
-}
-
-func testBatchAudit(t *testing.T, s batchStore) {
+// checkEmptyLog checks a new store's log has no records and no checkpoint.
+func checkEmptyLog(t *testing.T, s Store) {
+	t.Helper()
 	ctx := context.Background()
 	if n, err := s.AuditSize(ctx); err != nil || n != 0 {
 		t.Fatalf("empty size %d %v", n, err)
@@ -252,6 +249,16 @@ func testBatchAudit(t *testing.T, s batchStore) {
 	if cp, err := s.LatestAuditCheckpoint(ctx); err != nil || cp != nil {
 		t.Fatalf("empty checkpoint %q %v", cp, err)
 	}
+}
+
+type batchStore interface {
+	Store
+	audit.BatchStore
+}
+
+func testBatchAudit(t *testing.T, s batchStore) {
+	ctx := context.Background()
+	checkEmptyLog(t, s)
 	h := tlog.RecordHash([]byte("r0"))
 	b := audit.Batch{Start: 0, Size: 1, Records: []audit.Record{{Seq: 0, ActionID: "act_1", Data: []byte("r0")}},
 		Hashes: []audit.IndexedHash{{Index: 0, Hash: h}}, Checkpoint: []byte("cp1")}
@@ -299,12 +306,7 @@ type sequencedStore interface {
 // waiting, and a failed seal writing nothing.
 func testSequencedAudit(t *testing.T, s sequencedStore) {
 	ctx := context.Background()
-	if n, err := s.AuditSize(ctx); err != nil || n != 0 {
-		t.Fatalf("empty size %d %v", n, err)
-	}
-	if cp, err := s.LatestAuditCheckpoint(ctx); err != nil || cp != nil {
-		t.Fatalf("empty checkpoint %q %v", cp, err)
-	}
+	checkEmptyLog(t, s)
 	start, err := s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_1", Tail: []byte(`,"a":1}`)}}, []any{nil})
 	if err != nil || start != 0 {
 		t.Fatalf("first append: %d %v", start, err)
