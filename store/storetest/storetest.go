@@ -251,6 +251,19 @@ func checkEmptyLog(t *testing.T, s Store) {
 	}
 }
 
+// checkCheckpoints checks the log holds two checkpoints, first and latest.
+func checkCheckpoints(t *testing.T, s Store, first, latest string) {
+	t.Helper()
+	ctx := context.Background()
+	cps, _ := s.AuditCheckpoints(ctx)
+	if len(cps) != 2 || string(cps[0]) != first {
+		t.Errorf("checkpoints %q", cps)
+	}
+	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != latest {
+		t.Errorf("latest %q", cp)
+	}
+}
+
 type batchStore interface {
 	Store
 	audit.BatchStore
@@ -287,13 +300,7 @@ func testBatchAudit(t *testing.T, s batchStore) {
 	if err != nil || len(recs) != 2 || string(recs[0].Data) != "r1" || recs[1].Seq != 2 {
 		t.Errorf("records %+v %v", recs, err)
 	}
-	cps, _ := s.AuditCheckpoints(ctx)
-	if len(cps) != 2 || string(cps[0]) != "cp1" {
-		t.Errorf("checkpoints %q", cps)
-	}
-	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != "cp3" {
-		t.Errorf("latest %q", cp)
-	}
+	checkCheckpoints(t, s, "cp1", "cp3")
 }
 
 type sequencedStore interface {
@@ -369,13 +376,7 @@ func testSequencedAudit(t *testing.T, s sequencedStore) {
 	if err != nil || got[0] != tlog.RecordHash(recs[2].Data) || got[1] != tlog.RecordHash(recs[0].Data) {
 		t.Errorf("hashes %v %v", got, err)
 	}
-	cps, _ := s.AuditCheckpoints(ctx)
-	if len(cps) != 2 || string(cps[0]) != "cp2" {
-		t.Errorf("checkpoints %q", cps)
-	}
-	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != "cp3" {
-		t.Errorf("latest %q", cp)
-	}
+	checkCheckpoints(t, s, "cp2", "cp3")
 }
 
 func testChanges(t *testing.T, s Store) {
