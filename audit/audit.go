@@ -50,6 +50,18 @@ type Batch struct {
 	Changes []any
 }
 
+// HashRuns groups hashes into runs of consecutive indexes, as stores keep
+// them: a batch's or a seal's hashes are one run.
+func HashRuns(hs []IndexedHash) (starts []int64, runs [][]byte) {
+	for i, h := range hs {
+		if i == 0 || h.Index != hs[i-1].Index+1 {
+			starts, runs = append(starts, h.Index), append(runs, nil)
+		}
+		runs[len(runs)-1] = append(runs[len(runs)-1], h.Hash[:]...)
+	}
+	return starts, runs
+}
+
 // ChangeError is a store's refusal of one change in a batch.
 type ChangeError struct {
 	Index int

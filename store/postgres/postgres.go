@@ -76,7 +76,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Migrate applies embedded migrations under an advisory lock, so replicas
 // starting together migrate once.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, 1<<30) }
+
+// migrate applies the migrations up to version upto.
+func (s *Store) migrate(ctx context.Context, upto int) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -95,6 +98,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("migration %s: bad name", n)
+		}
+		if v > upto {
+			break
 		}
 		var done bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, v).Scan(&done); err != nil {
@@ -363,8 +369,11 @@ func (s *Store) AuditSize(ctx context.Context) (int64, error) {
 	return n, err
 }
 
+// readHashes reads each hash out of the run that holds it.
 func readHashes(ctx context.Context, q querier, idx []int64) ([]tlog.Hash, error) {
-	rows, err := q.Query(ctx, `SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)`, idx)
+	rows, err := q.Query(ctx, `SELECT i.idx, substring(r.hashes FROM ((i.idx - r.start) * 32 + 1)::int FOR 32)
+		FROM unnest($1::bigint[]) AS i(idx)
+		CROSS JOIN LATERAL (SELECT start, hashes FROM audit_hash_runs WHERE start <= i.idx ORDER BY start DESC LIMIT 1) r`, idx)
 	if err != nil {
 		return nil, err
 	}
@@ -403,8 +412,8 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 // runs the pipeline (the head row is moved last, so its lock is held only
 // from there to the commit, never across a round trip), which is what lets
 // several replicas append without taking turns. Changed actions are
-// announced with NOTIFY at commit. Hashes and checkpoints come later, from
-// SealAudit.
+// announced with NOTIFY right after the commit. Hashes and checkpoints come
+// later, from SealAudit.
 //
 // A change that loses its compare-and-set fails its statement (a guard
 // divides by the number of rows it wrote), which aborts the transaction
@@ -445,10 +454,6 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 			slots = append(slots, slot{i, nil})
 		}
 	}
-	if len(changed) > 0 {
-		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
-		slots = append(slots, slot{-1, nil})
-	}
 	aids, tails := make([]string, len(recs)), make([][]byte, len(recs))
 	for i, r := range recs {
 		aids[i], tails[i] = r.ActionID, r.Tail
@@ -461,6 +466,14 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 			FROM h, unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS t(aid, tail, i))
 		SELECT start FROM h`, int64(len(recs)), aids, tails)
 	batch.Queue(`COMMIT`)
+	// Changed actions are announced after the commit, in a transaction of
+	// their own that need not wait for the disk: a NOTIFY in the appending
+	// transaction would hold PostgreSQL's cluster-wide notify lock through
+	// that transaction's commit (its fsync), putting every replica's
+	// commits in single file.
+	if len(changed) > 0 {
+		batch.Queue(`SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
+	}
 	br := conn.SendBatch(ctx, batch)
 	for _, sl := range slots {
 		if _, err := br.Exec(); err != nil {
@@ -480,15 +493,18 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 		return 0, fmt.Errorf("append audit: %w", err)
 	}
 	tag, err := br.Exec()
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		br.Close()
 		return 0, fmt.Errorf("append audit: commit: %w", err)
 	}
 	if tag.String() != "COMMIT" {
+		br.Close()
 		return 0, fmt.Errorf("append audit: transaction ended with %s", tag)
 	}
+	// The records are durable; a notice lost now (the connection dropped)
+	// only leaves a long-poll on another replica to its timeout, where it
+	// reads the action afresh.
+	br.Close()
 	return start, nil
 }
 
@@ -508,31 +524,46 @@ func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (
 	// A sealer stopped mid-way (SIGSTOP, a hung host) must not keep the
 	// others from sealing: the database ends its transaction.
 	b.Queue(`SET LOCAL idle_in_transaction_session_timeout = '10s'`)
-	b.Queue(`SELECT sealed FROM audit_seal WHERE id = 1 FOR UPDATE SKIP LOCKED`)
-	b.Queue(`SELECT seq, action_id, data FROM audit_records WHERE seq >= (SELECT sealed FROM audit_seal WHERE id = 1) ORDER BY seq LIMIT $1`, limit)
+	// Records are read only if the seal row was free: a replica that finds
+	// another sealing reads nothing.
+	b.Queue(`WITH s AS (SELECT sealed FROM audit_seal WHERE id = 1 FOR UPDATE SKIP LOCKED)
+		SELECT s.sealed, r.seq, r.action_id, r.data FROM s LEFT JOIN LATERAL
+			(SELECT seq, action_id, data FROM audit_records WHERE seq >= s.sealed ORDER BY seq LIMIT $1) r ON true`, limit)
 	br := conn.SendBatch(ctx, b)
-	var sealed int64
 	_, err = br.Exec()
 	if err == nil {
 		_, err = br.Exec()
 	}
+	var sealed int64
+	var recs []audit.Record
+	locked := false
 	if err == nil {
-		err = br.QueryRow().Scan(&sealed)
+		var rows pgx.Rows
+		rows, err = br.Query()
+		for err == nil && rows.Next() {
+			var seq *int64
+			var aid *string
+			var data []byte
+			if err = rows.Scan(&sealed, &seq, &aid, &data); err == nil && seq != nil {
+				recs = append(recs, audit.Record{Seq: *seq, ActionID: *aid, Data: data})
+			}
+			locked = true
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		if rows != nil {
+			rows.Close()
+		}
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		br.Close()
-		return 0, false, nil
-	}
-	if err != nil {
-		br.Close()
-		return 0, false, fmt.Errorf("seal audit: %w", err)
-	}
-	recs, err := records(br.Query())
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("seal audit: %w", err)
+	}
+	if !locked {
+		return 0, false, nil
 	}
 	if len(recs) == 0 {
 		return 0, true, nil
@@ -541,16 +572,12 @@ func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (
 	if err != nil {
 		return 0, false, fmt.Errorf("seal audit: %w", err)
 	}
-	idxs, hs := make([]int64, len(hashes)), make([][]byte, len(hashes))
-	for i, h := range hashes {
-		idxs[i], hs[i] = h.Index, h.Hash[:]
-	}
 	size := sealed + int64(len(recs))
 	w := &pgx.Batch{}
-	// Rows already there were written by a replica of the previous
-	// protocol (which sealed as it appended) for the same records; verify
-	// compares every stored hash with the records anyway.
-	w.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (idx) DO NOTHING`, idxs, hs)
+	starts, runs := audit.HashRuns(hashes)
+	for i := range starts {
+		w.Queue(`INSERT INTO audit_hash_runs (start, hashes) VALUES ($1, $2)`, starts[i], runs[i])
+	}
 	w.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING`, size, cp)
 	w.Queue(`UPDATE audit_seal SET sealed = $1 WHERE id = 1`, size)
 	w.Queue(`COMMIT`)

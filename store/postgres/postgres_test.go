@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/postgres"
 	"github.com/agentg8/agentg8/store/storetest"
@@ -103,5 +105,67 @@ func TestUnsealedRecordsAreSealedByTheNextLog(t *testing.T) {
 	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
 	if err != nil || rep.Records != 2 {
 		t.Fatalf("after the next log started: %+v %v", rep, err)
+	}
+}
+
+// Changes committed through one store are announced to listeners on
+// another (a second replica); a batch that fails announces nothing.
+func TestChangesAreAnnounced(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url := newTestDB(t)
+	a, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	heard := make(chan string, 16)
+	go b.Listen(ctx, func(id string, st agentg8.State) { heard <- id + " " + string(st) })
+	rec := []audit.Pending{{ActionID: "x", Tail: []byte("}")}}
+	now := time.Now().UTC()
+	act := &agentg8.Action{ID: "act_1", Principal: "bot", Task: "t", Status: agentg8.StateExecuting, CreatedAt: now, UpdatedAt: now}
+	announce := func(id string) {
+		t.Helper()
+		fresh := *act
+		fresh.ID = id
+		if _, err := a.AppendRecords(ctx, rec, []any{&action.Change{Action: &fresh}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Listening starts asynchronously: announce until the listener hears.
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("act_%d", i)
+		announce(id)
+		select {
+		case got := <-heard:
+			var n int
+			if _, err := fmt.Sscanf(got, "act_%d executing", &n); err != nil || n > i {
+				t.Fatalf("heard %q, want one of act_0…%s executing", got, id)
+			}
+		case <-time.After(200 * time.Millisecond):
+			if i == 50 {
+				t.Fatal("no change was announced to the other store")
+			}
+			continue
+		}
+		break
+	}
+	time.Sleep(300 * time.Millisecond) // late notices of earlier tries
+	for len(heard) > 0 {
+		<-heard
+	}
+	stale := *act
+	stale.Status = agentg8.StateSucceeded
+	if _, err := a.AppendRecords(ctx, rec, []any{&action.Change{Action: &stale, From: agentg8.StateApproved}}); !errors.Is(err, action.ErrStateConflict) {
+		t.Fatalf("stale change: %v", err)
+	}
+	announce("act_last")
+	if got := <-heard; got != "act_last executing" {
+		t.Fatalf("heard %q after a refused change, want only the next one", got)
 	}
 }

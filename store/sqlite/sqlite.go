@@ -393,18 +393,6 @@ func readHashes(ctx context.Context, st *sql.Stmt, indexes []int64) ([]tlog.Hash
 	return out, nil
 }
 
-// hashRuns groups a batch's hashes into runs of consecutive indexes (a
-// batch is one run; the grouping only guards the storage format).
-func hashRuns(hs []audit.IndexedHash) (starts []int64, runs [][]byte) {
-	for i, h := range hs {
-		if i == 0 || h.Index != hs[i-1].Index+1 {
-			starts, runs = append(starts, h.Index), append(runs, nil)
-		}
-		runs[len(runs)-1] = append(runs[len(runs)-1], h.Hash[:]...)
-	}
-	return starts, runs
-}
-
 // AppendAudit builds and writes a batch under SQLite's write lock.
 func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 	if err := ctx.Err(); err != nil {
@@ -437,7 +425,7 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 		}
 	}
 	hashRun := tx.StmtContext(ctx, s.st.hashRun)
-	starts, runs := hashRuns(b.Hashes)
+	starts, runs := audit.HashRuns(b.Hashes)
 	for i := range starts {
 		if _, err := hashRun.ExecContext(ctx, starts[i], runs[i]); err != nil {
 			return fmt.Errorf("insert audit hashes: %w", err)
