@@ -62,7 +62,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	s := &Store{pool: pool}
 	if err := s.Migrate(ctx); err != nil {
-		pool.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -407,18 +407,20 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 }
 
 // AppendRecords appends records at the log's head with their state
-// changes in one transaction, sent with BEGIN and COMMIT as one pipeline:
-// one round trip. The database gives the records their positions as it
-// runs the pipeline (the head row is moved last, so its lock is held only
-// from there to the commit, never across a round trip), which is what lets
-// several replicas append without taking turns. Changed actions are
-// announced with NOTIFY right after the commit. Hashes and checkpoints come
-// later, from SealAudit.
+// changes in one transaction: the statements go as one pipeline ending in
+// a single Sync, which PostgreSQL runs as one implicit transaction and
+// commits at the Sync (explicit BEGIN and COMMIT would cost two statements
+// more per batch) — one round trip. The database gives the records their
+// positions as it runs the pipeline (the head row is moved last, so its
+// lock is held only from there to the commit, never across a round trip),
+// which is what lets several replicas append without taking turns. Changed
+// actions are announced with NOTIFY at the commit. Hashes and checkpoints
+// come later, from SealAudit.
 //
 // A change that loses its compare-and-set fails its statement (a guard
-// divides by the number of rows it wrote), which aborts the transaction
-// before COMMIT: nothing of the batch is written, and the log retries it
-// without that change.
+// divides by the number of rows it wrote); PostgreSQL then skips the rest
+// of the pipeline and rolls the transaction back: nothing of the batch is
+// written, and the log retries it without that change.
 func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes []any) (start int64, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -430,8 +432,7 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 		ch    *action.Change // nil for statements that cannot be refused
 	}
 	batch := &pgx.Batch{}
-	batch.Queue(`BEGIN`)
-	slots := []slot{{-1, nil}}
+	var slots []slot
 	var changed []string
 	for i, c := range changes {
 		if c == nil {
@@ -454,6 +455,11 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 			slots = append(slots, slot{i, nil})
 		}
 	}
+	// Changed actions are announced when the transaction commits.
+	if len(changed) > 0 {
+		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
+		slots = append(slots, slot{-1, nil})
+	}
 	aids, tails := make([]string, len(recs)), make([][]byte, len(recs))
 	for i, r := range recs {
 		aids[i], tails[i] = r.ActionID, r.Tail
@@ -465,15 +471,6 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 			SELECT h.start + t.i - 1, t.aid, convert_to('{"seq":' || (h.start + t.i - 1), 'UTF8') || t.tail
 			FROM h, unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS t(aid, tail, i))
 		SELECT start FROM h`, int64(len(recs)), aids, tails)
-	batch.Queue(`COMMIT`)
-	// Changed actions are announced after the commit, in a transaction of
-	// their own that need not wait for the disk: a NOTIFY in the appending
-	// transaction would hold PostgreSQL's cluster-wide notify lock through
-	// that transaction's commit (its fsync), putting every replica's
-	// commits in single file.
-	if len(changed) > 0 {
-		batch.Queue(`SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
-	}
 	br := conn.SendBatch(ctx, batch)
 	for _, sl := range slots {
 		if _, err := br.Exec(); err != nil {
@@ -492,19 +489,9 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 		br.Close()
 		return 0, fmt.Errorf("append audit: %w", err)
 	}
-	tag, err := br.Exec()
-	if err != nil {
-		br.Close()
+	if err := br.Close(); err != nil { // the commit
 		return 0, fmt.Errorf("append audit: commit: %w", err)
 	}
-	if tag.String() != "COMMIT" {
-		br.Close()
-		return 0, fmt.Errorf("append audit: transaction ended with %s", tag)
-	}
-	// The records are durable; a notice lost now (the connection dropped)
-	// only leaves a long-poll on another replica to its timeout, where it
-	// reads the action afresh.
-	br.Close()
 	return start, nil
 }
 

@@ -388,16 +388,20 @@ func testChanges(t *testing.T, s Store) {
 	if got, err := s.GetAction(ctx, "act_c"); err != nil || got.Status != agentg8.StateExecuting {
 		t.Fatalf("created: %v %v", got, err)
 	}
-	// A batch whose second change loses its compare-and-set writes nothing,
-	// and says which change failed.
+	// A batch whose second change loses its compare-and-set writes nothing
+	// — not even the change before it — and says which change failed.
 	done := newAction("act_c", "bot", "crm.x", agentg8.StateSucceeded, t0)
-	err := commitChanges(ctx, s, nil, &action.Change{Action: done, From: agentg8.StateApproved})
+	before := newAction("act_c0", "bot", "crm.x", agentg8.StateExecuting, t0)
+	err := commitChanges(ctx, s, &action.Change{Action: before}, &action.Change{Action: done, From: agentg8.StateApproved})
 	var ce *audit.ChangeError
 	if !errors.As(err, &ce) || ce.Index != 1 || !errors.Is(err, action.ErrStateConflict) {
 		t.Fatalf("want ChangeError{1, ErrStateConflict}, got %v", err)
 	}
 	if n, _ := s.AuditSize(ctx); n != 1 {
 		t.Errorf("records of a refused batch were kept: size %d", n)
+	}
+	if _, err := s.GetAction(ctx, "act_c0"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("a change in a refused batch was kept: %v", err)
 	}
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateExecuting {
 		t.Errorf("state changed: %s", got.Status)
