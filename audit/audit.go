@@ -137,6 +137,13 @@ type Options struct {
 	MaxBatch int
 	// Observe, if set, is told each batch's commit latency and size.
 	Observe func(d time.Duration, n int)
+	// ObserveSeal, if set, is told each seal attempt's result — "sealed"
+	// (n records), "idle" (nothing to seal), "busy" (another process was
+	// sealing) or "error" — on stores that seal apart from appends.
+	ObserveSeal func(result string, n int)
+	// SealGrace is how long sealing may keep failing before the log stops
+	// taking appends (fail closed) and Health reports it; default 10 s.
+	SealGrace time.Duration
 }
 
 // Log appends events. Safe for concurrent use.
@@ -156,6 +163,9 @@ type Log struct {
 	sealKick chan struct{}
 	sealStop chan struct{}
 	sealDone chan struct{}
+	sealMu   sync.Mutex
+	sealErr  error     // the last seal's error, nil after a success
+	failing  time.Time // when seals started failing
 }
 
 const (
@@ -222,6 +232,9 @@ func Open(s Store, key *Key, opts Options) *Log {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 256
 	}
+	if opts.SealGrace <= 0 {
+		opts.SealGrace = 10 * time.Second
+	}
 	l := &Log{store: s, key: key, opts: opts, reqs: make(chan *appendReq, 1024), done: make(chan struct{}), cache: map[int64]tlog.Hash{}}
 	l.batch, _ = s.(BatchStore)
 	if l.batch == nil {
@@ -264,6 +277,11 @@ func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEv
 			err = errors.New("audit: log is closed")
 		}
 	}()
+	// Records no checkpoint covers are not tamper-evident: when sealing
+	// keeps failing, nothing more is appended, so nothing more executes.
+	if err := l.Health(); err != nil {
+		return err
+	}
 	req := &appendReq{ctx: ctx, change: change, events: events, bodies: make([][]byte, len(events)), done: make(chan error, 1)}
 	for i, ev := range events {
 		if req.bodies[i], err = encodeBody(ev); err != nil {
@@ -472,36 +490,52 @@ func (l *Log) appendRecords(ctx context.Context, batch []*appendReq, now time.Ti
 func (l *Log) sealLoop() {
 	defer close(l.sealDone)
 	// Also seal now and then unprompted: a replica that stopped between an
-	// append and its seal leaves records only another can seal.
+	// append and its seal leaves records only another can seal, and a seal
+	// that failed is retried.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-l.sealStop:
-			l.sealAll()
+			l.sealFinal()
 			return
 		case <-l.sealKick:
 		case <-tick.C:
 		}
-		l.sealAll()
+		if l.sealAll() {
+			// Another process is sealing, and may have read the records
+			// before this one's last append committed: try again after the
+			// pause rather than wait for it.
+			select {
+			case l.sealKick <- struct{}{}:
+			default:
+			}
+		}
 		// Nobody waits for a seal, so let appends gather: fewer, larger
 		// seals cost the database less (one checkpoint each).
 		select {
 		case <-l.sealStop:
-			l.sealAll()
+			l.sealFinal()
 			return
 		case <-time.After(sealEvery):
 		}
 	}
 }
 
-// sealAll seals every record committed so far. While another process holds
-// the seal lock it tries again shortly: that process may have read the
-// records before this one's last batch committed.
-func (l *Log) sealAll() {
+// sealFinal seals at Close, waiting a little while another process holds
+// the seal lock.
+func (l *Log) sealFinal() {
+	for i := 0; i < 100 && l.sealAll(); i++ {
+		time.Sleep(sealEvery)
+	}
+}
+
+// sealAll seals every record committed so far; busy reports that another
+// process held the seal lock, so some may be left.
+func (l *Log) sealAll() (busy bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for busy := 0; busy < 1000; {
+	for {
 		var fresh map[int64]tlog.Hash
 		seal := func(size int64, recs []Record, read func([]int64) ([]tlog.Hash, error)) ([]IndexedHash, []byte, error) {
 			fresh = map[int64]tlog.Hash{}
@@ -531,20 +565,59 @@ func (l *Log) sealAll() {
 			return out, cp, err
 		}
 		n, ok, err := l.seq.SealAudit(ctx, sealLimit, seal)
+		l.sealed(n, ok, err)
 		if err != nil {
 			l.opts.Logger.Error("audit seal failed", "err", err)
-			return
+			return false
 		}
 		if !ok {
-			busy++
-			time.Sleep(2 * time.Millisecond)
-			continue
+			return true
 		}
 		l.remember(fresh)
 		if n < sealLimit {
-			return
+			return false
 		}
 	}
+}
+
+// sealed notes a seal attempt's result.
+func (l *Log) sealed(n int, ok bool, err error) {
+	if l.opts.ObserveSeal != nil {
+		switch {
+		case err != nil:
+			l.opts.ObserveSeal("error", 0)
+		case !ok:
+			l.opts.ObserveSeal("busy", 0)
+		case n == 0:
+			l.opts.ObserveSeal("idle", 0)
+		default:
+			l.opts.ObserveSeal("sealed", n)
+		}
+	}
+	l.sealMu.Lock()
+	defer l.sealMu.Unlock()
+	if err == nil {
+		// Another process sealing (busy) is sealing for everyone.
+		l.sealErr, l.failing = nil, time.Time{}
+		return
+	}
+	if l.sealErr == nil {
+		l.failing = time.Now()
+	}
+	l.sealErr = err
+}
+
+// Health reports whether records are being sealed: an error once seals
+// have failed for longer than Options.SealGrace (the sealer retries every
+// second, and appends are refused until one succeeds). Always nil on
+// stores that seal as they append.
+func (l *Log) Health() error {
+	l.sealMu.Lock()
+	defer l.sealMu.Unlock()
+	if l.sealErr != nil && time.Since(l.failing) > l.opts.SealGrace {
+		return fmt.Errorf("audit: records have not been sealed for %s: %w", time.Since(l.failing).Round(time.Second), l.sealErr)
+	}
+	return nil
 }
 
 func (l *Log) sign(n int64, root tlog.Hash) ([]byte, error) {

@@ -151,6 +151,26 @@ func TestReplicasOnPostgres(t *testing.T) {
 		b, _ := ev["_body"].(string)
 		return strings.Contains(b, `"type":"lease_lost"`) && strings.Contains(b, `"type":"outcome_unknown"`)
 	})
+	// The replicas seal between them, and say so; each is ready.
+	sealed := 0
+	for i := range reps {
+		if st, _ := env(i).do("GET", "/readyz", "", nil); st != 200 {
+			t.Errorf("replica %d not ready: %d", i, st)
+		}
+		_, m := env(i).do("GET", "/metrics", "", nil)
+		body, _ := m["_body"].(string)
+		// (Replica 0 was stopped: a seal it had begun may have been ended
+		// by the database meanwhile.)
+		if i > 0 && strings.Contains(body, `agentg8_audit_seals_total{result="error"}`) {
+			t.Errorf("replica %d reports failed seals", i)
+		}
+		if strings.Contains(body, `agentg8_audit_seals_total{result="sealed"}`) {
+			sealed++
+		}
+	}
+	if sealed == 0 {
+		t.Error("no replica reports a seal")
+	}
 	// One verifiable log across every replica's writes.
 	for _, p := range reps {
 		p.cmd.Process.Signal(syscall.SIGTERM)

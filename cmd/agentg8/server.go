@@ -223,6 +223,8 @@ type observer struct {
 	upstream *prometheus.HistogramVec
 	audit    prometheus.Histogram
 	batch    prometheus.Histogram
+	seals    *prometheus.CounterVec
+	sealed   prometheus.Counter
 	mcp      *prometheus.CounterVec
 }
 
@@ -241,7 +243,10 @@ func newObserver(reg *prometheus.Registry) *observer {
 	}
 	o.mcp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_mcp_requests_total",
 		Help: "Authenticated MCP requests by path: fast (plain tools/call served directly) or sdk."}, []string{"path"})
-	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.mcp)
+	o.seals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_audit_seals_total",
+		Help: "Audit seal attempts on PostgreSQL by result: sealed, idle, busy (another replica sealing) or error."}, []string{"result"})
+	o.sealed = prometheus.NewCounter(prometheus.CounterOpts{Name: "agentg8_audit_sealed_records_total", Help: "Audit records this replica sealed (PostgreSQL)."})
+	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.seals, o.sealed, o.mcp)
 	return o
 }
 
@@ -342,6 +347,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, n int) {
 		obs.audit.Observe(d.Seconds())
 		obs.batch.Observe(float64(n))
+	}, ObserveSeal: func(result string, n int) {
+		obs.seals.WithLabelValues(result).Inc()
+		obs.sealed.Add(float64(n))
 	}})
 	var channels []notify.Channel
 	for _, n := range cfg.Notify {
@@ -371,8 +379,13 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	api := httpapi.New(httpapi.Config{
 		Actions: svc, Auth: keys, Audit: st, Logger: logger, MaxBody: cfg.Limits.MaxBodyBytes,
-		Metrics:        promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
-		Ready:          func(ctx context.Context) error { return st.Ping(ctx) },
+		Metrics: promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
+		Ready: func(ctx context.Context) error {
+			if err := st.Ping(ctx); err != nil {
+				return err
+			}
+			return alog.Health()
+		},
 		SubjectHeaders: creds.SubjectHeaders(),
 		JWKS:           func() any { return tokenKeys.JWKS() },
 	})

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
@@ -167,5 +170,81 @@ func TestChangesAreAnnounced(t *testing.T) {
 	announce("act_last")
 	if got := <-heard; got != "act_last executing" {
 		t.Fatalf("heard %q after a refused change, want only the next one", got)
+	}
+}
+
+// When seals keep failing, the log says so and stops taking appends (fail
+// closed) until a seal succeeds again; nothing is lost meanwhile.
+func TestFailingSealsStopAppends(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	s, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	l := audit.Open(s, key, audit.Options{SealGrace: 300 * time.Millisecond, ObserveSeal: func(r string, n int) {
+		mu.Lock()
+		seen[r]++
+		mu.Unlock()
+	}})
+	defer l.Close()
+	ev := func(id string) *agentg8.AuditEvent {
+		return &agentg8.AuditEvent{Type: agentg8.EventProposed, ActionID: id}
+	}
+	if err := l.Append(ctx, ev("act_1")); err != nil {
+		t.Fatal(err)
+	}
+	// The hash table goes missing: seals fail, appends still work for the
+	// grace period, then are refused.
+	if _, err := admin.Exec(ctx, `ALTER TABLE audit_hash_runs RENAME TO audit_hash_runs_away`); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(ctx, ev("act_2")); err != nil {
+		t.Fatalf("append within the grace period: %v", err)
+	}
+	waitUntil(t, "appends to be refused", func() bool { return l.Health() != nil })
+	if err := l.Append(ctx, ev("act_3")); err == nil || !strings.Contains(err.Error(), "not been sealed") {
+		t.Fatalf("append while seals fail: %v", err)
+	}
+	if n, _ := s.AuditSize(ctx); n != 2 {
+		t.Errorf("log size %d while refusing, want 2", n)
+	}
+	// Repaired: the sealer's next try seals act_2, and appends resume.
+	if _, err := admin.Exec(ctx, `ALTER TABLE audit_hash_runs_away RENAME TO audit_hash_runs`); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "seals to resume", func() bool { return l.Health() == nil })
+	if err := l.Append(ctx, ev("act_3")); err != nil {
+		t.Fatalf("append after repair: %v", err)
+	}
+	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
+	if err != nil || rep.Records != 3 {
+		t.Fatalf("verify after repair: %+v %v", rep, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["error"] == 0 || seen["sealed"] == 0 {
+		t.Errorf("seal results observed: %v", seen)
+	}
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
