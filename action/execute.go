@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentg8/agentg8"
@@ -257,28 +258,35 @@ func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, o
 	return a, nil
 }
 
-// renewLease keeps this replica's execution lease alive until stopped.
+// renewLease keeps this replica's execution lease alive until stopped. A
+// timer, not a goroutine: most executions end long before the first
+// renewal is due.
 func (s *Service) renewLease(ctx context.Context, id string) func() {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(s.c.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				ok, err := s.c.Store.RenewLease(context.WithoutCancel(ctx), id, Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL})
-				if err != nil {
-					s.c.Logger.Warn("lease renewal failed", "action_id", id, "err", err)
-				} else if !ok {
-					s.c.Logger.Warn("execution lease taken over", "action_id", id)
-					return
-				}
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first renewal reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(s.c.LeaseTTL/3, func() {
+		ok, err := s.c.Store.RenewLease(context.WithoutCancel(ctx), id, Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL})
+		if err != nil {
+			s.c.Logger.Warn("lease renewal failed", "action_id", id, "err", err)
+		} else if !ok {
+			s.c.Logger.Warn("execution lease taken over", "action_id", id)
+			return
 		}
-	}()
-	return func() { close(done) }
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(s.c.LeaseTTL / 3)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // mayRead reports whether p may see action a.

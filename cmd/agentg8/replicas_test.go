@@ -26,6 +26,11 @@ func TestReplicasOnPostgres(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/customers/slow" {
+			time.Sleep(5 * time.Second) // 2.5 lease TTLs
+			w.Write([]byte(`{"slow":true}`))
+			return
+		}
 		if r.URL.Path == "/customers/hang" {
 			entered <- struct{}{}
 			<-release
@@ -103,6 +108,17 @@ func TestReplicasOnPostgres(t *testing.T) {
 		}
 		return true
 	})
+
+	// A live replica renews its lease: an execution longer than the lease
+	// is not taken over.
+	st, slow := env(1).propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "slow"})
+	if st != 200 || slow["status"] != "succeeded" {
+		t.Fatalf("slow execution: %d %v", st, slow)
+	}
+	_, ev := env(2).do("GET", "/v1/audit?action_id="+slow["id"].(string), aliceKey, nil)
+	if b, _ := ev["_body"].(string); strings.Contains(b, `"type":"lease_lost"`) || strings.Contains(b, `"type":"outcome_unknown"`) {
+		t.Errorf("a renewed lease was taken over: %s", b)
+	}
 
 	// A replica stopped mid-execution past its lease: another declares the
 	// outcome unknown; when it resumes it cannot record a second outcome,
