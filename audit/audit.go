@@ -124,10 +124,11 @@ type SequencedStore interface {
 	// position. A refused change fails the whole call with a *ChangeError.
 	AppendRecords(ctx context.Context, records []Pending, changes []any) (start int64, err error)
 	// SealAudit takes the seal lock without waiting (ok is false if another
-	// process holds it), reads up to limit records after the sealed size,
-	// calls seal and stores its hashes and checkpoint with the new sealed
-	// size in one transaction; n is how many records it sealed.
-	SealAudit(ctx context.Context, limit int, seal SealFunc) (n int, ok bool, err error)
+	// process holds it, or if any process sealed less than gap ago), reads
+	// up to limit records after the sealed size, calls seal and stores its
+	// hashes and checkpoint with the new sealed size in one transaction; n
+	// is how many records it sealed.
+	SealAudit(ctx context.Context, limit int, gap time.Duration, seal SealFunc) (n int, ok bool, err error)
 }
 
 // Options tune a Log.
@@ -171,7 +172,8 @@ type Log struct {
 const (
 	// sealLimit bounds the records one seal transaction covers.
 	sealLimit = 4096
-	// sealEvery is the shortest time between one process's seals.
+	// sealEvery is the shortest time between seals, by all processes
+	// together: more replicas do not mean more seals.
 	sealEvery = 10 * time.Millisecond
 )
 
@@ -564,7 +566,7 @@ func (l *Log) sealAll() (busy bool) {
 			cp, err := l.sign(n, root)
 			return out, cp, err
 		}
-		n, ok, err := l.seq.SealAudit(ctx, sealLimit, seal)
+		n, ok, err := l.seq.SealAudit(ctx, sealLimit, sealEvery, seal)
 		l.sealed(n, ok, err)
 		if err != nil {
 			l.opts.Logger.Error("audit seal failed", "err", err)

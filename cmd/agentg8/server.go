@@ -244,7 +244,7 @@ func newObserver(reg *prometheus.Registry) *observer {
 	o.mcp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_mcp_requests_total",
 		Help: "Authenticated MCP requests by path: fast (plain tools/call served directly) or sdk."}, []string{"path"})
 	o.seals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_audit_seals_total",
-		Help: "Audit seal attempts on PostgreSQL by result: sealed, idle, busy (another replica sealing) or error."}, []string{"result"})
+		Help: "Audit seal attempts on PostgreSQL by result: sealed, idle, busy (another replica sealing, or sealed under 10 ms ago) or error."}, []string{"result"})
 	o.sealed = prometheus.NewCounter(prometheus.CounterOpts{Name: "agentg8_audit_sealed_records_total", Help: "Audit records this replica sealed (PostgreSQL)."})
 	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.seals, o.sealed, o.mcp)
 	return o

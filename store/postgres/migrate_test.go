@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
@@ -17,7 +18,7 @@ import (
 // audit_hashes. Appends are the same in both versions.
 type v2Store struct{ *Store }
 
-func (s v2Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (int, bool, error) {
+func (s v2Store) SealAudit(ctx context.Context, limit int, _ time.Duration, seal audit.SealFunc) (int, bool, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return 0, false, err

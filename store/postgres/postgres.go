@@ -500,7 +500,7 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 // is false) and tries again later; appends never wait for a seal. Records
 // become visible in position order (each append moves the head only after
 // the previous one committed), so what is read is a gapless run.
-func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (n int, ok bool, err error) {
+func (s *Store) SealAudit(ctx context.Context, limit int, gap time.Duration, seal audit.SealFunc) (n int, ok bool, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, false, err
@@ -511,11 +511,12 @@ func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (
 	// A sealer stopped mid-way (SIGSTOP, a hung host) must not keep the
 	// others from sealing: the database ends its transaction.
 	b.Queue(`SET LOCAL idle_in_transaction_session_timeout = '10s'`)
-	// Records are read only if the seal row was free: a replica that finds
-	// another sealing reads nothing.
-	b.Queue(`WITH s AS (SELECT sealed FROM audit_seal WHERE id = 1 FOR UPDATE SKIP LOCKED)
+	// Records are read only if the seal row was free and the last seal is
+	// gap old: a replica that finds another sealing, or just done, reads
+	// nothing.
+	b.Queue(`WITH s AS (SELECT sealed FROM audit_seal WHERE id = 1 AND sealed_at <= clock_timestamp() - $2 * interval '1 microsecond' FOR UPDATE SKIP LOCKED)
 		SELECT s.sealed, r.seq, r.action_id, r.data FROM s LEFT JOIN LATERAL
-			(SELECT seq, action_id, data FROM audit_records WHERE seq >= s.sealed ORDER BY seq LIMIT $1) r ON true`, limit)
+			(SELECT seq, action_id, data FROM audit_records WHERE seq >= s.sealed ORDER BY seq LIMIT $1) r ON true`, limit, gap.Microseconds())
 	br := conn.SendBatch(ctx, b)
 	_, err = br.Exec()
 	if err == nil {
@@ -566,7 +567,7 @@ func (s *Store) SealAudit(ctx context.Context, limit int, seal audit.SealFunc) (
 		w.Queue(`INSERT INTO audit_hash_runs (start, hashes) VALUES ($1, $2)`, starts[i], runs[i])
 	}
 	w.Queue(`INSERT INTO audit_checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING`, size, cp)
-	w.Queue(`UPDATE audit_seal SET sealed = $1 WHERE id = 1`, size)
+	w.Queue(`UPDATE audit_seal SET sealed = $1, sealed_at = clock_timestamp() WHERE id = 1`, size)
 	w.Queue(`COMMIT`)
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
 		return 0, false, fmt.Errorf("seal audit: %w", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,14 +253,20 @@ func checkEmptyLog(t *testing.T, s Store) {
 }
 
 // checkCheckpoints checks the log holds two checkpoints, first and latest.
-func checkCheckpoints(t *testing.T, s Store, first, latest string) {
+// checkCheckpoints checks the stored checkpoints, smallest first, and
+// that the last is the latest.
+func checkCheckpoints(t *testing.T, s Store, want ...string) {
 	t.Helper()
 	ctx := context.Background()
 	cps, _ := s.AuditCheckpoints(ctx)
-	if len(cps) != 2 || string(cps[0]) != first {
-		t.Errorf("checkpoints %q", cps)
+	got := make([]string, len(cps))
+	for i, c := range cps {
+		got[i] = string(c)
 	}
-	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != latest {
+	if !slices.Equal(got, want) {
+		t.Errorf("checkpoints %q, want %q", got, want)
+	}
+	if cp, _ := s.LatestAuditCheckpoint(ctx); string(cp) != want[len(want)-1] {
 		t.Errorf("latest %q", cp)
 	}
 }
@@ -338,12 +345,12 @@ func testSequencedAudit(t *testing.T, s sequencedStore) {
 		return out
 	}
 	// A failed seal writes nothing; a limit seals the oldest records first.
-	if _, _, err := s.SealAudit(ctx, 10, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+	if _, _, err := s.SealAudit(ctx, 10, 0, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
 		return nil, nil, errors.New("no key")
 	}); err == nil {
 		t.Error("a failed seal was not reported")
 	}
-	n, ok, err := s.SealAudit(ctx, 2, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+	n, ok, err := s.SealAudit(ctx, 2, 0, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
 		if size != 0 || len(got) != 2 || got[0].Seq != 0 || got[1].Seq != 1 {
 			t.Errorf("first seal got size %d, %d records", size, len(got))
 		}
@@ -353,11 +360,11 @@ func testSequencedAudit(t *testing.T, s sequencedStore) {
 		t.Fatalf("first seal: %d %v %v", n, ok, err)
 	}
 	// While one process seals, another does not wait for the lock.
-	n, ok, err = s.SealAudit(ctx, 10, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+	n, ok, err = s.SealAudit(ctx, 10, 0, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
 		if size != 2 || len(got) != 1 || got[0].Seq != 2 {
 			t.Errorf("second seal got size %d, %d records", size, len(got))
 		}
-		_, ok2, err2 := s.SealAudit(ctx, 10, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		_, ok2, err2 := s.SealAudit(ctx, 10, 0, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
 			t.Error("two seals at once")
 			return nil, nil, nil
 		})
@@ -369,14 +376,32 @@ func testSequencedAudit(t *testing.T, s sequencedStore) {
 	if n != 1 || !ok || err != nil {
 		t.Fatalf("second seal: %d %v %v", n, ok, err)
 	}
-	if n, ok, err := s.SealAudit(ctx, 10, nil); n != 0 || !ok || err != nil {
+	if n, ok, err := s.SealAudit(ctx, 10, 0, nil); n != 0 || !ok || err != nil {
 		t.Errorf("sealing nothing: %d %v %v", n, ok, err)
+	}
+	// Seals are spaced across processes: within gap of the last, another
+	// sealer stands back.
+	if _, err := s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_3", Tail: []byte(`,"a":4}`)}}, []any{nil}); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok, err := s.SealAudit(ctx, 10, time.Hour, func(int64, []audit.Record, func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		t.Error("sealed within the gap")
+		return nil, nil, nil
+	}); n != 0 || ok || err != nil {
+		t.Errorf("seal within the gap: %d %v %v", n, ok, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	n, ok, err = s.SealAudit(ctx, 10, 10*time.Millisecond, func(size int64, got []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		return hashes(size, got), []byte("cp4"), nil
+	})
+	if n != 1 || !ok || err != nil {
+		t.Errorf("seal after the gap: %d %v %v", n, ok, err)
 	}
 	got, err := s.ReadAuditHashes(ctx, []int64{tlog.StoredHashIndex(0, 2), 0})
 	if err != nil || got[0] != tlog.RecordHash(recs[2].Data) || got[1] != tlog.RecordHash(recs[0].Data) {
 		t.Errorf("hashes %v %v", got, err)
 	}
-	checkCheckpoints(t, s, "cp2", "cp3")
+	checkCheckpoints(t, s, "cp2", "cp3", "cp4")
 }
 
 func testChanges(t *testing.T, s Store) {
