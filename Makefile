@@ -73,7 +73,7 @@ bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
 	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit ./store/sqlite
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench PostgresReplicas -benchtime 4s ./cmd/agentg8
-	$(GO) run ./bench/load -pg "$$(scripts/pg-test.sh)"
+	$(GO) run ./bench/load -pg "$$(scripts/pg-test.sh)" -concurrency 16,64,256
 
 postgres: ## start the throwaway PostgreSQL test cluster (prints its URL)
 	@scripts/pg-test.sh

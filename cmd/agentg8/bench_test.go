@@ -37,7 +37,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 		w.Write([]byte(`{"id":"cus_1","name":"Ada Lovelace","plan":"enterprise","notes":[]}`))
 	}))
 	defer up.Close()
-	for _, clients := range []int{16, 64} {
+	for _, clients := range []int{16, 64, 256} {
 		var ceiling float64
 		b.Run(fmt.Sprintf("clients=%d/inserts", clients), func(b *testing.B) {
 			pool, err := pgxpool.New(context.Background(), storetest.PostgresDB(b))
