@@ -60,7 +60,10 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 			s.logAction(a)
 			return a, e
 		}
-		redactor = credential.NewRedactor(issued.Secrets...)
+		redactor = issued.Redactor
+		if redactor == nil {
+			redactor = credential.NewRedactor(issued.Secrets...)
+		}
 		events = append(events, &agentg8.AuditEvent{Type: agentg8.EventCredentialIssued, ActionID: a.ID, Task: a.Task,
 			Principal: a.Principal, Credential: issued.Name, SecretHMAC: issued.Fingerprint,
 			Issued: &agentg8.IssuedInfo{Type: issued.Type, Scopes: issued.Scopes, Audience: issued.Audience, JTI: issued.JTI, ExpiresAt: issued.ExpiresAt}})

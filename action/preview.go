@@ -102,7 +102,10 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 			pv.Error = "the current state could not be read: " + agentg8.AsError(err).Message
 			return
 		}
-		redactor = credential.NewRedactor(issued.Secrets...)
+		redactor = issued.Redactor
+		if redactor == nil {
+			redactor = credential.NewRedactor(issued.Secrets...)
+		}
 	}
 	resp, err := s.c.Connector.Do(ctx, httpconn.Call{Method: cr.Method, URL: u.String(), Header: cr.Header,
 		Timeout: min(task.Timeout, maxPreviewRead), MaxResponseBytes: task.Request.MaxResponseBytes})

@@ -312,6 +312,8 @@ type Issued struct {
 	Audience    string
 	JTI         string
 	ExpiresAt   time.Time
+	// Redactor removes Secrets (raw and encoded) from anything shown.
+	Redactor *Redactor
 }
 
 // ErrNotForPreview means the credential is not used by previews.
@@ -334,6 +336,44 @@ type Set struct {
 	opts     Options
 	tokens   *tokenCache
 	jwks     *jwksCache
+	// derived caches what is computed from a secret that is used again and
+	// again (an API key, a cached client-credentials token): its
+	// fingerprint and redactor, which cost more than the rest of applying
+	// it. Minted tokens, new each time, are not kept.
+	mu      sync.Mutex
+	derived map[string]derived
+}
+
+type derived struct {
+	fingerprint string
+	redactor    *Redactor
+}
+
+// maxDerived bounds the cache; it is emptied when full (rotations and
+// token refreshes add entries).
+const maxDerived = 1024
+
+// derive returns the fingerprint of value and a redactor for secrets,
+// from the cache when reuse is true.
+func (s *Set) derive(value string, secrets []string, reuse bool) derived {
+	if !reuse {
+		return derived{Fingerprint(s.opts.HMACKey, value), NewRedactor(secrets...)}
+	}
+	key := strings.Join(secrets, "\x00") + "\x00" + value
+	s.mu.Lock()
+	d, ok := s.derived[key]
+	s.mu.Unlock()
+	if ok {
+		return d
+	}
+	d = derived{Fingerprint(s.opts.HMACKey, value), NewRedactor(secrets...)}
+	s.mu.Lock()
+	if len(s.derived) >= maxDerived {
+		clear(s.derived)
+	}
+	s.derived[key] = d
+	s.mu.Unlock()
+	return d
 }
 
 // NewSet builds a set.
@@ -350,7 +390,7 @@ func NewSet(specs map[string]Spec, r *Resolver, o Options) (*Set, error) {
 	if o.Now == nil {
 		o.Now = func() time.Time { return time.Now().UTC() }
 	}
-	set := &Set{specs: specs, resolver: r, opts: o, tokens: newTokenCache(o.Now)}
+	set := &Set{specs: specs, resolver: r, opts: o, tokens: newTokenCache(o.Now), derived: map[string]derived{}}
 	set.jwks = &jwksCache{keys: map[string]jose.JSONWebKeySet{}, fetched: map[string]time.Time{}, client: set.tokens.client}
 	return set, errors.Join(errs...)
 }
@@ -456,7 +496,8 @@ func (s *Set) Apply(ctx context.Context, name string, u *Use) (*Issued, error) {
 	default:
 		return nil, unavailable(name)
 	}
-	iss.Fingerprint = Fingerprint(s.opts.HMACKey, value)
+	d := s.derive(value, iss.Secrets, sp.Type == TypeAPIKey || sp.Type == TypeClientCredentials)
+	iss.Fingerprint, iss.Redactor = d.fingerprint, d.redactor
 	header, query, _ := s.Mask(name)
 	if query != "" {
 		q := u.URL.Query()

@@ -94,6 +94,19 @@ func TestResolverAndApply(t *testing.T) {
 	if got := qry(); got != "renamed-secret-value" {
 		t.Errorf("replaced by rename: %s", got)
 	}
+	// What is derived from a reused secret (fingerprint, redactor) is
+	// cached, and follows the secret when it rotates.
+	a1, _ := set.Apply(t.Context(), "qry", &Use{Header: h, URL: u})
+	a2, _ := set.Apply(t.Context(), "qry", &Use{Header: h, URL: u})
+	if a1.Fingerprint != a2.Fingerprint || a1.Redactor != a2.Redactor ||
+		a1.Redactor.RedactString("x renamed-secret-value y") != "x "+Redacted+" y" {
+		t.Errorf("reused secret: %+v %+v", a1, a2)
+	}
+	os.WriteFile(filepath.Join(dir, "k"), []byte("rotated-again-value"), 0o600)
+	a3, _ := set.Apply(t.Context(), "qry", &Use{Header: h, URL: u})
+	if a3.Fingerprint == a1.Fingerprint || a3.Redactor.RedactString("rotated-again-value") != Redacted {
+		t.Errorf("after rotation: %+v", a3)
+	}
 	_, err = set.Apply(t.Context(), "bad", &Use{Header: h, URL: u})
 	var e *agentg8.Error
 	if !errors.As(err, &e) || e.Code != agentg8.CodeCredentialUnavailable || strings.Contains(e.Message, "NOPE") {
