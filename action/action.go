@@ -109,12 +109,22 @@ type Config struct {
 	// every action left executing is outcome_unknown at once.
 	SingleNode bool
 	// RatePerMinute bounds each agent's proposals (dry runs included) per
-	// minute in this process, with bursts up to the same number; 0 is no limit.
+	// minute, with bursts up to the same number; 0 is no limit.
 	RatePerMinute int
-	Clock         agentg8.Clock
-	NewID         func(prefix string) string
-	Logger        *slog.Logger
-	Observer      Observer
+	// Limiter, if set, keeps the limit's buckets where every replica
+	// shares them (the database); otherwise they are this process's.
+	Limiter  Limiter
+	Clock    agentg8.Clock
+	NewID    func(prefix string) string
+	Logger   *slog.Logger
+	Observer Observer
+}
+
+// Limiter is a rate limit shared by replicas.
+type Limiter interface {
+	// TakeToken takes one token from key's bucket (perMinute tokens, refilled
+	// at perMinute a minute); false when it is empty.
+	TakeToken(ctx context.Context, key string, perMinute int) (bool, error)
 }
 
 // Catalog is the tasks and policies in force; Reload swaps it as one.
@@ -234,7 +244,11 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	if p.Kind != agentg8.KindAgent {
 		return nil, agentg8.Errorf(agentg8.CodeForbidden, "only agents propose actions")
 	}
-	if !s.allow(p.ID) {
+	if ok, err := s.allow(ctx, p.ID); err != nil {
+		// Fail closed: an unchecked limit is no limit.
+		s.c.Logger.Error("rate limit unavailable", "agent", p.ID, "err", err)
+		return nil, errLimiter
+	} else if !ok {
 		return nil, agentg8.Errorf(agentg8.CodeRateLimited, "agent %s proposes more than %d actions per minute; slow down", p.ID, s.c.RatePerMinute)
 	}
 	if prop.IdempotencyKey == "" {
@@ -455,10 +469,16 @@ func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.Aud
 	return errAudit
 }
 
+// errLimiter is returned when the shared rate limit cannot be checked.
+var errLimiter = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the store cannot be reached to check the rate limit; nothing was executed"}
+
 // allow applies the agent's rate limit.
-func (s *Service) allow(agent string) bool {
+func (s *Service) allow(ctx context.Context, agent string) (bool, error) {
 	if s.c.RatePerMinute <= 0 {
-		return true
+		return true, nil
+	}
+	if s.c.Limiter != nil {
+		return s.c.Limiter.TakeToken(ctx, agent, s.c.RatePerMinute)
 	}
 	s.mu.Lock()
 	l, ok := s.limits[agent]
@@ -467,7 +487,7 @@ func (s *Service) allow(agent string) bool {
 		s.limits[agent] = l
 	}
 	s.mu.Unlock()
-	return l.Allow()
+	return l.Allow(), nil
 }
 
 // logAction reports an action reaching a state, without inputs or outputs

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/store/storetest"
 )
 
@@ -197,4 +200,41 @@ func TestReplicasOnPostgres(t *testing.T) {
 		t.Fatalf("verify across replicas: %s %s", out, errs)
 	}
 	t.Log(strings.TrimSpace(out), fmt.Sprintf("; %d effects", total.Load()))
+}
+
+// An agent's rate limit holds across replicas: on PostgreSQL the buckets
+// are in the database, so two replicas do not double the limit.
+func TestRateLimitIsSharedByReplicas(t *testing.T) {
+	up := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: "limits:\n  actions_per_minute: 4\n"})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pgDB(t))
+	c, err := LoadConfig(cfg, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var envs []*testEnv
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.serve(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		envs = append(envs, &testEnv{t: t, url: "http://" + s.ln.Addr().String()})
+	}
+	codes := map[int]int{}
+	for i := 0; i < 10; i++ {
+		st, _ := envs[i%2].propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+		codes[st]++
+	}
+	if codes[200] != 4 || codes[429] != 6 {
+		t.Errorf("answers %v, want 4 × 200 and 6 × 429", codes)
+	}
+	if up.count() != 4 {
+		t.Errorf("upstream calls %d, want 4", up.count())
+	}
 }

@@ -363,10 +363,14 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 			}
 		}
 	}
+	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
+	if multi {
+		limiter = pg
+	}
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
-		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
+		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, Limiter: limiter, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {

@@ -322,6 +322,27 @@ func (s *Store) ExpiredLeases(ctx context.Context) ([]*agentg8.Action, error) {
 	return s.many(ctx, `SELECT `+cols+` FROM actions WHERE status = 'executing' AND (lease_until IS NULL OR lease_until < now())`)
 }
 
+// TakeToken takes one token from key's bucket, which holds up to
+// perMinute tokens and refills at perMinute a minute, on the database's
+// clock, shared by every replica; false when the bucket is empty.
+func (s *Store) TakeToken(ctx context.Context, key string, perMinute int) (bool, error) {
+	rows, err := s.pool.Query(ctx, `INSERT INTO rate_limits AS r (agent, tokens, at) VALUES ($1, $2::float8 - 1, now())
+		ON CONFLICT (agent) DO UPDATE SET
+			tokens = LEAST($2::float8, r.tokens + extract(epoch FROM now() - r.at) * $2::float8 / 60) - 1, at = now()
+		WHERE LEAST($2::float8, r.tokens + extract(epoch FROM now() - r.at) * $2::float8 / 60) >= 1
+		RETURNING tokens`, key, perMinute)
+	if err != nil {
+		return false, fmt.Errorf("rate limit: %w", err)
+	}
+	defer rows.Close()
+	took := rows.Next()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("rate limit: %w", err)
+	}
+	return took, nil
+}
+
 // Now is the database's clock.
 func (s *Store) Now(ctx context.Context) (time.Time, error) {
 	var t time.Time

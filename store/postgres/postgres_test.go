@@ -248,3 +248,68 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
+
+// The rate limit's buckets live in the database, shared by replicas, and
+// refill on the database's clock.
+func TestSharedRateLimit(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	a, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	took := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			ok, err := s.TakeToken(ctx, "bot", 5)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				took++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if took != 5 {
+		t.Fatalf("%d tokens taken from a bucket of 5 through two replicas", took)
+	}
+	if ok, _ := a.TakeToken(ctx, "other-bot", 5); !ok {
+		t.Error("buckets are per key")
+	}
+	// A minute later (on the database's clock) the bucket is full again,
+	// and holds no more than its size.
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec(ctx, `UPDATE rate_limits SET at = at - interval '10 minutes' WHERE agent = 'bot'`); err != nil {
+		t.Fatal(err)
+	}
+	took = 0
+	for i := 0; i < 8; i++ {
+		if ok, _ := b.TakeToken(ctx, "bot", 5); ok {
+			took++
+		}
+	}
+	if took != 5 {
+		t.Errorf("%d tokens after refilling, want 5", took)
+	}
+}
