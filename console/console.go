@@ -75,20 +75,72 @@ type Config struct {
 	Logger      *slog.Logger
 	// SessionTTL bounds a sign-in (default 8h).
 	SessionTTL time.Duration
-	Now        func() time.Time
+	// Sessions keeps sign-ins; default: this process's memory. Replicas
+	// share theirs through the database, so a sign-in holds on any of
+	// them.
+	Sessions Sessions
+	Now      func() time.Time
+}
+
+// Session is a sign-in.
+type Session struct {
+	Principal agentg8.Principal
+	CSRF      string
+	Expires   time.Time
+}
+
+// Sessions keeps sign-ins by the token in their cookie.
+type Sessions interface {
+	// PutSession stores s under token, and may drop sessions expired at now.
+	PutSession(ctx context.Context, token string, s Session, now time.Time) error
+	// GetSession returns the session stored under token, or nil.
+	GetSession(ctx context.Context, token string) (*Session, error)
+	DeleteSession(ctx context.Context, token string) error
+}
+
+// memorySessions keeps sign-ins in this process.
+type memorySessions struct {
+	mu sync.Mutex
+	m  map[string]Session
+}
+
+func (m *memorySessions) PutSession(_ context.Context, token string, s Session, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for t, old := range m.m {
+		if now.After(old.Expires) {
+			delete(m.m, t)
+		}
+	}
+	m.m[token] = s
+	return nil
+}
+
+func (m *memorySessions) GetSession(_ context.Context, token string) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.m[token]
+	if !ok {
+		return nil, nil
+	}
+	return &s, nil
+}
+
+func (m *memorySessions) DeleteSession(_ context.Context, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, token)
+	return nil
 }
 
 type session struct {
-	p       agentg8.Principal
-	csrf    string
-	expires time.Time
+	p    agentg8.Principal
+	csrf string
 }
 
 type console struct {
-	c        Config
-	tmpl     map[string]*template.Template
-	mu       sync.Mutex
-	sessions map[string]*session
+	c    Config
+	tmpl map[string]*template.Template
 }
 
 const cookieName = "agentg8_session"
@@ -104,7 +156,10 @@ func New(c Config) (http.Handler, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	k := &console{c: c, tmpl: map[string]*template.Template{}, sessions: map[string]*session{}}
+	if c.Sessions == nil {
+		c.Sessions = &memorySessions{m: map[string]Session{}}
+	}
+	k := &console{c: c, tmpl: map[string]*template.Template{}}
 	funcs := template.FuncMap{"reveal": reveal, "json": prettyJSON, "since": func(t time.Time) string { return since(c.Now(), t) },
 		"until": func(t time.Time) string { return since(t, c.Now()) }, "time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 		"difflines": diffLines, "join": strings.Join, "statuses": func() []string {
@@ -186,19 +241,22 @@ func (k *console) render(w http.ResponseWriter, name string, status int, pg page
 
 type handler func(w http.ResponseWriter, r *http.Request, s *session) error
 
+// session returns the request's sign-in, or nil (signed out, or the
+// sessions cannot be read: fail closed).
 func (k *console) session(r *http.Request) *session {
 	ck, err := r.Cookie(cookieName)
+	if err != nil || ck.Value == "" {
+		return nil
+	}
+	s, err := k.c.Sessions.GetSession(r.Context(), ck.Value)
 	if err != nil {
+		k.c.Logger.Error("console sessions", "err", err)
 		return nil
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	s := k.sessions[ck.Value]
-	if s == nil || k.c.Now().After(s.expires) {
-		delete(k.sessions, ck.Value)
+	if s == nil || k.c.Now().After(s.Expires) {
 		return nil
 	}
-	return s
+	return &session{p: s.Principal, csrf: s.CSRF}
 }
 
 func (k *console) auth(h handler) http.Handler {
@@ -259,15 +317,12 @@ func (k *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := randomToken()
-	k.mu.Lock()
 	now := k.c.Now()
-	for sid, s := range k.sessions { // drop expired sessions
-		if now.After(s.expires) {
-			delete(k.sessions, sid)
-		}
+	if err := k.c.Sessions.PutSession(r.Context(), id, Session{Principal: p, CSRF: randomToken(), Expires: now.Add(k.c.SessionTTL)}, now); err != nil {
+		k.c.Logger.Error("console sessions", "err", err)
+		k.render(w, "login", http.StatusServiceUnavailable, page{Title: "Sign in", Error: "Signing in is unavailable; try again."})
+		return
 	}
-	k.sessions[id] = &session{p: p, csrf: randomToken(), expires: now.Add(k.c.SessionTTL)}
-	k.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/console", HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https", MaxAge: int(k.c.SessionTTL.Seconds())})
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
@@ -275,9 +330,9 @@ func (k *console) login(w http.ResponseWriter, r *http.Request) {
 
 func (k *console) logout(w http.ResponseWriter, r *http.Request, s *session) error {
 	if ck, err := r.Cookie(cookieName); err == nil {
-		k.mu.Lock()
-		delete(k.sessions, ck.Value)
-		k.mu.Unlock()
+		if err := k.c.Sessions.DeleteSession(r.Context(), ck.Value); err != nil {
+			return fmt.Errorf("sign out: %w", err)
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/console", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)

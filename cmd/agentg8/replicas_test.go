@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/store/storetest"
@@ -202,19 +209,20 @@ func TestReplicasOnPostgres(t *testing.T) {
 	t.Log(strings.TrimSpace(out), fmt.Sprintf("; %d effects", total.Load()))
 }
 
-// An agent's rate limit holds across replicas: on PostgreSQL the buckets
-// are in the database, so two replicas do not double the limit.
-func TestRateLimitIsSharedByReplicas(t *testing.T) {
-	up := newRecorder(t)
+// inProcessReplicas starts n gateways in this process on one new
+// PostgreSQL database (one config folder, as replicas share), and returns
+// an environment for each.
+func inProcessReplicas(t *testing.T, up *recorder, extra string, n int) ([]*testEnv, string) {
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: "limits:\n  actions_per_minute: 4\n"})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pgDB(t))
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: extra})
+	db := pgDB(t)
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
 	c, err := LoadConfig(cfg, lookup(testEnvVars()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var envs []*testEnv
-	for i := 0; i < 2; i++ {
+	for i := 0; i < n; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
 		if err != nil {
@@ -226,6 +234,14 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done })
 		envs = append(envs, &testEnv{t: t, url: "http://" + s.ln.Addr().String()})
 	}
+	return envs, db
+}
+
+// An agent's rate limit holds across replicas: on PostgreSQL the buckets
+// are in the database, so two replicas do not double the limit.
+func TestRateLimitIsSharedByReplicas(t *testing.T) {
+	up := newRecorder(t)
+	envs, _ := inProcessReplicas(t, up, "limits:\n  actions_per_minute: 4\n", 2)
 	codes := map[int]int{}
 	for i := 0; i < 10; i++ {
 		st, _ := envs[i%2].propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
@@ -236,5 +252,63 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 	}
 	if up.count() != 4 {
 		t.Errorf("upstream calls %d, want 4", up.count())
+	}
+}
+
+// A console sign-in on one replica holds on the others, and signing out
+// on one ends it on all; the database keeps only a hash of the token.
+func TestConsoleSessionsAreSharedByReplicas(t *testing.T) {
+	envs, db := inProcessReplicas(t, newRecorder(t), "", 2)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.PostForm(envs[0].url+"/console/login", map[string][]string{"key": {franKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 303 || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in: %d", resp.StatusCode)
+	}
+	ck := resp.Cookies()[0]
+	get := func(e *testEnv) (int, string) {
+		req, _ := http.NewRequest("GET", e.url+"/console/", nil)
+		req.AddCookie(ck)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	st, body := get(envs[1])
+	if st != 200 {
+		t.Fatalf("the other replica: %d", st)
+	}
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var hashed, raw int
+	sum := sha256.Sum256([]byte(ck.Value))
+	pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE token_hash = $1),
+		count(*) FILTER (WHERE position(convert_to($2, 'UTF8') IN token_hash || principal || convert_to(csrf, 'UTF8')) > 0)
+		FROM console_sessions`, sum[:], ck.Value).Scan(&hashed, &raw)
+	if hashed != 1 || raw != 0 {
+		t.Errorf("stored sessions: %d under the token's hash, %d holding the token", hashed, raw)
+	}
+	// Sign out on the second replica, with the form token its page carries.
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no form token on the page")
+	}
+	req, _ := http.NewRequest("POST", envs[1].url+"/console/logout", strings.NewReader("csrf="+url.QueryEscape(html.UnescapeString(m[1]))))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(ck)
+	if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != 303 {
+		t.Fatalf("sign-out: %v %v", resp, err)
+	}
+	if st, _ := get(envs[0]); st != 303 {
+		t.Errorf("signed out on one replica, still in on the other: %d", st)
 	}
 }

@@ -258,6 +258,26 @@ func (o *observer) Action(task string, s agentg8.State) {
 	o.actions.WithLabelValues(task, string(s)).Inc()
 }
 
+// pgSessions keeps console sign-ins in PostgreSQL, shared by replicas.
+type pgSessions struct{ s *postgres.Store }
+
+func (p pgSessions) PutSession(ctx context.Context, token string, s console.Session, now time.Time) error {
+	return p.s.PutSession(ctx, token, postgres.Session(s), now)
+}
+
+func (p pgSessions) GetSession(ctx context.Context, token string) (*console.Session, error) {
+	s, err := p.s.GetSession(ctx, token)
+	if s == nil || err != nil {
+		return nil, err
+	}
+	cs := console.Session(*s)
+	return &cs, nil
+}
+
+func (p pgSessions) DeleteSession(ctx context.Context, token string) error {
+	return p.s.DeleteSession(ctx, token)
+}
+
 // server is a running gateway.
 type server struct {
 	pg      *postgres.Store // nil on SQLite
@@ -397,8 +417,12 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	for _, a := range cfg.Agents {
 		agentList = append(agentList, l.agents[a.ID])
 	}
+	var sessions console.Sessions // this process's memory on SQLite
+	if multi {
+		sessions = pgSessions{pg}
+	}
 	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{svc},
-		Agents: agentList, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now})
+		Agents: agentList, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now, Sessions: sessions})
 	if err != nil {
 		alog.Close()
 		ln.Close()

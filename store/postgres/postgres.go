@@ -7,6 +7,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -341,6 +342,59 @@ func (s *Store) TakeToken(ctx context.Context, key string, perMinute int) (bool,
 		return false, fmt.Errorf("rate limit: %w", err)
 	}
 	return took, nil
+}
+
+// Session is a console sign-in.
+type Session struct {
+	Principal agentg8.Principal
+	CSRF      string
+	Expires   time.Time
+}
+
+// PutSession stores a console sign-in under the hash of its token, and
+// drops sign-ins expired at now.
+func (s *Store) PutSession(ctx context.Context, token string, ses Session, now time.Time) error {
+	p, err := json.Marshal(ses.Principal)
+	if err != nil {
+		return err
+	}
+	h := sha256.Sum256([]byte(token))
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM console_sessions WHERE expires_at < $1`, now.UnixNano())
+	b.Queue(`INSERT INTO console_sessions (token_hash, principal, csrf, expires_at) VALUES ($1, $2, $3, $4)`, h[:], p, ses.CSRF, ses.Expires.UnixNano())
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("store console session: %w", err)
+	}
+	return nil
+}
+
+// GetSession returns the console sign-in stored under token, or nil.
+func (s *Store) GetSession(ctx context.Context, token string) (*Session, error) {
+	h := sha256.Sum256([]byte(token))
+	var p []byte
+	var exp int64
+	ses := &Session{}
+	err := s.pool.QueryRow(ctx, `SELECT principal, csrf, expires_at FROM console_sessions WHERE token_hash = $1`, h[:]).Scan(&p, &ses.CSRF, &exp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read console session: %w", err)
+	}
+	if err := json.Unmarshal(p, &ses.Principal); err != nil {
+		return nil, fmt.Errorf("read console session: %w", err)
+	}
+	ses.Expires = time.Unix(0, exp)
+	return ses, nil
+}
+
+// DeleteSession ends a console sign-in.
+func (s *Store) DeleteSession(ctx context.Context, token string) error {
+	h := sha256.Sum256([]byte(token))
+	if _, err := s.pool.Exec(ctx, `DELETE FROM console_sessions WHERE token_hash = $1`, h[:]); err != nil {
+		return fmt.Errorf("delete console session: %w", err)
+	}
+	return nil
 }
 
 // Now is the database's clock.

@@ -1,0 +1,9 @@
+-- Console sign-ins, shared by replicas. The cookie's token is kept only as
+-- its SHA-256: reading the database does not give a live session.
+CREATE TABLE console_sessions (
+    token_hash BYTEA PRIMARY KEY,
+    principal  BYTEA NOT NULL,  -- JSON
+    csrf       TEXT NOT NULL,
+    expires_at BIGINT NOT NULL  -- Unix nanoseconds
+);
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
