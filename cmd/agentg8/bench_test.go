@@ -57,7 +57,11 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 		})
 		for _, n := range []int{1, 3} {
 			b.Run(fmt.Sprintf("clients=%d/replicas=%d", clients, n), func(b *testing.B) {
-				svcs := startReplicas(b, up.URL, n)
+				servers, _ := startReplicas(b, up.URL, "", n)
+				var svcs []*action.Service
+				for _, s := range servers {
+					svcs = append(svcs, s.service)
+				}
 				bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
 				prop := action.Proposal{Task: "crm.get_customer", Input: json.RawMessage(`{"customer_id":"cus_1"}`)}
 				var next atomic.Int64
@@ -79,35 +83,37 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 	}
 }
 
-// startReplicas runs n gateways on one new PostgreSQL database, sharing a
-// config folder (one audit key) as replicas do, and returns their action
-// services.
-func startReplicas(b *testing.B, upstream string, n int) []*action.Service {
-	dir := b.TempDir()
-	path := writeConfig(b, dir, upstream, envOpts{allowPrivate: true})
-	replaceIn(b, path, "store: sqlite:data/agentg8.db", "store: "+storetest.PostgresDB(b))
+// startReplicas runs n gateways in this process on one new PostgreSQL
+// database, sharing a config folder (one audit key) as replicas do, each
+// started as serve starts it; it returns them and the database's URL.
+func startReplicas(tb testing.TB, upstream, extraConfig string, n int) ([]*server, string) {
+	dir := tb.TempDir()
+	path := writeConfig(tb, dir, upstream, envOpts{allowPrivate: true, extraConfig: extraConfig})
+	db := storetest.PostgresDB(tb)
+	replaceIn(tb, path, "store: sqlite:data/agentg8.db", "store: "+db)
 	cfg, err := LoadConfig(path, lookup(testEnvVars()))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	// Actions are logged as serve logs them (formatted, then dropped).
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var svcs []*action.Service
+	var out []*server
 	for i := 0; i < n; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, agentg8.SystemClock{})
 		if err != nil {
 			cancel()
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- s.serve(ctx) }()
-		b.Cleanup(func() {
+		tb.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil && !strings.Contains(err.Error(), "closed") {
-				b.Error(err)
+				tb.Error(err)
 			}
 		})
-		svcs = append(svcs, s.service)
+		out = append(out, s)
 	}
-	return svcs
+	return out, db
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/store/storetest"
 )
 
@@ -210,28 +208,12 @@ func TestReplicasOnPostgres(t *testing.T) {
 }
 
 // inProcessReplicas starts n gateways in this process on one new
-// PostgreSQL database (one config folder, as replicas share), and returns
-// an environment for each.
+// PostgreSQL database and returns an environment for each, and the
+// database's URL.
 func inProcessReplicas(t *testing.T, up *recorder, extra string, n int) ([]*testEnv, string) {
-	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: extra})
-	db := pgDB(t)
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
-	c, err := LoadConfig(cfg, lookup(testEnvVars()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	servers, db := startReplicas(t, up.srv.URL, extra, n)
 	var envs []*testEnv
-	for i := 0; i < n; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- s.serve(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+	for _, s := range servers {
 		envs = append(envs, &testEnv{t: t, url: "http://" + s.ln.Addr().String()})
 	}
 	return envs, db

@@ -21,6 +21,37 @@ import (
 
 func newTestDB(t testing.TB) string { return storetest.PostgresDB(t) }
 
+// openStore opens a store on url (one replica's), closed at the test's end.
+func openStore(t *testing.T, url string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// adminPool is a plain pool on url, as an operator's psql would be.
+func adminPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func newKey(t *testing.T) *audit.Key {
+	t.Helper()
+	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		s, err := postgres.Open(context.Background(), newTestDB(t))
@@ -78,15 +109,8 @@ func TestClockFollowsTheDatabase(t *testing.T) {
 // verify says so — until the next log on the database seals them.
 func TestUnsealedRecordsAreSealedByTheNextLog(t *testing.T) {
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, newTestDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, newTestDB(t))
+	key := newKey(t)
 	l := audit.Open(s, key, audit.Options{})
 	if err := l.Append(ctx, &agentg8.AuditEvent{Type: "proposed", ActionID: "act_1"}); err != nil {
 		t.Fatal(err)
@@ -117,16 +141,7 @@ func TestChangesAreAnnounced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	url := newTestDB(t)
-	a, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openStore(t, url), openStore(t, url)
 	heard := make(chan string, 16)
 	go b.Listen(ctx, func(id string, st agentg8.State) { heard <- id + " " + string(st) })
 	rec := []audit.Pending{{ActionID: "x", Tail: []byte("}")}}
@@ -178,20 +193,7 @@ func TestChangesAreAnnounced(t *testing.T) {
 func TestFailingSealsStopAppends(t *testing.T) {
 	ctx := context.Background()
 	url := newTestDB(t)
-	s, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, admin, key := openStore(t, url), adminPool(t, url), newKey(t)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	l := audit.Open(s, key, audit.Options{SealGrace: 300 * time.Millisecond, ObserveSeal: func(r string, n int) {
@@ -254,16 +256,7 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 func TestSharedRateLimit(t *testing.T) {
 	ctx := context.Background()
 	url := newTestDB(t)
-	a, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openStore(t, url), openStore(t, url)
 	var mu sync.Mutex
 	took := 0
 	var wg sync.WaitGroup
@@ -295,12 +288,7 @@ func TestSharedRateLimit(t *testing.T) {
 	}
 	// A minute later (on the database's clock) the bucket is full again,
 	// and holds no more than its size.
-	admin, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if _, err := admin.Exec(ctx, `UPDATE rate_limits SET at = at - interval '10 minutes' WHERE agent = 'bot'`); err != nil {
+	if _, err := adminPool(t, url).Exec(ctx, `UPDATE rate_limits SET at = at - interval '10 minutes' WHERE agent = 'bot'`); err != nil {
 		t.Fatal(err)
 	}
 	took = 0
