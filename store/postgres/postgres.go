@@ -588,8 +588,10 @@ func (s *Store) SealAudit(ctx context.Context, limit int, gap time.Duration, sea
 	b.Queue(`SET LOCAL idle_in_transaction_session_timeout = '10s'`)
 	// Records are read only if the seal row was free and the last seal is
 	// gap old: a replica that finds another sealing, or just done, reads
-	// nothing.
-	b.Queue(`WITH s AS (SELECT sealed FROM audit_seal WHERE id = 1 AND sealed_at <= clock_timestamp() - $2 * interval '1 microsecond' FOR UPDATE SKIP LOCKED)
+	// nothing. A last seal in the future means the database's clock was
+	// set back: seal rather than wait for it to catch up.
+	b.Queue(`WITH s AS (SELECT sealed FROM audit_seal WHERE id = 1
+			AND (sealed_at <= clock_timestamp() - $2 * interval '1 microsecond' OR sealed_at > clock_timestamp()) FOR UPDATE SKIP LOCKED)
 		SELECT s.sealed, r.seq, r.action_id, r.data FROM s LEFT JOIN LATERAL
 			(SELECT seq, action_id, data FROM audit_records WHERE seq >= s.sealed ORDER BY seq LIMIT $1) r ON true`, limit, gap.Microseconds())
 	br := conn.SendBatch(ctx, b)

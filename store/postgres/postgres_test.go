@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
@@ -299,5 +300,25 @@ func TestSharedRateLimit(t *testing.T) {
 	}
 	if took != 5 {
 		t.Errorf("%d tokens after refilling, want 5", took)
+	}
+}
+
+// A last seal stamped in the future (the database's clock was set back)
+// does not hold sealing off until the clock catches up.
+func TestSealAfterClockStepBack(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	s := openStore(t, url)
+	if _, err := s.AppendRecords(ctx, []audit.Pending{{ActionID: "act_1", Tail: []byte(`}`)}}, []any{nil}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adminPool(t, url).Exec(ctx, `UPDATE audit_seal SET sealed_at = now() + interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	n, ok, err := s.SealAudit(ctx, 10, 10*time.Millisecond, func(size int64, recs []audit.Record, _ func([]int64) ([]tlog.Hash, error)) ([]audit.IndexedHash, []byte, error) {
+		return []audit.IndexedHash{{Index: 0, Hash: tlog.RecordHash(recs[0].Data)}}, []byte("cp"), nil
+	})
+	if n != 1 || !ok || err != nil {
+		t.Fatalf("seal after the clock went back: %d %v %v", n, ok, err)
 	}
 }
