@@ -284,8 +284,12 @@ func startOne(bin, dir string) (string, func(), error) {
 		for sc.Scan() {
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				addr <- m[1]
+				break
 			}
 		}
+		// The gateway logs every action; drain the rest without parsing it,
+		// so that reading logs costs the load generator next to nothing.
+		io.Copy(io.Discard, pr)
 	}()
 	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
