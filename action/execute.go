@@ -226,7 +226,7 @@ func (s *Service) outcomeUnknown(ctx context.Context, a *agentg8.Action, why str
 // action keeps its history; the resolution and who made it are stored with
 // it and audited. Only users in a resolver group may; nothing is executed.
 func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, outcome agentg8.State, comment string) (*agentg8.Action, error) {
-	if p.Kind != agentg8.KindUser || !slices.ContainsFunc(s.c.ResolverGroups, p.InGroup) {
+	if !s.MayResolve(p) {
 		return nil, agentg8.Errorf(agentg8.CodeForbidden, "settling an outcome needs membership of a resolver group (execution.resolvers)")
 	}
 	if outcome != agentg8.StateSucceeded && outcome != agentg8.StateFailed {
@@ -309,7 +309,17 @@ func (s *Service) mayRead(p agentg8.Principal, a *agentg8.Action) bool {
 			}
 		}
 	}
+	// Resolvers see what they may settle, and what was settled.
+	if (a.Status == agentg8.StateOutcomeUnknown || a.Resolution != nil) && s.MayResolve(p) {
+		return true
+	}
 	return false
+}
+
+// MayResolve reports whether p may settle outcome_unknown actions
+// (execution.resolvers).
+func (s *Service) MayResolve(p agentg8.Principal) bool {
+	return p.Kind == agentg8.KindUser && slices.ContainsFunc(s.c.ResolverGroups, p.InGroup)
 }
 
 // MayAudit reports whether p may read the audit log.

@@ -43,6 +43,8 @@ type Actions interface {
 	List(ctx context.Context, p agentg8.Principal, f action.Filter) ([]*agentg8.Action, error)
 	Get(ctx context.Context, p agentg8.Principal, id string, wait time.Duration) (*agentg8.Action, error)
 	MayAudit(p agentg8.Principal) bool
+	MayResolve(p agentg8.Principal) bool
+	Resolve(ctx context.Context, p agentg8.Principal, id string, outcome agentg8.State, comment string) (*agentg8.Action, error)
 }
 
 // AuditSource reads and verifies the audit log.
@@ -192,6 +194,7 @@ func New(c Config) (http.Handler, error) {
 	mux.Handle("POST /console/approvals/{id}/decide", k.auth(k.decide))
 	mux.Handle("GET /console/actions", k.auth(k.actions))
 	mux.Handle("GET /console/actions/{id}", k.auth(k.actionPage))
+	mux.Handle("POST /console/actions/{id}/resolve", k.auth(k.resolve))
 	mux.Handle("GET /console/audit", k.auth(k.auditPage))
 	mux.Handle("POST /console/audit/verify", k.auth(k.verify))
 	mux.Handle("GET /console/tasks", k.auth(k.tasks))
@@ -510,11 +513,40 @@ func (k *console) actionPage(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
+	return k.renderAction(w, r, s, a, http.StatusOK, "")
+}
+
+func (k *console) renderAction(w http.ResponseWriter, r *http.Request, s *session, a *agentg8.Action, status int, errMsg string) error {
 	recs, err := k.c.Audit.AuditRecordsForAction(r.Context(), a.ID, -1, 200)
 	if err != nil {
 		return err
 	}
-	k.render(w, "action", http.StatusOK, k.base(s, "Action "+a.ID, map[string]any{"A": a, "Events": k.events(recs)}, ""))
+	canResolve := a.Status == agentg8.StateOutcomeUnknown && k.c.Actions.MayResolve(s.p)
+	k.render(w, "action", status, k.base(s, "Action "+a.ID, map[string]any{"A": a, "Events": k.events(recs), "CanResolve": canResolve}, errMsg))
+	return nil
+}
+
+// resolve settles an outcome_unknown action: the resolver checked the
+// upstream and says what happened, and how they know.
+func (k *console) resolve(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	_, err := k.c.Actions.Resolve(r.Context(), s.p, id, agentg8.State(r.PostFormValue("outcome")), r.PostFormValue("comment"))
+	if err != nil {
+		e := agentg8.AsError(err)
+		if e.Code == agentg8.CodeInternal || e.Code == agentg8.CodeForbidden || e.Code == agentg8.CodeNotFound {
+			return err
+		}
+		a, gerr := k.c.Actions.Get(r.Context(), s.p, id, 0)
+		if gerr != nil {
+			return err
+		}
+		status := http.StatusBadRequest
+		if e.Code == agentg8.CodeConflict {
+			status = http.StatusConflict
+		}
+		return k.renderAction(w, r, s, a, status, e.Message)
+	}
+	http.Redirect(w, r, "/console/actions/"+id, http.StatusSeeOther)
 	return nil
 }
 

@@ -2,15 +2,26 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/audit"
+	"github.com/agentg8/agentg8/store/sqlite"
 )
 
 func TestConsoleHeadersAndSignIn(t *testing.T) {
@@ -112,5 +123,102 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(artifacts, "approval.png")); err != nil {
 		t.Errorf("no screenshot: %v", err)
+	}
+}
+
+// A resolver settles an outcome_unknown action from its console page, with
+// the form token and a comment (required); a settled action offers no form
+// and cannot be settled again; nothing is sent to the upstream.
+func TestConsoleSettlesUnknownOutcomes(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: "execution:\n  resolvers: [finance]\n"})
+	// A gateway stopped mid-call leaves the action executing; the next
+	// start declares it outcome_unknown.
+	e.stop()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(e.dir, "data", "agentg8.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := audit.LoadOrCreateKey(filepath.Join(e.dir, "data", "audit.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	a := &agentg8.Action{ID: "act_unknown1", Principal: "support-bot", Task: "crm.add_note", Status: agentg8.StateExecuting,
+		Input: json.RawMessage(`{"customer_id":"cus_1","note":"hi"}`), CreatedAt: now, UpdatedAt: now}
+	l := audit.Open(st, key, audit.Options{})
+	if err := l.Commit(ctx, &action.Change{Action: a}, &agentg8.AuditEvent{Type: agentg8.EventExecuting, ActionID: a.ID, Task: a.Task, Principal: a.Principal, Status: a.Status}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	st.Close()
+	e.start()
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	signIn := func(key string) *http.Cookie {
+		resp, err := noRedirect.PostForm(e.url+"/console/login", map[string][]string{"key": {key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if len(resp.Cookies()) != 1 {
+			t.Fatalf("sign-in: %d", resp.StatusCode)
+		}
+		return resp.Cookies()[0]
+	}
+	page := func(ck *http.Cookie) (int, string) {
+		req, _ := http.NewRequest("GET", e.url+"/console/actions/"+a.ID, nil)
+		req.AddCookie(ck)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	csrfRE := regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	settle := func(ck *http.Cookie, form url.Values) (int, string) {
+		_, body := page(ck)
+		if m := csrfRE.FindStringSubmatch(body); m != nil {
+			form.Set("csrf", html.UnescapeString(m[1]))
+		}
+		req, _ := http.NewRequest("POST", e.url+"/console/actions/"+a.ID+"/resolve", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(ck)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// fran is in finance — a resolver here — and no auditor: she sees the
+	// action because she may settle it.
+	fran := signIn(franKey)
+	st2, body := page(fran)
+	if st2 != 200 || !strings.Contains(body, `id="resolve"`) || !strings.Contains(body, "outcome_unknown") {
+		t.Fatalf("resolver's page: %d", st2)
+	}
+	if st, body := settle(fran, url.Values{"outcome": {"succeeded"}, "comment": {"  "}}); st != 400 || !strings.Contains(body, "comment") {
+		t.Errorf("settling without a comment: %d", st)
+	}
+	if st, _ := settle(fran, url.Values{"outcome": {"succeeded"}, "comment": {"note is in the CRM (ticket 7)"}}); st != 303 {
+		t.Fatalf("settle: %d", st)
+	}
+	st3, body := page(fran)
+	if st3 != 200 || !strings.Contains(body, "succeeded by fran") || strings.Contains(body, `id="resolve"`) {
+		t.Errorf("after settling: %d %s", st3, body)
+	}
+	if st, _ := settle(fran, url.Values{"outcome": {"failed"}, "comment": {"again"}}); st != 409 {
+		t.Errorf("settling twice: %d", st)
+	}
+	_, got := e.do("GET", "/v1/actions/"+a.ID, supportKey, nil)
+	if got["status"] != "succeeded" {
+		t.Errorf("action after settling: %v", got["status"])
+	}
+	if e.up.count() != 0 {
+		t.Errorf("settling called the upstream %d times", e.up.count())
 	}
 }
