@@ -223,7 +223,7 @@ func inProcessReplicas(t *testing.T, up *recorder, extra string, n int) ([]*test
 // are in the database, so two replicas do not double the limit.
 func TestRateLimitIsSharedByReplicas(t *testing.T) {
 	up := newRecorder(t)
-	envs, _ := inProcessReplicas(t, up, "limits:\n  actions_per_minute: 4\n", 2)
+	envs, db := inProcessReplicas(t, up, "limits:\n  actions_per_minute: 4\n", 2)
 	codes := map[int]int{}
 	for i := 0; i < 10; i++ {
 		st, _ := envs[i%2].propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
@@ -234,6 +234,21 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 	}
 	if up.count() != 4 {
 		t.Errorf("upstream calls %d, want 4", up.count())
+	}
+	// A limit that cannot be checked is no pass: the proposal fails closed.
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `ALTER TABLE rate_limits RENAME TO rate_limits_away`); err != nil {
+		t.Fatal(err)
+	}
+	if st, p := envs[0].propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 503 || p["code"] != "audit_unavailable" {
+		t.Errorf("unchecked limit: %d %v", st, p["_body"])
+	}
+	if up.count() != 4 {
+		t.Errorf("upstream calls %d after the failed check, want 4", up.count())
 	}
 }
 
