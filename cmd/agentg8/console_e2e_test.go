@@ -154,64 +154,26 @@ func TestConsoleSettlesUnknownOutcomes(t *testing.T) {
 	st.Close()
 	e.start()
 
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	signIn := func(key string) *http.Cookie {
-		resp, err := noRedirect.PostForm(e.url+"/console/login", map[string][]string{"key": {key}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if len(resp.Cookies()) != 1 {
-			t.Fatalf("sign-in: %d", resp.StatusCode)
-		}
-		return resp.Cookies()[0]
-	}
-	page := func(ck *http.Cookie) (int, string) {
-		req, _ := http.NewRequest("GET", e.url+"/console/actions/"+a.ID, nil)
-		req.AddCookie(ck)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	csrfRE := regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-	settle := func(ck *http.Cookie, form url.Values) (int, string) {
-		_, body := page(ck)
-		if m := csrfRE.FindStringSubmatch(body); m != nil {
-			form.Set("csrf", html.UnescapeString(m[1]))
-		}
-		req, _ := http.NewRequest("POST", e.url+"/console/actions/"+a.ID+"/resolve", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.AddCookie(ck)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	// fran is in finance — a resolver here — and no auditor: she sees the
 	// action because she may settle it.
-	fran := signIn(franKey)
-	st2, body := page(fran)
+	fran := consoleSignIn(t, e.url, franKey)
+	page := "/console/actions/" + a.ID
+	settle := func(form url.Values) (int, string) { return fran.post(page, page+"/resolve", form) }
+	st2, body := fran.get(page)
 	if st2 != 200 || !strings.Contains(body, `id="resolve"`) || !strings.Contains(body, "outcome_unknown") {
 		t.Fatalf("resolver's page: %d", st2)
 	}
-	if st, body := settle(fran, url.Values{"outcome": {"succeeded"}, "comment": {"  "}}); st != 400 || !strings.Contains(body, "comment") {
+	if st, body := settle(url.Values{"outcome": {"succeeded"}, "comment": {"  "}}); st != 400 || !strings.Contains(body, "comment") {
 		t.Errorf("settling without a comment: %d", st)
 	}
-	if st, _ := settle(fran, url.Values{"outcome": {"succeeded"}, "comment": {"note is in the CRM (ticket 7)"}}); st != 303 {
+	if st, _ := settle(url.Values{"outcome": {"succeeded"}, "comment": {"note is in the CRM (ticket 7)"}}); st != 303 {
 		t.Fatalf("settle: %d", st)
 	}
-	st3, body := page(fran)
+	st3, body := fran.get(page)
 	if st3 != 200 || !strings.Contains(body, "succeeded by fran") || strings.Contains(body, `id="resolve"`) {
 		t.Errorf("after settling: %d %s", st3, body)
 	}
-	if st, _ := settle(fran, url.Values{"outcome": {"failed"}, "comment": {"again"}}); st != 409 {
+	if st, _ := settle(url.Values{"outcome": {"failed"}, "comment": {"again"}}); st != 409 {
 		t.Errorf("settling twice: %d", st)
 	}
 	_, got := e.do("GET", "/v1/actions/"+a.ID, supportKey, nil)
@@ -221,4 +183,62 @@ func TestConsoleSettlesUnknownOutcomes(t *testing.T) {
 	if e.up.count() != 0 {
 		t.Errorf("settling called the upstream %d times", e.up.count())
 	}
+}
+
+// consoleClient is a user signed in to the console: its requests carry the
+// session cookie and are not redirected.
+type consoleClient struct {
+	t    *testing.T
+	base string
+	ck   *http.Cookie
+	hc   *http.Client
+}
+
+func consoleSignIn(t *testing.T, base, key string) *consoleClient {
+	t.Helper()
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.PostForm(base+"/console/login", url.Values{"key": {key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in: %d", resp.StatusCode)
+	}
+	return &consoleClient{t: t, base: base, ck: resp.Cookies()[0], hc: hc}
+}
+
+func (c *consoleClient) do(req *http.Request) (int, string) {
+	c.t.Helper()
+	req.AddCookie(c.ck)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (c *consoleClient) get(path string) (int, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest("GET", c.base+path, nil)
+	return c.do(req)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// post submits form to path with the form token of the page at from, as
+// the browser would from that page.
+func (c *consoleClient) post(from, path string, form url.Values) (int, string) {
+	c.t.Helper()
+	_, page := c.get(from)
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		c.t.Fatalf("no form token on %s", from)
+	}
+	form.Set("csrf", html.UnescapeString(m[1]))
+	req, _ := http.NewRequest("POST", c.base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return c.do(req)
 }

@@ -5,11 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"html"
-	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,29 +253,9 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 // on one ends it on all; the database keeps only a hash of the token.
 func TestConsoleSessionsAreSharedByReplicas(t *testing.T) {
 	envs, db := inProcessReplicas(t, newRecorder(t), "", 2)
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.PostForm(envs[0].url+"/console/login", map[string][]string{"key": {franKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 303 || len(resp.Cookies()) != 1 {
-		t.Fatalf("sign-in: %d", resp.StatusCode)
-	}
-	ck := resp.Cookies()[0]
-	get := func(e *testEnv) (int, string) {
-		req, _ := http.NewRequest("GET", e.url+"/console/", nil)
-		req.AddCookie(ck)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	st, body := get(envs[1])
-	if st != 200 {
+	fran := consoleSignIn(t, envs[0].url, franKey)
+	other := &consoleClient{t: t, base: envs[1].url, ck: fran.ck, hc: fran.hc} // the same browser
+	if st, _ := other.get("/console/"); st != 200 {
 		t.Fatalf("the other replica: %d", st)
 	}
 	pool, err := pgxpool.New(context.Background(), db)
@@ -287,25 +264,18 @@ func TestConsoleSessionsAreSharedByReplicas(t *testing.T) {
 	}
 	defer pool.Close()
 	var hashed, raw int
-	sum := sha256.Sum256([]byte(ck.Value))
+	sum := sha256.Sum256([]byte(fran.ck.Value))
 	pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE token_hash = $1),
 		count(*) FILTER (WHERE position(convert_to($2, 'UTF8') IN token_hash || principal || convert_to(csrf, 'UTF8')) > 0)
-		FROM console_sessions`, sum[:], ck.Value).Scan(&hashed, &raw)
+		FROM console_sessions`, sum[:], fran.ck.Value).Scan(&hashed, &raw)
 	if hashed != 1 || raw != 0 {
 		t.Errorf("stored sessions: %d under the token's hash, %d holding the token", hashed, raw)
 	}
 	// Sign out on the second replica, with the form token its page carries.
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
-	if m == nil {
-		t.Fatal("no form token on the page")
+	if st, _ := other.post("/console/", "/console/logout", url.Values{}); st != 303 {
+		t.Fatalf("sign-out: %d", st)
 	}
-	req, _ := http.NewRequest("POST", envs[1].url+"/console/logout", strings.NewReader("csrf="+url.QueryEscape(html.UnescapeString(m[1]))))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.AddCookie(ck)
-	if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != 303 {
-		t.Fatalf("sign-out: %v %v", resp, err)
-	}
-	if st, _ := get(envs[0]); st != 303 {
+	if st, _ := fran.get("/console/"); st != 303 {
 		t.Errorf("signed out on one replica, still in on the other: %d", st)
 	}
 }
