@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8"
 )
 
 // TestReloadOnSIGHUP: a running gateway re-reads tasks and policies on
@@ -129,5 +132,65 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("catalog_reloaded events: %d, want 2", n)
+	}
+}
+
+// A reload also re-reads the agents' and users' keys: a key kept in a file
+// rotates without a restart (the old key stops working at once), and a key
+// that cannot be read refuses the reload, keeping the keys in force.
+func TestReloadRotatesKeys(t *testing.T) {
+	up := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, `key: "env:SUPPORT_KEY"`, `key: "file:secrets/support-key"`)
+	writeFile(t, filepath.Join(dir, "secrets", "support-key"), supportKey+"\n")
+	c, err := LoadConfig(cfg, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
+	get := func(key string) int {
+		st, _ := e.propose(key, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+		return st
+	}
+	if st := get(supportKey); st != 200 {
+		t.Fatalf("before rotation: %d", st)
+	}
+	const rotated = "ag8_support_bot_rotated_key_0123456789abcdef"
+	writeFile(t, filepath.Join(dir, "secrets", "support-key"), rotated+"\n")
+	if st := get(supportKey); st != 200 {
+		t.Errorf("the old key stopped before the reload: %d", st)
+	}
+	s.reload(ctx)
+	if st := get(supportKey); st != 401 {
+		t.Errorf("the old key after the reload: %d", st)
+	}
+	if st := get(rotated); st != 200 {
+		t.Errorf("the new key after the reload: %d", st)
+	}
+	// A key that cannot be read: nothing changes.
+	os.Remove(filepath.Join(dir, "secrets", "support-key"))
+	s.reload(ctx)
+	if st := get(rotated); st != 200 {
+		t.Errorf("a refused reload changed the keys: %d", st)
+	}
+	_, ev := e.do("GET", "/v1/audit?limit=100", aliceKey, nil)
+	n := 0
+	for _, x := range ev["events"].([]any) {
+		if m := x.(map[string]any); m["type"] == "catalog_reloaded" && strings.Contains(m["detail"].(string), "keys") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("audited reloads: %d, want 1", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -168,9 +169,12 @@ func (l *loaded) wireSecrets(store credential.SecretStore) error {
 }
 
 // keyring authenticates bearer keys against stored SHA-256 hashes, in
-// constant time over every key.
+// constant time over every key. The keys are read again on reload
+// (SIGHUP), so a key kept in a file or the secret store rotates without a
+// restart.
 type keyring struct {
-	entries []keyEntry
+	l       *loaded
+	entries atomic.Pointer[[]keyEntry]
 }
 
 type keyEntry struct {
@@ -179,34 +183,45 @@ type keyEntry struct {
 }
 
 func newKeyring(l *loaded) (*keyring, error) {
-	k := &keyring{}
-	for _, a := range l.cfg.Agents {
-		v, err := l.resolver.Resolve(a.Key)
+	k := &keyring{l: l}
+	entries, err := k.read()
+	if err != nil {
+		return nil, err
+	}
+	k.entries.Store(&entries)
+	return k, nil
+}
+
+// read resolves every configured agent's and user's key.
+func (k *keyring) read() ([]keyEntry, error) {
+	var entries []keyEntry
+	for _, a := range k.l.cfg.Agents {
+		v, err := k.l.resolver.Resolve(a.Key)
 		if err != nil {
 			return nil, fmt.Errorf("agent %s key: %w", a.ID, err)
 		}
-		k.entries = append(k.entries, keyEntry{hash: sha256.Sum256([]byte(v)),
+		entries = append(entries, keyEntry{hash: sha256.Sum256([]byte(v)),
 			p: agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}})
 	}
-	for _, u := range l.cfg.Users {
+	for _, u := range k.l.cfg.Users {
 		if u.Key == "" {
 			continue
 		}
-		v, err := l.resolver.Resolve(u.Key)
+		v, err := k.l.resolver.Resolve(u.Key)
 		if err != nil {
 			return nil, fmt.Errorf("user %s key: %w", u.ID, err)
 		}
-		k.entries = append(k.entries, keyEntry{hash: sha256.Sum256([]byte(v)),
+		entries = append(entries, keyEntry{hash: sha256.Sum256([]byte(v)),
 			p: agentg8.Principal{Kind: agentg8.KindUser, ID: u.ID, Groups: u.Groups}})
 	}
-	return k, nil
+	return entries, nil
 }
 
 func (k *keyring) Authenticate(token string) (agentg8.Principal, bool) {
 	h := sha256.Sum256([]byte(token))
 	var found agentg8.Principal
 	ok := 0
-	for _, e := range k.entries {
+	for _, e := range *k.entries.Load() {
 		if subtle.ConstantTimeCompare(h[:], e.hash[:]) == 1 {
 			found = e.p
 			ok = 1
@@ -280,6 +295,7 @@ func (p pgSessions) DeleteSession(ctx context.Context, token string) error {
 
 // server is a running gateway.
 type server struct {
+	keys    *keyring
 	pg      *postgres.Store // nil on SQLite
 	store   storage
 	log     *audit.Log
@@ -442,7 +458,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		}})
 	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
+	s := &server{keys: keys, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -511,20 +527,26 @@ func (c catalog) CouldPermit(a agentg8.Principal, task string) bool {
 	return c.svc.Catalog().Policy.CouldPermit(a, task)
 }
 
-// reload re-reads tasks and policies (SIGHUP). A catalog that does not load
-// cleanly, or whose change cannot be audited, changes nothing.
+// reload re-reads tasks and policies, and the agents' and users' keys
+// (SIGHUP). A catalog that does not load cleanly, a key that cannot be
+// read, or a change that cannot be audited changes nothing.
 func (s *server) reload(ctx context.Context) {
 	reg, eng, errs := loadCatalog(s.cfg)
+	keys, err := s.keys.read()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
-		s.logger.Error("reload refused; tasks and policies are unchanged", "err", errors.Join(errs...))
+		s.logger.Error("reload refused; tasks, policies and keys are unchanged", "err", errors.Join(errs...))
 		return
 	}
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies", len(reg.Tasks()), eng.Count())}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d keys", len(reg.Tasks()), eng.Count(), len(keys))}
 	if err := s.log.Append(ctx, ev); err != nil {
-		s.logger.Error("reload refused: the audit log cannot be written; tasks and policies are unchanged", "err", err)
+		s.logger.Error("reload refused: the audit log cannot be written; tasks, policies and keys are unchanged", "err", err)
 		return
 	}
 	s.service.Reload(&action.Catalog{Registry: reg, Policy: eng})
+	s.keys.entries.Store(&keys)
 	s.mcp.Reset()
-	s.logger.Info("tasks and policies reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count())
+	s.logger.Info("tasks, policies and keys reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "keys", len(keys))
 }
