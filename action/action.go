@@ -137,6 +137,7 @@ type Catalog struct {
 type Service struct {
 	c       Config
 	cat     atomic.Pointer[Catalog]
+	people  atomic.Pointer[People]
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
 	kick    chan struct{}
@@ -180,8 +181,24 @@ func New(c Config) *Service {
 	s := &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
 		limits: map[string]*rate.Limiter{}}
 	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy})
+	s.people.Store(&People{Users: c.Users, Agents: c.Agents})
 	return s
 }
+
+// People are the configured users and agents.
+type People struct {
+	Users  map[string]agentg8.User
+	Agents map[string]agentg8.Principal
+}
+
+// SetPeople puts new users and agents in force (a reload): later
+// proposals, approval checks and executions use them; an approved action
+// whose agent is gone, or may no longer act for its user, is denied when it
+// would run.
+func (s *Service) SetPeople(p *People) { s.people.Store(p) }
+
+func (s *Service) users() map[string]agentg8.User       { return s.people.Load().Users }
+func (s *Service) agents() map[string]agentg8.Principal { return s.people.Load().Agents }
 
 // Catalog returns the tasks and policies in force.
 func (s *Service) Catalog() *Catalog { return s.cat.Load() }
@@ -362,7 +379,7 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	var user *agentg8.User
 	var dec agentg8.Decision
 	if prop.OnBehalfOf != "" {
-		u, ok := s.c.Users[prop.OnBehalfOf]
+		u, ok := s.users()[prop.OnBehalfOf]
 		if !ok || !sharesGroup(u.Groups, p.ActFor) {
 			dec = agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "agent may not act for this user"}
 		} else {

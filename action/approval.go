@@ -252,7 +252,7 @@ func (s *Service) satisfied(required []agentg8.ApprovalRequirement, decisions []
 	for _, r := range required {
 		n := 0
 		for _, d := range decisions {
-			if d.Decision == "approve" && slices.Contains(s.c.Users[d.User].Groups, r.Group) {
+			if d.Decision == "approve" && slices.Contains(s.users()[d.User].Groups, r.Group) {
 				n++
 			}
 		}
@@ -393,7 +393,7 @@ func (s *Service) runApproved(ctx context.Context, a *agentg8.Action) {
 		return
 	}
 	p := agentg8.Principal{Kind: agentg8.KindAgent, ID: a.Principal}
-	if ag, ok := s.c.Agents[a.Principal]; ok {
+	if ag, ok := s.agents()[a.Principal]; ok {
 		p = ag
 	} else {
 		deny(agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "the proposing agent no longer exists"})
@@ -402,7 +402,7 @@ func (s *Service) runApproved(ctx context.Context, a *agentg8.Action) {
 	vars := registry.Vars{Input: input, Principal: a.Principal, ActionID: a.ID, Task: a.Task}
 	var user *agentg8.User
 	if a.OnBehalfOf != "" {
-		u, ok := s.c.Users[a.OnBehalfOf]
+		u, ok := s.users()[a.OnBehalfOf]
 		if !ok || !sharesGroup(u.Groups, p.ActFor) {
 			deny(agentg8.Decision{Effect: agentg8.Deny, Policies: []string{}, Reason: "agent may no longer act for this user"})
 			return

@@ -41,7 +41,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	redactor := credential.NewRedactor()
 	if task.Credential != "" {
 		use := &credential.Use{Header: header, URL: u, Scopes: task.Scopes, Audience: task.Origin(), Task: a.Task,
-			ActionID: a.ID, Agent: a.Principal, User: a.OnBehalfOf, SubjectTokens: subject, UserSubject: s.c.Users[a.OnBehalfOf].Subject}
+			ActionID: a.ID, Agent: a.Principal, User: a.OnBehalfOf, SubjectTokens: subject, UserSubject: s.users()[a.OnBehalfOf].Subject}
 		if a.Approval != nil {
 			use.RequestHash, use.ApprovalID = a.Approval.RequestHash, a.Approval.ID
 		}

@@ -58,6 +58,9 @@ type AuditSource interface {
 // Authenticator maps a key to a principal.
 type Authenticator interface {
 	Authenticate(token string) (agentg8.Principal, bool)
+	// User returns the user with this ID as now configured (a reload may
+	// have changed their groups or removed them).
+	User(id string) (agentg8.Principal, bool)
 }
 
 // Catalog answers what tasks exist and which agents may propose them.
@@ -68,11 +71,13 @@ type Catalog interface {
 
 // Config wires the console.
 type Config struct {
-	Actions     Actions
-	Audit       AuditSource
-	Auth        Authenticator
-	Catalog     Catalog
-	Agents      []agentg8.Principal
+	Actions Actions
+	Audit   AuditSource
+	Auth    Authenticator
+	Catalog Catalog
+	// Agents lists the configured agents (the tasks page shows who may
+	// propose what); a reload may change them.
+	Agents      func() []agentg8.Principal
 	VerifierKey string
 	Logger      *slog.Logger
 	// SessionTTL bounds a sign-in (default 8h).
@@ -98,7 +103,12 @@ type Sessions interface {
 	// GetSession returns the session stored under token, or nil.
 	GetSession(ctx context.Context, token string) (*Session, error)
 	DeleteSession(ctx context.Context, token string) error
+	// DeleteUserSessions ends every sign-in of a user (their key changed).
+	DeleteUserSessions(ctx context.Context, userID string) error
 }
+
+// NewMemorySessions keeps sign-ins in this process's memory.
+func NewMemorySessions() Sessions { return &memorySessions{m: map[string]Session{}} }
 
 // memorySessions keeps sign-ins in this process.
 type memorySessions struct {
@@ -135,6 +145,17 @@ func (m *memorySessions) DeleteSession(_ context.Context, token string) error {
 	return nil
 }
 
+func (m *memorySessions) DeleteUserSessions(_ context.Context, userID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for t, s := range m.m {
+		if s.Principal.ID == userID {
+			delete(m.m, t)
+		}
+	}
+	return nil
+}
+
 type session struct {
 	p    agentg8.Principal
 	csrf string
@@ -158,8 +179,11 @@ func New(c Config) (http.Handler, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Agents == nil {
+		c.Agents = func() []agentg8.Principal { return nil }
+	}
 	if c.Sessions == nil {
-		c.Sessions = &memorySessions{m: map[string]Session{}}
+		c.Sessions = NewMemorySessions()
 	}
 	k := &console{c: c, tmpl: map[string]*template.Template{}}
 	funcs := template.FuncMap{"reveal": reveal, "json": prettyJSON, "since": func(t time.Time) string { return since(c.Now(), t) },
@@ -259,7 +283,13 @@ func (k *console) session(r *http.Request) *session {
 	if s == nil || k.c.Now().After(s.Expires) {
 		return nil
 	}
-	return &session{p: s.Principal, csrf: s.CSRF}
+	// The user as configured now: removed users are signed out, changed
+	// groups apply at once.
+	p, ok := k.c.Auth.User(s.Principal.ID)
+	if !ok {
+		return nil
+	}
+	return &session{p: p, csrf: s.CSRF}
 }
 
 func (k *console) auth(h handler) http.Handler {
@@ -635,7 +665,7 @@ func (k *console) tasks(w http.ResponseWriter, r *http.Request, s *session) erro
 	var rows []taskRow
 	for _, t := range k.c.Catalog.Tasks() {
 		row := taskRow{T: t, Fields: fields(t.InputSchema())}
-		for _, a := range k.c.Agents {
+		for _, a := range k.c.Agents() {
 			if k.c.Catalog.CouldPermit(a, t.Name) {
 				row.Agents = append(row.Agents, a.ID)
 			}

@@ -19,6 +19,7 @@ import (
 	"net/smtp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentg8/agentg8"
@@ -38,15 +39,20 @@ type Channel struct {
 type Notifier struct {
 	channels []Channel
 	// emails maps a group to its members' addresses.
-	emails map[string][]string
+	emails atomic.Pointer[map[string][]string]
 	client *http.Client
 }
 
 // New returns a notifier; emails maps each group to its members' addresses.
 func New(channels []Channel, emails map[string][]string) *Notifier {
-	return &Notifier{channels: channels, emails: emails, client: &http.Client{Timeout: 10 * time.Second,
+	n := &Notifier{channels: channels, client: &http.Client{Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	n.SetEmails(emails)
+	return n
 }
+
+// SetEmails replaces the group → addresses map (a reload of users).
+func (n *Notifier) SetEmails(emails map[string][]string) { n.emails.Store(&emails) }
 
 // Channels is the number of configured channels.
 func (n *Notifier) Channels() int { return len(n.channels) }
@@ -141,7 +147,7 @@ func (n *Notifier) recipients(ch Channel, nt *agentg8.ApprovalNotice) []string {
 		if len(ch.ToGroups) > 0 && !slices.Contains(ch.ToGroups, r.Group) {
 			continue
 		}
-		for _, e := range n.emails[r.Group] {
+		for _, e := range (*n.emails.Load())[r.Group] {
 			if !slices.Contains(out, e) {
 				out = append(out, e)
 			}

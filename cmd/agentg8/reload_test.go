@@ -194,3 +194,70 @@ func TestReloadRotatesKeys(t *testing.T) {
 		t.Errorf("audited reloads: %d, want 1", n)
 	}
 }
+
+// A reload re-reads the config's agents and users: a new agent can
+// propose at once, a removed user's key and console sign-in stop working,
+// a user whose key changed is signed out of the console, and a change to
+// any other setting refuses the whole reload (it needs a restart).
+func TestReloadPeople(t *testing.T) {
+	up := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, `key: "env:ALICE_KEY"`, `key: "file:secrets/alice-key"`)
+	writeFile(t, filepath.Join(dir, "secrets", "alice-key"), aliceKey+"\n")
+	c, err := LoadConfig(cfg, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
+	const newBotKey = "ag8_new_bot_key_for_reload_0123456789abcdef"
+	propose := func(key string) int {
+		st, _ := e.propose(key, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+		return st
+	}
+	fran := consoleSignIn(t, e.url, franKey)
+	alice := consoleSignIn(t, e.url, aliceKey)
+
+	// A change outside agents and users: refused, nothing changes.
+	writeFile(t, filepath.Join(dir, "secrets", "new-bot"), newBotKey+"\n")
+	replaceIn(t, cfg, "agents:\n", "agents:\n  - {id: new-bot, key: \"file:secrets/new-bot\", groups: [support]}\n")
+	appendFile(t, cfg, "limits:\n  actions_per_minute: 5\n")
+	s.reload(ctx)
+	if st := propose(newBotKey); st != 401 {
+		t.Errorf("a refused reload added an agent: %d", st)
+	}
+	// Without it: the new agent proposes, fran (removed) is out, alice
+	// (key rotated) is signed out of the console, her new key works.
+	replaceIn(t, cfg, "limits:\n  actions_per_minute: 5\n", "")
+	replaceIn(t, cfg, "  - {id: fran, groups: [finance], key: \"env:FRAN_KEY\", email: fran@example.com}\n", "")
+	const aliceRotated = "ag8_alice_rotated_key_0123456789abcdefgh"
+	writeFile(t, filepath.Join(dir, "secrets", "alice-key"), aliceRotated+"\n")
+	if st, _ := fran.get("/console/"); st != 200 {
+		t.Fatalf("fran before the reload: %d", st)
+	}
+	s.reload(ctx)
+	if st := propose(newBotKey); st != 200 {
+		t.Errorf("the new agent after the reload: %d", st)
+	}
+	if st, _ := e.do("GET", "/v1/approvals", franKey, nil); st != 401 {
+		t.Errorf("a removed user's key: %d", st)
+	}
+	if st, _ := fran.get("/console/"); st != 303 {
+		t.Errorf("a removed user's console sign-in: %d", st)
+	}
+	if st, _ := alice.get("/console/"); st != 303 {
+		t.Errorf("a console sign-in with a rotated key: %d", st)
+	}
+	if st, _ := consoleSignIn(t, e.url, aliceRotated).get("/console/"); st != 200 {
+		t.Errorf("signing in with the new key: %d", st)
+	}
+}

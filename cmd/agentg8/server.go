@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,12 +55,8 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 	if err := l.wireSecrets(secrets); err != nil {
 		return nil, err
 	}
-	for _, a := range cfg.Agents {
-		l.agents[a.ID] = agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}
-	}
-	for _, u := range cfg.Users {
-		l.users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups, Subject: u.Subject}
-	}
+	p := peopleOf(cfg)
+	l.users, l.agents = p.Users, p.Agents
 	var errs []error
 	l.registry, l.policy, errs = loadCatalog(cfg)
 	if checkSecrets {
@@ -84,6 +82,40 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 		}
 	}
 	return l, errors.Join(errs...)
+}
+
+// peopleOf returns the configured users and agents.
+func peopleOf(cfg *Config) *action.People {
+	p := &action.People{Users: map[string]agentg8.User{}, Agents: map[string]agentg8.Principal{}}
+	for _, a := range cfg.Agents {
+		p.Agents[a.ID] = agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}
+	}
+	for _, u := range cfg.Users {
+		p.Users[u.ID] = agentg8.User{ID: u.ID, Groups: u.Groups, Subject: u.Subject}
+	}
+	return p
+}
+
+// agentsOf lists the configured agents in config order.
+func agentsOf(cfg *Config) []agentg8.Principal {
+	var out []agentg8.Principal
+	for _, a := range cfg.Agents {
+		out = append(out, agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor})
+	}
+	return out
+}
+
+// emailsOf maps each group to its users' addresses (approval notices).
+func emailsOf(cfg *Config) map[string][]string {
+	emails := map[string][]string{}
+	for _, u := range cfg.Users {
+		for _, g := range u.Groups {
+			if u.Email != "" {
+				emails[g] = append(emails[g], u.Email)
+			}
+		}
+	}
+	return emails
 }
 
 // loadCatalog reads tasks and policies and checks them against the config:
@@ -173,8 +205,8 @@ func (l *loaded) wireSecrets(store credential.SecretStore) error {
 // (SIGHUP), so a key kept in a file or the secret store rotates without a
 // restart.
 type keyring struct {
-	l       *loaded
-	entries atomic.Pointer[[]keyEntry]
+	resolver *credential.Resolver
+	entries  atomic.Pointer[[]keyEntry]
 }
 
 type keyEntry struct {
@@ -183,8 +215,8 @@ type keyEntry struct {
 }
 
 func newKeyring(l *loaded) (*keyring, error) {
-	k := &keyring{l: l}
-	entries, err := k.read()
+	k := &keyring{resolver: l.resolver}
+	entries, err := k.read(l.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -192,22 +224,22 @@ func newKeyring(l *loaded) (*keyring, error) {
 	return k, nil
 }
 
-// read resolves every configured agent's and user's key.
-func (k *keyring) read() ([]keyEntry, error) {
+// read resolves the key of every agent and user cfg configures.
+func (k *keyring) read(cfg *Config) ([]keyEntry, error) {
 	var entries []keyEntry
-	for _, a := range k.l.cfg.Agents {
-		v, err := k.l.resolver.Resolve(a.Key)
+	for _, a := range cfg.Agents {
+		v, err := k.resolver.Resolve(a.Key)
 		if err != nil {
 			return nil, fmt.Errorf("agent %s key: %w", a.ID, err)
 		}
 		entries = append(entries, keyEntry{hash: sha256.Sum256([]byte(v)),
 			p: agentg8.Principal{Kind: agentg8.KindAgent, ID: a.ID, Groups: a.Groups, ActFor: a.ActFor}})
 	}
-	for _, u := range k.l.cfg.Users {
+	for _, u := range cfg.Users {
 		if u.Key == "" {
 			continue
 		}
-		v, err := k.l.resolver.Resolve(u.Key)
+		v, err := k.resolver.Resolve(u.Key)
 		if err != nil {
 			return nil, fmt.Errorf("user %s key: %w", u.ID, err)
 		}
@@ -215,6 +247,33 @@ func (k *keyring) read() ([]keyEntry, error) {
 			p: agentg8.Principal{Kind: agentg8.KindUser, ID: u.ID, Groups: u.Groups}})
 	}
 	return entries, nil
+}
+
+// User returns the user with this ID, if they have a key.
+func (k *keyring) User(id string) (agentg8.Principal, bool) {
+	for _, e := range *k.entries.Load() {
+		if e.p.Kind == agentg8.KindUser && e.p.ID == id {
+			return e.p, true
+		}
+	}
+	return agentg8.Principal{}, false
+}
+
+// changedUsers lists the users whose key is gone or differs in next.
+func changedUsers(prev, next []keyEntry) []string {
+	now := map[string][32]byte{}
+	for _, e := range next {
+		if e.p.Kind == agentg8.KindUser {
+			now[e.p.ID] = e.hash
+		}
+	}
+	var out []string
+	for _, e := range prev {
+		if h, ok := now[e.p.ID]; e.p.Kind == agentg8.KindUser && (!ok || h != e.hash) {
+			out = append(out, e.p.ID)
+		}
+	}
+	return out
 }
 
 func (k *keyring) Authenticate(token string) (agentg8.Principal, bool) {
@@ -293,18 +352,26 @@ func (p pgSessions) DeleteSession(ctx context.Context, token string) error {
 	return p.s.DeleteSession(ctx, token)
 }
 
+func (p pgSessions) DeleteUserSessions(ctx context.Context, userID string) error {
+	return p.s.DeleteUserSessions(ctx, userID)
+}
+
 // server is a running gateway.
 type server struct {
-	keys    *keyring
-	pg      *postgres.Store // nil on SQLite
-	store   storage
-	log     *audit.Log
-	service *action.Service
-	mcp     *mcpserver.Endpoint
-	cfg     *Config
-	logger  *slog.Logger
-	http    *http.Server
-	ln      net.Listener
+	keys      *keyring
+	sessions  console.Sessions
+	notifier  *notify.Notifier
+	agentList *atomic.Pointer[[]agentg8.Principal] // the console's
+	lookupEnv func(string) (string, bool)
+	pg        *postgres.Store // nil on SQLite
+	store     storage
+	log       *audit.Log
+	service   *action.Service
+	mcp       *mcpserver.Endpoint
+	cfg       *Config
+	logger    *slog.Logger
+	http      *http.Server
+	ln        net.Listener
 }
 
 // storage is everything the gateway needs from a store; both adapters pass
@@ -391,14 +458,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	for _, n := range cfg.Notify {
 		channels = append(channels, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
 	}
-	emails := map[string][]string{}
-	for _, u := range cfg.Users {
-		for _, g := range u.Groups {
-			if u.Email != "" {
-				emails[g] = append(emails[g], u.Email)
-			}
-		}
-	}
+	notifier := notify.New(channels, emailsOf(cfg))
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {
 		limiter = pg
@@ -406,7 +466,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
-		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, Limiter: limiter, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notify.New(channels, emails), PublicURL: publicURL,
+		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, Limiter: limiter, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notifier, PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {
@@ -429,16 +489,15 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		SubjectHeaders: creds.SubjectHeaders(),
 		JWKS:           func() any { return tokenKeys.JWKS() },
 	})
-	var agentList []agentg8.Principal
-	for _, a := range cfg.Agents {
-		agentList = append(agentList, l.agents[a.ID])
-	}
-	var sessions console.Sessions // this process's memory on SQLite
+	agentList := &atomic.Pointer[[]agentg8.Principal]{}
+	agents := agentsOf(cfg)
+	agentList.Store(&agents)
+	sessions := console.NewMemorySessions() // SQLite: this process's memory
 	if multi {
 		sessions = pgSessions{pg}
 	}
 	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{svc},
-		Agents: agentList, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now, Sessions: sessions})
+		Agents: func() []agentg8.Principal { return *agentList.Load() }, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now, Sessions: sessions})
 	if err != nil {
 		alog.Close()
 		ln.Close()
@@ -458,7 +517,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		}})
 	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{keys: keys, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
+	s := &server{keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -527,26 +586,72 @@ func (c catalog) CouldPermit(a agentg8.Principal, task string) bool {
 	return c.svc.Catalog().Policy.CouldPermit(a, task)
 }
 
-// reload re-reads tasks and policies, and the agents' and users' keys
-// (SIGHUP). A catalog that does not load cleanly, a key that cannot be
-// read, or a change that cannot be audited changes nothing.
+// reload re-reads the config file, tasks and policies, and the agents'
+// and users' keys (SIGHUP). It puts in force new tasks and policies, agents
+// and users (who exists, groups, keys, e-mail addresses). A config that
+// does not load, a change elsewhere in it (which needs a restart), a
+// catalog that does not check against it, a key that cannot be read, or a
+// change that cannot be audited changes nothing.
 func (s *server) reload(ctx context.Context) {
-	reg, eng, errs := loadCatalog(s.cfg)
-	keys, err := s.keys.read()
+	cfg, err := LoadConfig(s.cfg.path, s.lookupEnv)
+	if err != nil {
+		s.logger.Error("reload refused; nothing changed", "err", err)
+		return
+	}
+	if fields := restartOnly(s.cfg, cfg); len(fields) > 0 {
+		s.logger.Error("reload refused; nothing changed: these settings change with a restart", "fields", strings.Join(fields, ", "))
+		return
+	}
+	reg, eng, errs := loadCatalog(cfg)
+	keys, err := s.keys.read(cfg)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		s.logger.Error("reload refused; tasks, policies and keys are unchanged", "err", errors.Join(errs...))
+		s.logger.Error("reload refused; nothing changed", "err", errors.Join(errs...))
 		return
 	}
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d keys", len(reg.Tasks()), eng.Count(), len(keys))}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d agents, %d users, %d keys",
+		len(reg.Tasks()), eng.Count(), len(cfg.Agents), len(cfg.Users), len(keys))}
 	if err := s.log.Append(ctx, ev); err != nil {
-		s.logger.Error("reload refused: the audit log cannot be written; tasks, policies and keys are unchanged", "err", err)
+		s.logger.Error("reload refused: the audit log cannot be written; nothing changed", "err", err)
 		return
 	}
+	s.service.SetPeople(peopleOf(cfg))
 	s.service.Reload(&action.Catalog{Registry: reg, Policy: eng})
+	prev := *s.keys.entries.Load()
 	s.keys.entries.Store(&keys)
+	// A user whose key changed (rotated after a leak, say) is signed out of
+	// the console everywhere: a session opened with the old key must not
+	// outlive it.
+	for _, id := range changedUsers(prev, keys) {
+		if err := s.sessions.DeleteUserSessions(ctx, id); err != nil {
+			s.logger.Error("console sign-ins of a user whose key changed could not be ended", "user", id, "err", err)
+		}
+	}
+	s.notifier.SetEmails(emailsOf(cfg))
+	agents := agentsOf(cfg)
+	s.agentList.Store(&agents)
+	s.cfg = cfg
 	s.mcp.Reset()
-	s.logger.Info("tasks, policies and keys reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "keys", len(keys))
+	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "agents", len(cfg.Agents), "users", len(cfg.Users))
+}
+
+// restartOnly names the config settings that differ between old and new
+// other than agents and users, which a reload puts in force.
+func restartOnly(old, new *Config) []string {
+	a, b := *old, *new
+	a.Agents, a.Users, b.Agents, b.Users = nil, nil, nil, nil
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		f := va.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, strings.Split(f.Tag.Get("yaml"), ",")[0])
+		}
+	}
+	return out
 }

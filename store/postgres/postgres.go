@@ -361,7 +361,8 @@ func (s *Store) PutSession(ctx context.Context, token string, ses Session, now t
 	h := sha256.Sum256([]byte(token))
 	b := &pgx.Batch{}
 	b.Queue(`DELETE FROM console_sessions WHERE expires_at < $1`, now.UnixNano())
-	b.Queue(`INSERT INTO console_sessions (token_hash, principal, csrf, expires_at) VALUES ($1, $2, $3, $4)`, h[:], p, ses.CSRF, ses.Expires.UnixNano())
+	b.Queue(`INSERT INTO console_sessions (token_hash, user_id, principal, csrf, expires_at) VALUES ($1, $2, $3, $4, $5)`,
+		h[:], ses.Principal.ID, p, ses.CSRF, ses.Expires.UnixNano())
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("store console session: %w", err)
 	}
@@ -386,6 +387,14 @@ func (s *Store) GetSession(ctx context.Context, token string) (*Session, error) 
 	}
 	ses.Expires = time.Unix(0, exp)
 	return ses, nil
+}
+
+// DeleteUserSessions ends every console sign-in of a user.
+func (s *Store) DeleteUserSessions(ctx context.Context, userID string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM console_sessions WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("delete console sessions: %w", err)
+	}
+	return nil
 }
 
 // DeleteSession ends a console sign-in.

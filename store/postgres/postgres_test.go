@@ -322,3 +322,46 @@ func TestSealAfterClockStepBack(t *testing.T) {
 		t.Fatalf("seal after the clock went back: %d %v %v", n, ok, err)
 	}
 }
+
+// Console sign-ins: stored under the token's hash, read back, and ended
+// one at a time or all of a user's at once.
+func TestConsoleSessions(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, newTestDB(t))
+	now := time.Now()
+	put := func(token, user string) {
+		p := agentg8.Principal{Kind: agentg8.KindUser, ID: user, Groups: []string{"finance"}}
+		if err := s.PutSession(ctx, token, postgres.Session{Principal: p, CSRF: "c-" + token, Expires: now.Add(time.Hour)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("t1", "alice")
+	put("t2", "alice")
+	put("t3", "fred")
+	if got, err := s.GetSession(ctx, "t1"); err != nil || got == nil || got.Principal.ID != "alice" || got.CSRF != "c-t1" ||
+		got.Principal.Groups[0] != "finance" || !got.Expires.Equal(now.Add(time.Hour)) {
+		t.Fatalf("read back: %+v %v", got, err)
+	}
+	if err := s.DeleteUserSessions(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for token, want := range map[string]bool{"t1": false, "t2": false, "t3": true} {
+		if got, err := s.GetSession(ctx, token); err != nil || (got != nil) != want {
+			t.Errorf("%s after ending alice's sign-ins: %+v %v", token, got, err)
+		}
+	}
+	if err := s.DeleteSession(ctx, "t3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSession(ctx, "t3"); got != nil {
+		t.Error("a signed-out session is still there")
+	}
+	// Expired sign-ins are dropped when another is stored.
+	put("t4", "fred")
+	if err := s.PutSession(ctx, "t5", postgres.Session{Principal: agentg8.Principal{ID: "fred"}, Expires: now.Add(time.Hour)}, now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSession(ctx, "t4"); got != nil {
+		t.Error("an expired session was kept")
+	}
+}
