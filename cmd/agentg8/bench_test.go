@@ -83,6 +83,26 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 	}
 }
 
+// serveInProcess starts a gateway in this process as serve starts it, and
+// stops it when the test ends.
+func serveInProcess(tb testing.TB, cfg *Config, logger *slog.Logger) *server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, agentg8.SystemClock{})
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !strings.Contains(err.Error(), "closed") {
+			tb.Error(err)
+		}
+	})
+	return s
+}
+
 // startReplicas runs n gateways in this process on one new PostgreSQL
 // database, sharing a config folder (one audit key) as replicas do, each
 // started as serve starts it; it returns them and the database's URL.
@@ -99,21 +119,7 @@ func startReplicas(tb testing.TB, upstream, extraConfig string, n int) ([]*serve
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var out []*server
 	for i := 0; i < n; i++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, agentg8.SystemClock{})
-		if err != nil {
-			cancel()
-			tb.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- s.serve(ctx) }()
-		tb.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil && !strings.Contains(err.Error(), "closed") {
-				tb.Error(err)
-			}
-		})
-		out = append(out, s)
+		out = append(out, serveInProcess(tb, cfg, logger))
 	}
 	return out, db
 }

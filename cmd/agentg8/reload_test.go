@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/agentg8/agentg8"
 )
 
 // TestReloadOnSIGHUP: a running gateway re-reads tasks and policies on
@@ -148,15 +146,8 @@ func TestReloadRotatesKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
 	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
 	get := func(key string) int {
 		st, _ := e.propose(key, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
@@ -209,15 +200,8 @@ func TestReloadPeople(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := startServer(ctx, c, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
 	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
 	const newBotKey = "ag8_new_bot_key_for_reload_0123456789abcdef"
 	propose := func(key string) int {
