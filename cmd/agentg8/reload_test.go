@@ -120,15 +120,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 
 	// Each applied reload is in the audit log.
-	_, ev := e.do("GET", "/v1/audit?limit=1000", aliceKey, nil)
-	events, _ := ev["events"].([]any)
-	n := 0
-	for _, x := range events {
-		if x.(map[string]any)["type"] == "catalog_reloaded" {
-			n++
-		}
-	}
-	if n != 2 {
+	if n := countReloads(e, ""); n != 2 {
 		t.Errorf("catalog_reloaded events: %d, want 2", n)
 	}
 }
@@ -137,18 +129,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 // rotates without a restart (the old key stops working at once), and a key
 // that cannot be read refuses the reload, keeping the keys in force.
 func TestReloadRotatesKeys(t *testing.T) {
-	up := newRecorder(t)
-	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, `key: "env:SUPPORT_KEY"`, `key: "file:secrets/support-key"`)
-	writeFile(t, filepath.Join(dir, "secrets", "support-key"), supportKey+"\n")
-	c, err := LoadConfig(cfg, lookup(testEnvVars()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, e, dir, _ := gatewayWithKeyFile(t, "SUPPORT_KEY", "support-key", supportKey)
 	ctx := context.Background()
-	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
-	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
 	get := func(key string) int {
 		st, _ := e.propose(key, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
 		return st
@@ -174,14 +156,7 @@ func TestReloadRotatesKeys(t *testing.T) {
 	if st := get(rotated); st != 200 {
 		t.Errorf("a refused reload changed the keys: %d", st)
 	}
-	_, ev := e.do("GET", "/v1/audit?limit=100", aliceKey, nil)
-	n := 0
-	for _, x := range ev["events"].([]any) {
-		if m := x.(map[string]any); m["type"] == "catalog_reloaded" && strings.Contains(m["detail"].(string), "keys") {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := countReloads(e, "keys"); n != 1 {
 		t.Errorf("audited reloads: %d, want 1", n)
 	}
 }
@@ -191,18 +166,8 @@ func TestReloadRotatesKeys(t *testing.T) {
 // a user whose key changed is signed out of the console, and a change to
 // any other setting refuses the whole reload (it needs a restart).
 func TestReloadPeople(t *testing.T) {
-	up := newRecorder(t)
-	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, `key: "env:ALICE_KEY"`, `key: "file:secrets/alice-key"`)
-	writeFile(t, filepath.Join(dir, "secrets", "alice-key"), aliceKey+"\n")
-	c, err := LoadConfig(cfg, lookup(testEnvVars()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, e, dir, cfg := gatewayWithKeyFile(t, "ALICE_KEY", "alice-key", aliceKey)
 	ctx := context.Background()
-	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
-	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
 	const newBotKey = "ag8_new_bot_key_for_reload_0123456789abcdef"
 	propose := func(key string) int {
 		st, _ := e.propose(key, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
@@ -244,4 +209,37 @@ func TestReloadPeople(t *testing.T) {
 	if st, _ := consoleSignIn(t, e.url, aliceRotated).get("/console/"); st != 200 {
 		t.Errorf("signing in with the new key: %d", st)
 	}
+}
+
+// gatewayWithKeyFile serves a gateway in this process whose config reads
+// one principal's key (the environment variable env) from secrets/file
+// instead, so that a test can rotate it; it returns the gateway, a client
+// environment, the config folder and the config file.
+func gatewayWithKeyFile(t *testing.T, env, file, key string) (*server, *testEnv, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, newRecorder(t).srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, `key: "env:`+env+`"`, `key: "file:secrets/`+file+`"`)
+	writeFile(t, filepath.Join(dir, "secrets", file), key+"\n")
+	c, err := LoadConfig(cfg, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
+	return s, &testEnv{t: t, url: "http://" + s.ln.Addr().String()}, dir, cfg
+}
+
+// countReloads counts the catalog_reloaded events whose detail contains
+// detail, as an auditor reads them.
+func countReloads(e *testEnv, detail string) int {
+	_, ev := e.do("GET", "/v1/audit?limit=1000", aliceKey, nil)
+	events, _ := ev["events"].([]any)
+	n := 0
+	for _, x := range events {
+		m := x.(map[string]any)
+		if d, _ := m["detail"].(string); m["type"] == "catalog_reloaded" && strings.Contains(d, detail) {
+			n++
+		}
+	}
+	return n
 }
