@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,15 +32,25 @@ import (
 // door (bench/load measures that, with the gateways as processes). The
 // ceiling is independent single-row durable inserts from as many callers
 // on the same cluster, measured first in the same run; each replica
-// result also reports its ratio to it (x-inserts).
+// result also reports its ratio to it (x-inserts), and how many
+// connections the replicas opened to the upstream (upstream-conns: more
+// than the clients means the connector's idle pool churns).
+// AGENTG8_BENCH_CLIENTS=16,256 picks the client counts.
 func BenchmarkPostgresReplicas(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"id":"cus_1","name":"Ada Lovelace","plan":"enterprise","notes":[]}`))
 	}))
+	var conns atomic.Int64
+	up.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
 	defer up.Close()
-	for _, clients := range []int{16, 64, 256} {
+	for _, clients := range benchClients(b, 16, 64, 256) {
 		var ceiling float64
 		b.Run(fmt.Sprintf("clients=%d/inserts", clients), func(b *testing.B) {
 			pool, err := pgxpool.New(context.Background(), storetest.PostgresDB(b))
@@ -75,6 +88,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 					}
 					return nil
 				})
+				b.ReportMetric(float64(conns.Swap(0)), "upstream-conns")
 				if ceiling > 0 {
 					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/ceiling, "x-inserts")
 				}
@@ -122,4 +136,22 @@ func startReplicas(tb testing.TB, upstream, extraConfig string, n int) ([]*serve
 		out = append(out, serveInProcess(tb, cfg, logger))
 	}
 	return out, db
+}
+
+// benchClients is the client counts to measure: AGENTG8_BENCH_CLIENTS
+// (comma-separated), else def.
+func benchClients(tb testing.TB, def ...int) []int {
+	v := os.Getenv("AGENTG8_BENCH_CLIENTS")
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			tb.Fatalf("AGENTG8_BENCH_CLIENTS: %q is not a client count", f)
+		}
+		out = append(out, n)
+	}
+	return out
 }

@@ -64,10 +64,13 @@ func New(allowPrivate bool) *Connector {
 	c := &Connector{allowPrivate: allowPrivate}
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: c.control}
 	tr := &http.Transport{
-		Proxy:                 nil, // a proxy would be the dialled address, defeating the guard
-		DialContext:           d.DialContext,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
+		Proxy:       nil, // a proxy would be the dialled address, defeating the guard
+		DialContext: d.DialContext,
+		// A gateway sends many concurrent calls to few hosts: an idle pool
+		// smaller than the concurrency closes connections only to open new
+		// ones (at 256 concurrent actions, 64 made one call in eight dial).
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,

@@ -2,10 +2,12 @@ package httpconn
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,5 +93,46 @@ func TestRedirectsTimeoutsAndSize(t *testing.T) {
 	}
 	if _, err := c.Do(t.Context(), call(srv.URL+"/big")); code(err) != agentg8.CodeUpstreamError || !strings.Contains(err.Error(), "exceeds") {
 		t.Errorf("size cap: %v", err)
+	}
+}
+
+// TestKeepsConnectionsForConcurrentCalls checks that connections opened for
+// many concurrent calls to one host are kept for the next ones, not closed
+// and dialled again (which costs a handshake per call under load).
+func TestKeepsConnectionsForConcurrentCalls(t *testing.T) {
+	const concurrent = 200
+	var dials atomic.Int64
+	var inFlight sync.WaitGroup
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every call of a round waits for all of them, so each holds a
+		// connection of its own.
+		inFlight.Done()
+		inFlight.Wait()
+		w.Write([]byte("ok"))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := New(true)
+	for round := 1; round <= 2; round++ {
+		inFlight.Add(concurrent)
+		var wg sync.WaitGroup
+		for range concurrent {
+			wg.Go(func() {
+				cl := call(srv.URL)
+				cl.Timeout = 10 * time.Second
+				if _, err := c.Do(t.Context(), cl); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if got := dials.Load(); got != concurrent {
+			t.Fatalf("after round %d: %d connections dialled, want %d (the idle pool dropped some)", round, got, concurrent)
+		}
 	}
 }
