@@ -150,7 +150,11 @@ func insertSQL(ch *action.Change) (string, []any, error) {
 		[]any{a.ID, a.Principal, a.Task, string(a.Status), a.CreatedAt.UnixNano(), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl}, nil
 }
 
-// updateSQL is the compare-and-set on status and version.
+// updateSQL is the compare-and-set on status and version. Both are
+// compared with IS NOT DISTINCT FROM (the same here: neither is null) so
+// that only the id can lead to the row: an empty table's statistics make
+// the status index look as good as the key, and a plan cached then would
+// walk every action in that status (TestUpdatesProbeThePrimaryKey).
 func updateSQL(ch *action.Change) (string, []any, error) {
 	data, err := ch.Encode()
 	if err != nil {
@@ -161,7 +165,7 @@ func updateSQL(ch *action.Change) (string, []any, error) {
 	owner, ttl := leaseArgs(ch.Lease)
 	return `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
 		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
-		WHERE id = $8 AND status = $9 AND version = $10`,
+		WHERE id = $8 AND (status, version) IS NOT DISTINCT FROM ($9::text, $10::bigint)`,
 		[]any{string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version}, nil
 }
 
@@ -504,8 +508,34 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 // A change that loses its compare-and-set fails its statement (a guard
 // divides by the number of rows it wrote); PostgreSQL then skips the rest
 // of the pipeline and rolls the transaction back: nothing of the batch is
-// written, and the log retries it without that change.
+// written, and the log retries it without that change. When a batch has
+// several changes of a kind, they are written by one set statement, whose
+// guard cannot say which change lost; the batch is then tried again one
+// statement per change.
 func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes []any) (start int64, err error) {
+	start, err = s.appendRecords(ctx, recs, changes, true)
+	if errors.Is(err, errSetRefused) {
+		// Some change was refused, and a set statement cannot say which:
+		// try again one statement per change, which names it (or, if what
+		// refused it changed meanwhile, commits).
+		return s.appendRecords(ctx, recs, changes, false)
+	}
+	return start, err
+}
+
+// minSet is the fewest changes of one kind (new actions, updates) a batch
+// writes with one set statement.
+const minSet = 4
+
+// errSetRefused is a set statement's guard failing: it wrote fewer rows
+// than it had changes.
+var errSetRefused = errors.New("a change in the batch was refused")
+
+// appendRecords writes one batch, its changes as set statements (one for
+// new actions, one for updates: a statement per change costs its own bind,
+// execution and answer, the largest share of a batch) or one statement
+// per change.
+func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes []any, sets bool) (start int64, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, err
@@ -514,10 +544,17 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 	type slot struct {
 		index int
 		ch    *action.Change // nil for statements that cannot be refused
+		set   bool           // a set statement's guard
 	}
 	batch := &pgx.Batch{}
 	var slots []slot
 	var changed []string
+	var ins, upd changeSet
+	var notes []action.Notification
+	// A set statement costs more to start than a single-row one (about
+	// twice, measured), so it is used for a kind of change only when the
+	// batch has several.
+	var creates, updates int
 	for i, c := range changes {
 		if c == nil {
 			continue
@@ -526,23 +563,60 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 		if !ok {
 			return 0, &audit.ChangeError{Index: i, Err: fmt.Errorf("unsupported change %T", c)}
 		}
+		if ch.From == "" {
+			creates++
+		} else {
+			updates++
+		}
+	}
+	setCreates, setUpdates := sets && creates >= minSet, sets && updates >= minSet
+	for i, c := range changes {
+		if c == nil {
+			continue
+		}
+		ch := c.(*action.Change)
+		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
+		if set := &upd; ch.From == "" && setCreates || ch.From != "" && setUpdates {
+			if ch.From == "" {
+				set = &ins
+			}
+			if err := set.add(ch); err != nil {
+				return 0, &audit.ChangeError{Index: i, Err: err}
+			}
+			notes = append(notes, ch.Notify...)
+			continue
+		}
 		sql, args, err := changeSQL(ch)
 		if err != nil {
 			return 0, &audit.ChangeError{Index: i, Err: err}
 		}
 		batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
-		slots = append(slots, slot{i, ch})
-		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
+		slots = append(slots, slot{index: i, ch: ch})
 		for _, n := range ch.Notify {
-			batch.Queue(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-				n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
-			slots = append(slots, slot{i, nil})
+			queueNotification(batch, n)
+			slots = append(slots, slot{index: i})
 		}
+	}
+	if ins.n+upd.n > 0 {
+		batch.Queue(setPlansSQL)
+		slots = append(slots, slot{index: -1})
+	}
+	if ins.n > 0 {
+		batch.Queue(insertSetSQL, ins.args()...)
+		slots = append(slots, slot{index: -1, set: true})
+	}
+	if upd.n > 0 {
+		batch.Queue(updateSetSQL, upd.args()...)
+		slots = append(slots, slot{index: -1, set: true})
+	}
+	for _, n := range notes {
+		queueNotification(batch, n)
+		slots = append(slots, slot{index: -1})
 	}
 	// Changed actions are announced when the transaction commits.
 	if len(changed) > 0 {
 		batch.Queue(`SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, Channel, changed)
-		slots = append(slots, slot{-1, nil})
+		slots = append(slots, slot{index: -1})
 	}
 	aids, tails := make([]string, len(recs)), make([][]byte, len(recs))
 	for i, r := range recs {
@@ -560,10 +634,13 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			var pe *pgconn.PgError
-			if sl.ch != nil && errors.As(err, &pe) && pe.Code == "22012" { // the guard: no row written
+			guard := errors.As(err, &pe) && pe.Code == "22012" // a guard: fewer rows written than changes
+			switch {
+			case guard && sl.set:
+				return 0, errSetRefused
+			case guard && sl.ch != nil:
 				return 0, &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
-			}
-			if sl.index >= 0 {
+			case sl.index >= 0:
 				return 0, &audit.ChangeError{Index: sl.index, Err: err}
 			}
 			return 0, fmt.Errorf("append audit: %w", err)
@@ -578,6 +655,74 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 	}
 	return start, nil
 }
+
+func queueNotification(b *pgx.Batch, n action.Notification) {
+	b.Queue(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
+}
+
+// changeSet is a batch's new actions, or its updates, as column arrays for
+// one statement.
+type changeSet struct {
+	n                                int
+	ids, principals, tasks, statuses []string
+	created, updated, ttls, versions []int64
+	data                             [][]byte
+	approvals, hashes, owners        []*string
+	from                             []string
+}
+
+func (c *changeSet) add(ch *action.Change) error {
+	data, err := ch.Encode()
+	if err != nil {
+		return err
+	}
+	a := ch.Action
+	aprID, hash := keys(a)
+	owner, ttl := leaseArgs(ch.Lease)
+	c.n++
+	c.ids, c.principals, c.tasks, c.statuses = append(c.ids, a.ID), append(c.principals, a.Principal), append(c.tasks, a.Task), append(c.statuses, string(a.Status))
+	c.created, c.updated, c.ttls, c.versions = append(c.created, a.CreatedAt.UnixNano()), append(c.updated, a.UpdatedAt.UnixNano()), append(c.ttls, ttl), append(c.versions, a.Version)
+	c.data, c.approvals, c.hashes, c.owners = append(c.data, data), append(c.approvals, aprID), append(c.hashes, hash), append(c.owners, owner)
+	c.from = append(c.from, string(ch.From))
+	return nil
+}
+
+func (c *changeSet) args() []any {
+	return []any{c.ids, c.principals, c.tasks, c.statuses, c.created, c.updated, c.data, c.approvals, c.hashes, c.owners, c.ttls, c.from, c.versions, c.n}
+}
+
+// insertSetSQL creates a batch's new actions (insertSQL for many); the
+// guard fails the statement unless every one was written.
+const insertSetSQL = `WITH c AS (INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
+	SELECT u.id, u.principal, u.task, u.status, u.created_at, u.updated_at, u.data, 1, u.approval_id, u.request_hash, u.lease_owner,
+		CASE WHEN u.lease_owner IS NULL THEN NULL ELSE now() + u.ttl * interval '1 microsecond' END
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[])
+		AS u(id, principal, task, status, created_at, updated_at, data, approval_id, request_hash, lease_owner, ttl, from_status, version)
+	ON CONFLICT DO NOTHING RETURNING 1)
+SELECT 1 / (count(*) = $14)::int FROM c`
+
+// setPlansSQL sets how the rest of the transaction plans the set
+// statements. Joins probe the primary key for each change whatever the
+// statistics say (TestUpdatesProbeThePrimaryKey): a plan made while the
+// table was nearly empty would scan it, and stay cached as it grows. And
+// the plan is the generic one, made once per connection: PostgreSQL would
+// otherwise judge a small batch's own plan cheaper and plan every batch
+// anew, which cost three replicas with small batches more than the set
+// statements saved.
+const setPlansSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+	set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// updateSetSQL is updateSQL's compare-and-set for many actions; the guard
+// fails the statement unless every one was written.
+const updateSetSQL = `WITH c AS (UPDATE actions a SET status = u.status, updated_at = u.updated_at, data = u.data, version = a.version + 1,
+		approval_id = u.approval_id, request_hash = u.request_hash, lease_owner = u.lease_owner,
+		lease_until = CASE WHEN u.lease_owner IS NULL THEN NULL ELSE now() + u.ttl * interval '1 microsecond' END
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[])
+		AS u(id, principal, task, status, created_at, updated_at, data, approval_id, request_hash, lease_owner, ttl, from_status, version)
+	WHERE a.id = u.id AND (a.status, a.version) IS NOT DISTINCT FROM (u.from_status, u.version)
+	RETURNING 1)
+SELECT 1 / (count(*) = $14)::int FROM c`
 
 // SealAudit seals the records after the sealed size. The seal row is taken
 // with SKIP LOCKED: a replica that finds another sealing does not wait (ok

@@ -455,6 +455,68 @@ func testChanges(t *testing.T, s Store) {
 	if n, _ := s.AuditSize(ctx); n != 3 {
 		t.Errorf("size after the next batch: %d", n)
 	}
+	// Several creations and several updates in one batch each land, with
+	// their own state and version (stores may write each kind as one
+	// statement when a batch has several).
+	const many = 6
+	var creates, updates []any
+	for i := range many {
+		creates = append(creates, &action.Change{Action: newAction(fmt.Sprintf("act_m%d", i), "bot", "crm.x", agentg8.StateExecuting, t0),
+			Lease: &action.Lease{Owner: "r1", TTL: time.Minute}})
+	}
+	if err := commitChanges(ctx, s, creates...); err != nil {
+		t.Fatal(err)
+	}
+	final := func(i int) agentg8.State {
+		return []agentg8.State{agentg8.StateSucceeded, agentg8.StateFailed, agentg8.StateOutcomeUnknown}[i%3]
+	}
+	for i := range many {
+		updates = append(updates, &action.Change{Action: newAction(fmt.Sprintf("act_m%d", i), "bot", "crm.x", final(i), t0), From: agentg8.StateExecuting})
+	}
+	if err := commitChanges(ctx, s, append(updates, nil)...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range many {
+		if got, err := s.GetAction(ctx, fmt.Sprintf("act_m%d", i)); err != nil || got.Status != final(i) || got.Version != 2 {
+			t.Errorf("act_m%d: %+v %v, want %s version 2", i, got, err, final(i))
+		}
+	}
+	// Two updates of one action from the same version among several: the
+	// second loses, and the batch (with the others) is refused, naming it.
+	updates = updates[:0]
+	for i := range many {
+		a := newAction(fmt.Sprintf("act_m%d", i), "bot", "crm.x", agentg8.StateCancelled, t0)
+		a.Version = 2
+		updates = append(updates, &action.Change{Action: a, From: final(i)})
+	}
+	again := *updates[1].(*action.Change).Action
+	again.Status = agentg8.StateFailed
+	updates = append(updates, &action.Change{Action: &again, From: final(1)})
+	other := newAction("act_m9", "bot", "crm.x", agentg8.StateExecuting, t0)
+	err = commitChanges(ctx, s, append([]any{&action.Change{Action: other}}, updates...)...)
+	if !errors.As(err, &ce) || ce.Index != many+1 || !errors.Is(err, action.ErrStateConflict) {
+		t.Fatalf("want ChangeError{%d, ErrStateConflict}, got %v", many+1, err)
+	}
+	for i := range many {
+		if got, _ := s.GetAction(ctx, fmt.Sprintf("act_m%d", i)); got.Status != final(i) || got.Version != 2 {
+			t.Errorf("a refused batch changed act_m%d: %s version %d", i, got.Status, got.Version)
+		}
+	}
+	if _, err := s.GetAction(ctx, "act_m9"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("a change in a refused batch was kept: %v", err)
+	}
+	// Likewise an identical pending request among several new ones.
+	creates = creates[:0]
+	for i := range many {
+		creates = append(creates, &action.Change{Action: pendingAction(fmt.Sprintf("act_n%d", i), "bot", fmt.Sprintf("sha256:n%d", i%(many-1)))})
+	}
+	err = commitChanges(ctx, s, creates...)
+	if !errors.As(err, &ce) || ce.Index != many-1 || !errors.Is(err, action.ErrDuplicatePending) {
+		t.Fatalf("want ChangeError{%d, ErrDuplicatePending}, got %v", many-1, err)
+	}
+	if _, err := s.GetAction(ctx, "act_n0"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("a change in a refused batch was kept: %v", err)
+	}
 }
 
 func pendingAction(id, principal, hash string) *agentg8.Action {
