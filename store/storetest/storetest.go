@@ -467,6 +467,15 @@ func testChanges(t *testing.T, s Store) {
 	if err := commitChanges(ctx, s, creates...); err != nil {
 		t.Fatal(err)
 	}
+	for i := range many {
+		id := fmt.Sprintf("act_m%d", i)
+		if ok, err := s.RenewLease(ctx, id, action.Lease{Owner: "r2", TTL: time.Minute}); ok || err != nil {
+			t.Errorf("%s: another owner renewed its lease: %v %v", id, ok, err)
+		}
+		if ok, err := s.RenewLease(ctx, id, action.Lease{Owner: "r1", TTL: time.Minute}); !ok || err != nil {
+			t.Errorf("%s: its owner could not renew its lease: %v %v", id, ok, err)
+		}
+	}
 	final := func(i int) agentg8.State {
 		return []agentg8.State{agentg8.StateSucceeded, agentg8.StateFailed, agentg8.StateOutcomeUnknown}[i%3]
 	}
