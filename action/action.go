@@ -127,10 +127,12 @@ type Limiter interface {
 	TakeToken(ctx context.Context, key string, perMinute int) (bool, error)
 }
 
-// Catalog is the tasks and policies in force; Reload swaps it as one.
+// Catalog is the tasks, policies and credentials in force; Reload swaps
+// it as one, so a task and the credential it names come from one config.
 type Catalog struct {
-	Registry *registry.Registry
-	Policy   *policy.Engine
+	Registry    *registry.Registry
+	Policy      *policy.Engine
+	Credentials Credentials
 }
 
 // Service runs proposals. Safe for concurrent use.
@@ -180,7 +182,7 @@ func New(c Config) *Service {
 	}
 	s := &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
 		limits: map[string]*rate.Limiter{}}
-	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy})
+	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy, Credentials: c.Credentials})
 	s.people.Store(&People{Users: c.Users, Agents: c.Agents})
 	return s
 }
@@ -203,11 +205,17 @@ func (s *Service) agents() map[string]agentg8.Principal { return s.people.Load()
 // Catalog returns the tasks and policies in force.
 func (s *Service) Catalog() *Catalog { return s.cat.Load() }
 
-// Reload puts new tasks and policies in force for every later proposal,
-// approval decision and execution. Actions already approved run only if
+// Reload puts new tasks and policies, and new credentials unless
+// c.Credentials is nil, in force for every later proposal, approval
+// decision and execution (one already sending keeps what it was given). Actions already approved run only if
 // their task definition is unchanged (else approval_void) and the new
 // policy still allows them.
 func (s *Service) Reload(c *Catalog) {
+	if c.Credentials == nil { // unchanged
+		cc := *c
+		cc.Credentials = s.Catalog().Credentials
+		c = &cc
+	}
 	s.cat.Store(c)
 	s.wake()
 }

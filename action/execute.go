@@ -45,7 +45,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		if a.Approval != nil {
 			use.RequestHash, use.ApprovalID = a.Approval.RequestHash, a.Approval.ID
 		}
-		issued, err := s.c.Credentials.Apply(ctx, task.Credential, use)
+		issued, err := s.Catalog().Credentials.Apply(ctx, task.Credential, use)
 		if err != nil {
 			// Nothing was sent: record the action as failed.
 			e := agentg8.AsError(err)

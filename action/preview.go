@@ -55,7 +55,7 @@ func (s *Service) maskedRequest(task *registry.Task, vars registry.Vars, r *regi
 		rr.Headers[k] = r.Header.Get(k)
 	}
 	if task.Credential != "" {
-		h, q, marker := s.c.Credentials.Mask(task.Credential)
+		h, q, marker := s.Catalog().Credentials.Mask(task.Credential)
 		if h != "" {
 			rr.Headers[http.CanonicalHeaderKey(h)] = marker
 		} else if u, err := url.Parse(r.URL); err == nil {
@@ -92,7 +92,7 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 	}
 	redactor := credential.NewRedactor()
 	if task.Credential != "" {
-		issued, err := s.c.Credentials.Apply(ctx, task.Credential, &credential.Use{Header: cr.Header, URL: u, Preview: true})
+		issued, err := s.Catalog().Credentials.Apply(ctx, task.Credential, &credential.Use{Header: cr.Header, URL: u, Preview: true})
 		if errors.Is(err, credential.ErrNotForPreview) {
 			// Previews mint nothing and request no tokens.
 			pv.Error = "the current state is not read: previews use only static credentials, and " + task.Credential + " is issued per action"

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,6 +160,55 @@ func TestReloadRotatesKeys(t *testing.T) {
 	}
 	if n := countReloads(e, "keys"); n != 1 {
 		t.Errorf("audited reloads: %d, want 1", n)
+	}
+}
+
+// A reload puts a credential's new definition in force for the next
+// action; one whose secret cannot be read refuses the whole reload and the
+// credential in force stays.
+func TestReloadCredentials(t *testing.T) {
+	dir := t.TempDir()
+	up := newRecorder(t)
+	path := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+	cfg, err := LoadConfig(path, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveInProcess(t, cfg, slog.New(slog.DiscardHandler))
+	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
+	ctx := context.Background()
+	sent := func() http.Header {
+		t.Helper()
+		if st, body := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+			t.Fatalf("propose: %d %v", st, body)
+		}
+		all := up.all()
+		return all[len(all)-1].Header
+	}
+	if h := sent(); h.Get("Authorization") != "Bearer "+crmSecret {
+		t.Fatalf("before the reload the upstream got Authorization %q", h.Get("Authorization"))
+	}
+	const rotated = "sk_live_rotated_0123456789"
+	writeFile(t, filepath.Join(dir, "secrets", "crm-2"), rotated+"\n")
+	replaceIn(t, path, `secret: "file:secrets/crm", header: Authorization, format: "Bearer {secret}"`,
+		`secret: "file:secrets/crm-2", header: X-Api-Key, format: "{secret}"`)
+	s.reload(ctx)
+	if h := sent(); h.Get("X-Api-Key") != rotated || h.Get("Authorization") != "" {
+		t.Errorf("after the reload the upstream got X-Api-Key %q, Authorization %q", h.Get("X-Api-Key"), h.Get("Authorization"))
+	}
+	// A secret that cannot be read: nothing changes.
+	replaceIn(t, path, "file:secrets/crm-2", "file:secrets/missing")
+	s.reload(ctx)
+	if h := sent(); h.Get("X-Api-Key") != rotated {
+		t.Errorf("a refused reload changed the credential: X-Api-Key %q", h.Get("X-Api-Key"))
+	}
+	// The preview shows the credential in force, masked.
+	st, body := e.do("POST", "/v1/actions", supportKey, map[string]any{"task": "crm.add_note", "input": map[string]any{"customer_id": "cus_1", "note": "n"}, "dry_run": true})
+	if b, _ := json.Marshal(body); st != 200 || !strings.Contains(string(b), `"X-Api-Key":"[credential:crm]"`) || strings.Contains(string(b), rotated) {
+		t.Errorf("dry run after the reload: %d %s", st, b)
+	}
+	if n := countReloads(e, "credentials (changed)"); n != 1 {
+		t.Errorf("audited credential reloads: %d, want 1", n)
 	}
 }
 

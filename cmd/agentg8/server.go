@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -358,20 +359,25 @@ func (p pgSessions) DeleteUserSessions(ctx context.Context, userID string) error
 
 // server is a running gateway.
 type server struct {
-	keys      *keyring
-	sessions  console.Sessions
-	notifier  *notify.Notifier
-	agentList *atomic.Pointer[[]agentg8.Principal] // the console's
-	lookupEnv func(string) (string, bool)
-	pg        *postgres.Store // nil on SQLite
-	store     storage
-	log       *audit.Log
-	service   *action.Service
-	mcp       *mcpserver.Endpoint
-	cfg       *Config
-	logger    *slog.Logger
-	http      *http.Server
-	ln        net.Listener
+	// What a reload needs to build credentials as start-up did, and the
+	// request headers the API reads users' tokens from (fixed at start).
+	resolver       *credential.Resolver
+	credOpts       credential.Options
+	subjectHeaders []string
+	keys           *keyring
+	sessions       console.Sessions
+	notifier       *notify.Notifier
+	agentList      *atomic.Pointer[[]agentg8.Principal] // the console's
+	lookupEnv      func(string) (string, bool)
+	pg             *postgres.Store // nil on SQLite
+	store          storage
+	log            *audit.Log
+	service        *action.Service
+	mcp            *mcpserver.Endpoint
+	cfg            *Config
+	logger         *slog.Logger
+	http           *http.Server
+	ln             net.Listener
 }
 
 // storage is everything the gateway needs from a store; both adapters pass
@@ -438,8 +444,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	if issuer == "" {
 		issuer = publicURL
 	}
-	creds, err := credential.NewSet(cfg.Credentials, l.resolver, credential.Options{HMACKey: key.HMACKey(), Keys: tokenKeys,
-		Issuer: issuer, Now: clock.Now})
+	credOpts := credential.Options{HMACKey: key.HMACKey(), Keys: tokenKeys, Issuer: issuer, Now: clock.Now}
+	creds, err := credential.NewSet(cfg.Credentials, l.resolver, credOpts)
 	if err != nil {
 		ln.Close()
 		return fail(err)
@@ -517,7 +523,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		}})
 	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
+	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -587,11 +593,12 @@ func (c catalog) CouldPermit(a agentg8.Principal, task string) bool {
 }
 
 // reload re-reads the config file, tasks and policies, and the agents'
-// and users' keys (SIGHUP). It puts in force new tasks and policies, agents
-// and users (who exists, groups, keys, e-mail addresses). A config that
-// does not load, a change elsewhere in it (which needs a restart), a
-// catalog that does not check against it, a key that cannot be read, or a
-// change that cannot be audited changes nothing.
+// and users' keys (SIGHUP). It puts in force new tasks and policies,
+// credentials, agents and users (who exists, groups, keys, e-mail
+// addresses). A config that does not load, a change elsewhere in it (which
+// needs a restart), a catalog that does not check against it, a key or a
+// credential's secret that cannot be read, or a change that cannot be
+// audited changes nothing.
 func (s *server) reload(ctx context.Context) {
 	cfg, err := LoadConfig(s.cfg.path, s.lookupEnv)
 	if err != nil {
@@ -607,18 +614,26 @@ func (s *server) reload(ctx context.Context) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	creds, err := s.credentials(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		s.logger.Error("reload refused; nothing changed", "err", errors.Join(errs...))
 		return
 	}
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d agents, %d users, %d keys",
-		len(reg.Tasks()), eng.Count(), len(cfg.Agents), len(cfg.Users), len(keys))}
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys",
+		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), map[bool]string{true: " (changed)"}[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys))}
 	if err := s.log.Append(ctx, ev); err != nil {
 		s.logger.Error("reload refused: the audit log cannot be written; nothing changed", "err", err)
 		return
 	}
 	s.service.SetPeople(peopleOf(cfg))
-	s.service.Reload(&action.Catalog{Registry: reg, Policy: eng})
+	cat := &action.Catalog{Registry: reg, Policy: eng}
+	if creds != nil {
+		cat.Credentials = creds
+	}
+	s.service.Reload(cat)
 	prev := *s.keys.entries.Load()
 	s.keys.entries.Store(&keys)
 	// A user whose key changed (rotated after a leak, say) is signed out of
@@ -634,14 +649,38 @@ func (s *server) reload(ctx context.Context) {
 	s.agentList.Store(&agents)
 	s.cfg = cfg
 	s.mcp.Reset()
-	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "agents", len(cfg.Agents), "users", len(cfg.Users))
+	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "credentials_changed", creds != nil,
+		"agents", len(cfg.Agents), "users", len(cfg.Users))
+}
+
+// credentials builds the reloaded config's credentials as start-up did,
+// or returns nil if they are unchanged. Every secret they name must
+// resolve now, so a typo refuses the reload instead of failing actions
+// later. Users' tokens are read from request headers fixed at start, so a
+// change to which headers token exchange reads needs a restart.
+func (s *server) credentials(cfg *Config) (*credential.Set, error) {
+	if reflect.DeepEqual(s.cfg.Credentials, cfg.Credentials) {
+		return nil, nil
+	}
+	set, err := credential.NewSet(cfg.Credentials, s.resolver, s.credOpts)
+	if err == nil {
+		err = set.CheckAvailable()
+	}
+	if err != nil {
+		return nil, err
+	}
+	now, was := slices.Sorted(slices.Values(set.SubjectHeaders())), slices.Sorted(slices.Values(s.subjectHeaders))
+	if !slices.Equal(now, was) {
+		return nil, fmt.Errorf("credentials: token exchange would read users' tokens from headers %v instead of %v; that changes with a restart", now, was)
+	}
+	return set, nil
 }
 
 // restartOnly names the config settings that differ between old and new
-// other than agents and users, which a reload puts in force.
+// other than agents, users and credentials, which a reload puts in force.
 func restartOnly(old, new *Config) []string {
 	a, b := *old, *new
-	a.Agents, a.Users, b.Agents, b.Users = nil, nil, nil, nil
+	a.Agents, a.Users, a.Credentials, b.Agents, b.Users, b.Credentials = nil, nil, nil, nil, nil, nil
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	var out []string
 	for i := 0; i < va.NumField(); i++ {
