@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/store/storetest"
@@ -83,5 +85,44 @@ func TestUpdatesProbeThePrimaryKey(t *testing.T) {
 	// settings are there for.
 	if got := plan(false, updateSetSQL, setArgs); !strings.Contains(got, "Seq Scan on actions") {
 		t.Logf("note: without the settings the batch update also probes the key:\n%s", got)
+	}
+}
+
+// TestPlanSettingsStayInTheBatch checks that the settings a batch's
+// pipeline sets hold for the statements after them in the same pipeline
+// (one implicit transaction) and are gone for the next user of the
+// connection.
+func TestPlanSettingsStayInTheBatch(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, storetest.PostgresDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	const show = `SELECT current_setting('enable_seqscan') || ' ' || current_setting('plan_cache_mode')`
+	b := &pgx.Batch{}
+	b.Queue(setPlansSQL)
+	b.Queue(show)
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		t.Fatal(err)
+	}
+	var in, after string
+	if err := br.QueryRow().Scan(&in); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, show).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if in != "off force_generic_plan" || after != "on auto" {
+		t.Errorf("settings in the batch %q (want off force_generic_plan), after it %q (want on auto)", in, after)
 	}
 }
