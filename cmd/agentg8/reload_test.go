@@ -167,15 +167,8 @@ func TestReloadRotatesKeys(t *testing.T) {
 // action; one whose secret cannot be read refuses the whole reload and the
 // credential in force stays.
 func TestReloadCredentials(t *testing.T) {
-	dir := t.TempDir()
 	up := newRecorder(t)
-	path := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
-	cfg, err := LoadConfig(path, lookup(testEnvVars()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := serveInProcess(t, cfg, slog.New(slog.DiscardHandler))
-	e := &testEnv{t: t, url: "http://" + s.ln.Addr().String()}
+	s, e, dir, path := reloadableGateway(t, up.srv.URL, nil)
 	ctx := context.Background()
 	sent := func() http.Header {
 		t.Helper()
@@ -268,16 +261,28 @@ func TestReloadPeople(t *testing.T) {
 // environment, the config folder and the config file.
 func gatewayWithKeyFile(t *testing.T, env, file, key string) (*server, *testEnv, string, string) {
 	t.Helper()
+	return reloadableGateway(t, newRecorder(t).srv.URL, func(dir, path string) {
+		replaceIn(t, path, `key: "env:`+env+`"`, `key: "file:secrets/`+file+`"`)
+		writeFile(t, filepath.Join(dir, "secrets", file), key+"\n")
+	})
+}
+
+// reloadableGateway starts a gateway in this process on a new config
+// folder (upstream at upstream), once edit, if any, has changed its files;
+// it returns the gateway, a client, the folder and the config file's path.
+func reloadableGateway(t *testing.T, upstream string, edit func(dir, path string)) (*server, *testEnv, string, string) {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, newRecorder(t).srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, `key: "env:`+env+`"`, `key: "file:secrets/`+file+`"`)
-	writeFile(t, filepath.Join(dir, "secrets", file), key+"\n")
-	c, err := LoadConfig(cfg, lookup(testEnvVars()))
+	path := writeConfig(t, dir, upstream, envOpts{allowPrivate: true})
+	if edit != nil {
+		edit(dir, path)
+	}
+	c, err := LoadConfig(path, lookup(testEnvVars()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
-	return s, &testEnv{t: t, url: "http://" + s.ln.Addr().String()}, dir, cfg
+	return s, &testEnv{t: t, url: "http://" + s.ln.Addr().String()}, dir, path
 }
 
 // countReloads counts the catalog_reloaded events whose detail contains

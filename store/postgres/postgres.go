@@ -531,10 +531,9 @@ const minSet = 4
 // than it had changes.
 var errSetRefused = errors.New("a change in the batch was refused")
 
-// appendRecords writes one batch, its changes as set statements (one for
-// new actions, one for updates: a statement per change costs its own bind,
-// execution and answer, the largest share of a batch) or one statement
-// per change.
+// appendRecords writes one batch, with set statements for its new actions
+// and its updates when it has several of a kind (each statement costs its
+// own bind, executor start and answer), or one statement per change.
 func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes []any, sets bool) (start int64, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -551,9 +550,9 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	var changed []string
 	var ins, upd changeSet
 	var notes []action.Notification
-	// A set statement costs more to start than a single-row one (about
-	// twice, measured), so it is used for a kind of change only when the
-	// batch has several.
+	// A set statement of one or two rows costs more than twice a
+	// single-row statement (measured), so it is used for a kind of change
+	// only when the batch has several.
 	var creates, updates int
 	for i, c := range changes {
 		if c == nil {
@@ -706,10 +705,9 @@ SELECT 1 / (count(*) = $14)::int FROM c`
 // statements. Joins probe the primary key for each change whatever the
 // statistics say (TestUpdatesProbeThePrimaryKey): a plan made while the
 // table was nearly empty would scan it, and stay cached as it grows. And
-// the plan is the generic one, made once per connection: PostgreSQL would
-// otherwise judge a small batch's own plan cheaper and plan every batch
-// anew, which cost three replicas with small batches more than the set
-// statements saved.
+// the plan is always the generic one, made once per connection — the plan
+// that test checks — rather than one per batch where PostgreSQL judges
+// that cheaper.
 const setPlansSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
 	set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
 
