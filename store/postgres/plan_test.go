@@ -20,11 +20,7 @@ import (
 // statistics it came from and read ever more rows as the table grows.
 func TestUpdatesProbeThePrimaryKey(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, storetest.PostgresDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStore(t)
 	plan := func(probe bool, stmt, args string) string {
 		tx, err := s.pool.Begin(ctx)
 		if err != nil {
@@ -94,11 +90,7 @@ func TestUpdatesProbeThePrimaryKey(t *testing.T) {
 // connection.
 func TestPlanSettingsStayInTheBatch(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, storetest.PostgresDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStore(t)
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -125,4 +117,15 @@ func TestPlanSettingsStayInTheBatch(t *testing.T) {
 	if in != "off force_generic_plan" || after != "on auto" {
 		t.Errorf("settings in the batch %q (want off force_generic_plan), after it %q (want on auto)", in, after)
 	}
+}
+
+// newStore opens a store on a new database, closed when the test ends.
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), storetest.PostgresDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
