@@ -33,8 +33,9 @@ import (
 // ceiling is independent single-row durable inserts from as many callers
 // on the same cluster, measured first in the same run; each replica
 // result also reports its ratio to it (x-inserts), and how many
-// connections the replicas opened to the upstream (upstream-conns: more
-// than the clients means the connector's idle pool churns).
+// connections the replicas opened to the upstream (upstream-conns: each
+// replica keeps its own, so a few more than the clients is normal; many
+// times more means the connector's idle pool churns).
 // AGENTG8_BENCH_CLIENTS=16,256 picks the client counts.
 func BenchmarkPostgresReplicas(b *testing.B) {
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
