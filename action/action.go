@@ -202,14 +202,14 @@ func (s *Service) SetPeople(p *People) { s.people.Store(p) }
 func (s *Service) users() map[string]agentg8.User       { return s.people.Load().Users }
 func (s *Service) agents() map[string]agentg8.Principal { return s.people.Load().Agents }
 
-// Catalog returns the tasks and policies in force.
+// Catalog returns the tasks, policies and credentials in force.
 func (s *Service) Catalog() *Catalog { return s.cat.Load() }
 
 // Reload puts new tasks and policies, and new credentials unless
 // c.Credentials is nil, in force for every later proposal, approval
-// decision and execution (one already sending keeps what it was given). Actions already approved run only if
-// their task definition is unchanged (else approval_void) and the new
-// policy still allows them.
+// decision and execution (one already sending keeps what it was given).
+// Actions already approved run only if their task definition is unchanged
+// (else approval_void) and the new policy still allows them.
 func (s *Service) Reload(c *Catalog) {
 	if c.Credentials == nil { // unchanged
 		cc := *c
