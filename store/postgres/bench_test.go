@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
@@ -42,20 +40,15 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // BenchmarkBaselineInsert is the ceiling: independent single-row durable
-// INSERTs on the same database, 64 writers.
+// INSERTs on the same database, 64 writers, over one connection each and
+// over a gateway's 16 (storetest.CeilingConns); the higher is the ceiling.
 func BenchmarkBaselineInsert(b *testing.B) {
-	u := newTestDB(b)
-	pool, err := pgxpool.New(context.Background(), u)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	pool.Exec(context.Background(), `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`)
 	row := []byte(`{"seq":0,"type":"proposed","action_id":"act_bench"}`)
-	storetest.Writers(b, 64, "ops", func() error {
-		_, err := pool.Exec(context.Background(), `INSERT INTO t (data) VALUES ($1)`, row)
-		return err
-	})
+	for _, conns := range storetest.CeilingConns(64) {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			storetest.Inserts(b, newTestDB(b), 64, conns, row)
+		})
+	}
 }
 
 // BenchmarkLifecycle measures whole allowed actions' durable writes (intent

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // PostgresDB creates an empty database on the test cluster
@@ -45,4 +46,59 @@ func PostgresDB(t testing.TB) string {
 	u, _ := url.Parse(admin)
 	u.Path = "/" + name
 	return u.String()
+}
+
+// GatewayConns is the fewest connections a gateway's PostgreSQL pool has
+// (store/postgres.Open).
+const GatewayConns = 16
+
+// CeilingConns is the pool sizes Inserts is measured with for a ceiling of
+// clients callers: one connection per caller, as independent clients
+// would have, and, beyond GatewayConns callers, also GatewayConns — a
+// small machine runs hundreds of backends worse than a few, and a ceiling
+// must not flatter what is compared with it. The ceiling is the higher
+// rate.
+func CeilingConns(clients int) []int {
+	if clients > GatewayConns {
+		return []int{clients, GatewayConns}
+	}
+	return []int{clients}
+}
+
+// Inserts measures the ceiling the pipeline benchmarks compare with: b.N
+// independent durable single-row INSERTs of row into a new table of the
+// database at url, from clients concurrent callers over a pool of conns
+// connections (each its own implicit transaction and commit). It reports
+// and returns inserts per second. The pool is sized explicitly: pgxpool's
+// default (4 connections on a small machine) would throttle the ceiling.
+func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = int32(conns)
+	ctx := context.Background()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`); err != nil {
+		b.Fatal(err)
+	}
+	// Every connection is open before the clock starts.
+	open := make([]*pgxpool.Conn, conns)
+	for i := range open {
+		if open[i], err = pool.Acquire(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range open {
+		c.Release()
+	}
+	Writers(b, clients, "ops", func() error {
+		_, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, row)
+		return err
+	})
+	return float64(b.N) / b.Elapsed().Seconds()
 }
