@@ -85,13 +85,9 @@ type Config struct {
 	Users       map[string]agentg8.User
 	// Agents are the configured agents, for re-evaluating policy at execution.
 	Agents map[string]agentg8.Principal
-	// AuditorGroups may read every action and the audit log.
-	AuditorGroups []string
-	// ResolverGroups may settle outcome_unknown actions (none: nobody).
-	ResolverGroups []string
-	ApprovalTTL    time.Duration
-	// MaxPending bounds each agent's pending approvals (default 20).
-	MaxPending int
+	// Rules are who may read the audit log and settle actions, and the
+	// limits on agents; SetRules changes them.
+	Rules Rules
 	// Notifier tells approvers; nil sends nothing.
 	Notifier Notifier
 	// PublicURL is where people reach this gateway (links in notices).
@@ -108,9 +104,6 @@ type Config struct {
 	// SingleNode says no other process shares the store (SQLite): at start,
 	// every action left executing is outcome_unknown at once.
 	SingleNode bool
-	// RatePerMinute bounds each agent's proposals (dry runs included) per
-	// minute, with bursts up to the same number; 0 is no limit.
-	RatePerMinute int
 	// Limiter, if set, keeps the limit's buckets where every replica
 	// shares them (the database); otherwise they are this process's.
 	Limiter  Limiter
@@ -118,6 +111,37 @@ type Config struct {
 	NewID    func(prefix string) string
 	Logger   *slog.Logger
 	Observer Observer
+}
+
+// Rules are the settings besides the catalog and the people that a reload
+// may change: who may read everything and settle outcome_unknown actions,
+// and the limits on agents. Zero values take the defaults.
+type Rules struct {
+	// AuditorGroups may read every action and the audit log (default
+	// "auditors").
+	AuditorGroups []string
+	// ResolverGroups may settle outcome_unknown actions (none: nobody).
+	ResolverGroups []string
+	// ApprovalTTL is how long a new approval request waits (default 24h).
+	ApprovalTTL time.Duration
+	// MaxPending bounds each agent's pending approvals (default 20).
+	MaxPending int
+	// RatePerMinute bounds each agent's proposals (dry runs included) per
+	// minute, with bursts up to the same number; 0 is no limit.
+	RatePerMinute int
+}
+
+func (r Rules) withDefaults() *Rules {
+	if r.ApprovalTTL == 0 {
+		r.ApprovalTTL = 24 * time.Hour
+	}
+	if len(r.AuditorGroups) == 0 {
+		r.AuditorGroups = []string{"auditors"}
+	}
+	if r.MaxPending == 0 {
+		r.MaxPending = 20
+	}
+	return &r
 }
 
 // Limiter is a rate limit shared by replicas.
@@ -140,6 +164,7 @@ type Service struct {
 	c       Config
 	cat     atomic.Pointer[Catalog]
 	people  atomic.Pointer[People]
+	rules   atomic.Pointer[Rules]
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
 	kick    chan struct{}
@@ -162,15 +187,6 @@ func New(c Config) *Service {
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
-	if c.ApprovalTTL == 0 {
-		c.ApprovalTTL = 24 * time.Hour
-	}
-	if len(c.AuditorGroups) == 0 {
-		c.AuditorGroups = []string{"auditors"}
-	}
-	if c.MaxPending == 0 {
-		c.MaxPending = 20
-	}
 	if c.WorkerInterval == 0 {
 		c.WorkerInterval = time.Second
 	}
@@ -184,8 +200,19 @@ func New(c Config) *Service {
 		limits: map[string]*rate.Limiter{}}
 	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy, Credentials: c.Credentials})
 	s.people.Store(&People{Users: c.Users, Agents: c.Agents})
+	s.SetRules(c.Rules)
 	return s
 }
+
+// SetRules puts new rules in force (a reload) for every later request: a
+// group removed from the auditors or resolvers loses its access at once,
+// and a new rate limit applies to each agent's next proposal (keeping the
+// tokens its bucket holds, up to the new size). Approval requests already
+// made keep their expiry.
+func (s *Service) SetRules(r Rules) { s.rules.Store(r.withDefaults()) }
+
+// Rules returns the rules in force.
+func (s *Service) Rules() Rules { return *s.rules.Load() }
 
 // People are the configured users and agents.
 type People struct {
@@ -274,7 +301,7 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		s.c.Logger.Error("rate limit unavailable", "agent", p.ID, "err", err)
 		return nil, errLimiter
 	} else if !ok {
-		return nil, agentg8.Errorf(agentg8.CodeRateLimited, "agent %s proposes more than %d actions per minute; slow down", p.ID, s.c.RatePerMinute)
+		return nil, agentg8.Errorf(agentg8.CodeRateLimited, "agent %s proposes more than %d actions per minute; slow down", p.ID, s.rules.Load().RatePerMinute)
 	}
 	if prop.IdempotencyKey == "" {
 		return s.propose(ctx, p, prop)
@@ -499,17 +526,24 @@ var errLimiter = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "th
 
 // allow applies the agent's rate limit.
 func (s *Service) allow(ctx context.Context, agent string) (bool, error) {
-	if s.c.RatePerMinute <= 0 {
+	perMinute := s.rules.Load().RatePerMinute
+	if perMinute <= 0 {
 		return true, nil
 	}
 	if s.c.Limiter != nil {
-		return s.c.Limiter.TakeToken(ctx, agent, s.c.RatePerMinute)
+		return s.c.Limiter.TakeToken(ctx, agent, perMinute)
 	}
+	limit := rate.Limit(float64(perMinute) / 60)
 	s.mu.Lock()
 	l, ok := s.limits[agent]
 	if !ok {
-		l = rate.NewLimiter(rate.Limit(float64(s.c.RatePerMinute)/60), s.c.RatePerMinute)
+		l = rate.NewLimiter(limit, perMinute)
 		s.limits[agent] = l
+	} else if l.Burst() != perMinute {
+		// The limit was reloaded: the bucket keeps its tokens, up to the
+		// new size.
+		l.SetLimit(limit)
+		l.SetBurst(perMinute)
 	}
 	s.mu.Unlock()
 	return l.Allow(), nil

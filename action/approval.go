@@ -36,11 +36,12 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
+	rules := s.rules.Load()
 	n, err := s.c.Store.CountPending(ctx, a.Principal)
 	if err != nil {
 		return nil, err
 	}
-	if n >= s.c.MaxPending {
+	if n >= rules.MaxPending {
 		e := agentg8.Errorf(agentg8.CodeTooManyPending, "agent %s already has %d actions waiting for approval", a.Principal, n)
 		ev := &agentg8.AuditEvent{Type: agentg8.EventInvalid, Task: a.Task, Principal: a.Principal, Error: e}
 		if err := s.c.Audit.Append(ctx, ev); err != nil {
@@ -51,7 +52,7 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	now := a.CreatedAt
 	a.Status = agentg8.StatePendingApproval
 	a.Approval = &agentg8.Approval{ID: s.c.NewID("apr"), Status: approvalPending, RequestHash: hash, Required: required,
-		Decisions: []agentg8.ApprovalDecision{}, ExpiresAt: now.Add(s.c.ApprovalTTL)}
+		Decisions: []agentg8.ApprovalDecision{}, ExpiresAt: now.Add(rules.ApprovalTTL)}
 	a.Preview = s.preview(ctx, task, vars, rendered, *a.Decision, required)
 	ev := &agentg8.AuditEvent{Type: agentg8.EventApprovalRequested, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
 		OnBehalfOf: a.OnBehalfOf, Status: a.Status, RequestHash: hash, ApprovalID: a.Approval.ID}

@@ -297,7 +297,7 @@ func (s *Service) mayRead(p agentg8.Principal, a *agentg8.Action) bool {
 	if p.Kind == agentg8.KindAgent {
 		return a.Principal == p.ID
 	}
-	for _, g := range s.c.AuditorGroups {
+	for _, g := range s.rules.Load().AuditorGroups {
 		if p.InGroup(g) {
 			return true
 		}
@@ -319,7 +319,7 @@ func (s *Service) mayRead(p agentg8.Principal, a *agentg8.Action) bool {
 // MayResolve reports whether p may settle outcome_unknown actions
 // (execution.resolvers).
 func (s *Service) MayResolve(p agentg8.Principal) bool {
-	return p.Kind == agentg8.KindUser && slices.ContainsFunc(s.c.ResolverGroups, p.InGroup)
+	return p.Kind == agentg8.KindUser && slices.ContainsFunc(s.rules.Load().ResolverGroups, p.InGroup)
 }
 
 // MayAudit reports whether p may read the audit log.
@@ -327,7 +327,7 @@ func (s *Service) MayAudit(p agentg8.Principal) bool {
 	if p.Kind != agentg8.KindUser {
 		return false
 	}
-	for _, g := range s.c.AuditorGroups {
+	for _, g := range s.rules.Load().AuditorGroups {
 		if p.InGroup(g) {
 			return true
 		}

@@ -223,14 +223,14 @@ func TestReloadPeople(t *testing.T) {
 	// A change outside agents and users: refused, nothing changes.
 	writeFile(t, filepath.Join(dir, "secrets", "new-bot"), newBotKey+"\n")
 	replaceIn(t, cfg, "agents:\n", "agents:\n  - {id: new-bot, key: \"file:secrets/new-bot\", groups: [support]}\n")
-	appendFile(t, cfg, "limits:\n  actions_per_minute: 5\n")
+	appendFile(t, cfg, "limits:\n  max_body_bytes: 5000\n")
 	s.reload(ctx)
 	if st := propose(newBotKey); st != 401 {
 		t.Errorf("a refused reload added an agent: %d", st)
 	}
 	// Without it: the new agent proposes, fran (removed) is out, alice
 	// (key rotated) is signed out of the console, her new key works.
-	replaceIn(t, cfg, "limits:\n  actions_per_minute: 5\n", "")
+	replaceIn(t, cfg, "limits:\n  max_body_bytes: 5000\n", "")
 	replaceIn(t, cfg, "  - {id: fran, groups: [finance], key: \"env:FRAN_KEY\", email: fran@example.com}\n", "")
 	const aliceRotated = "ag8_alice_rotated_key_0123456789abcdefgh"
 	writeFile(t, filepath.Join(dir, "secrets", "alice-key"), aliceRotated+"\n")
@@ -252,6 +252,70 @@ func TestReloadPeople(t *testing.T) {
 	}
 	if st, _ := consoleSignIn(t, e.url, aliceRotated).get("/console/"); st != 200 {
 		t.Errorf("signing in with the new key: %d", st)
+	}
+}
+
+// A reload re-reads who audits and the limits on agents: a group dropped
+// from the auditors loses the audit log at once, one added gains it, a new
+// rate limit applies to the next proposal without refilling the agent's
+// bucket, and a new approval TTL applies to the next approval request.
+func TestReloadRules(t *testing.T) {
+	s, e, _, path := reloadableGateway(t, newRecorder(t).srv.URL, func(_, path string) {
+		appendFile(t, path, "limits:\n  actions_per_minute: 3\n")
+	})
+	ctx := context.Background()
+	propose := func() int {
+		st, _ := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+		return st
+	}
+	audit := func(key string) int {
+		st, _ := e.do("GET", "/v1/audit?limit=1", key, nil)
+		return st
+	}
+	for i := 0; i < 2; i++ {
+		if st := propose(); st != 200 {
+			t.Fatalf("proposal %d under the limit: %d", i+1, st)
+		}
+	}
+	if audit(aliceKey) != 200 || audit(franKey) != 403 {
+		t.Fatalf("before the reload: alice %d, fran %d", audit(aliceKey), audit(franKey))
+	}
+
+	// A higher limit: the bucket keeps its one token (a refill at 10 a
+	// minute takes 6 s), it is not filled to 10. Nobody audits.
+	replaceIn(t, path, "actions_per_minute: 3", "actions_per_minute: 10")
+	replaceIn(t, path, "auditors: [auditors]", "auditors: [compliance]")
+	s.reload(ctx)
+	if st := propose(); st != 200 {
+		t.Errorf("the token left after the reload: %d", st)
+	}
+	if st, p := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 429 || p["code"] != "rate_limited" {
+		t.Errorf("past the bucket after the reload: %d %v (a reload must not refill it)", st, p["_body"])
+	}
+	if st := audit(aliceKey); st != 403 {
+		t.Errorf("alice's audit access after her group left the auditors: %d", st)
+	}
+
+	// No limit, finance audits, approvals wait an hour.
+	replaceIn(t, path, "limits:\n  actions_per_minute: 10\n", "approvals:\n  default_ttl: 1h\n")
+	replaceIn(t, path, "auditors: [compliance]", "auditors: [finance]")
+	s.reload(ctx)
+	for i := 0; i < 5; i++ {
+		if st := propose(); st != 200 {
+			t.Fatalf("proposal %d without a limit: %d", i+1, st)
+		}
+	}
+	if st := audit(franKey); st != 200 {
+		t.Errorf("fran's audit access after finance joined the auditors: %d", st)
+	}
+	st, a := e.propose(supportKey, "ops.wire", map[string]any{"amount": 1})
+	pendingOf(t, st, a)
+	expires, err := time.Parse(time.RFC3339Nano, a["approval"].(map[string]any)["expires_at"].(string))
+	if left := time.Until(expires); err != nil || left < 55*time.Minute || left > time.Hour {
+		t.Errorf("a new approval request expires in %v (%v), want the reloaded 1h", left, err)
+	}
+	if n := countReloads(e, "auditors, resolvers and limits (changed)"); n != 2 {
+		t.Errorf("audited reloads of the rules: %d, want 2", n)
 	}
 }
 

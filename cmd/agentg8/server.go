@@ -86,6 +86,13 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 }
 
 // peopleOf returns the configured users and agents.
+// rulesOf is the config's access groups and limits, which a reload may
+// change (restartOnly leaves them out).
+func rulesOf(cfg *Config) action.Rules {
+	return action.Rules{AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
+		MaxPending: cfg.Approvals.MaxPendingPerAgent, RatePerMinute: cfg.Limits.ActionsPerMinute}
+}
+
 func peopleOf(cfg *Config) *action.People {
 	p := &action.People{Users: map[string]agentg8.User{}, Agents: map[string]agentg8.Principal{}}
 	for _, a := range cfg.Agents {
@@ -471,8 +478,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	svc := action.New(action.Config{
 		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
-		Audit: alog, Store: st, Users: l.users, Agents: l.agents, AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
-		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), RatePerMinute: cfg.Limits.ActionsPerMinute, Limiter: limiter, MaxPending: cfg.Approvals.MaxPendingPerAgent, Notifier: notifier, PublicURL: publicURL,
+		Audit: alog, Store: st, Users: l.users, Agents: l.agents, Rules: rulesOf(cfg),
+		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), Limiter: limiter, Notifier: notifier, PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
 	if n, err := svc.Recover(ctx); err != nil {
@@ -622,13 +629,17 @@ func (s *server) reload(ctx context.Context) {
 		s.logger.Error("reload refused; nothing changed", "err", errors.Join(errs...))
 		return
 	}
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys",
-		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), map[bool]string{true: " (changed)"}[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys))}
+	changed := map[bool]string{true: " (changed)"}
+	rules := rulesOf(cfg)
+	rulesChanged := !reflect.DeepEqual(rules, rulesOf(s.cfg))
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys, auditors, resolvers and limits%s",
+		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), changed[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys), changed[rulesChanged])}
 	if err := s.log.Append(ctx, ev); err != nil {
 		s.logger.Error("reload refused: the audit log cannot be written; nothing changed", "err", err)
 		return
 	}
 	s.service.SetPeople(peopleOf(cfg))
+	s.service.SetRules(rules)
 	cat := &action.Catalog{Registry: reg, Policy: eng}
 	if creds != nil {
 		cat.Credentials = creds
@@ -650,7 +661,7 @@ func (s *server) reload(ctx context.Context) {
 	s.cfg = cfg
 	s.mcp.Reset()
 	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "credentials_changed", creds != nil,
-		"agents", len(cfg.Agents), "users", len(cfg.Users))
+		"agents", len(cfg.Agents), "users", len(cfg.Users), "rules_changed", rulesChanged)
 }
 
 // credentials builds the reloaded config's credentials as start-up did,
@@ -677,10 +688,14 @@ func (s *server) credentials(cfg *Config) (*credential.Set, error) {
 }
 
 // restartOnly names the config settings that differ between old and new
-// other than agents, users and credentials, which a reload puts in force.
+// other than agents, users, credentials and rulesOf's, which a reload puts
+// in force.
 func restartOnly(old, new *Config) []string {
 	a, b := *old, *new
-	a.Agents, a.Users, a.Credentials, b.Agents, b.Users, b.Credentials = nil, nil, nil, nil, nil, nil
+	for _, c := range []*Config{&a, &b} {
+		c.Agents, c.Users, c.Credentials = nil, nil, nil
+		c.Audit.Auditors, c.Execution.Resolvers, c.Approvals, c.Limits.ActionsPerMinute = nil, nil, ApprovalsConfig{}, 0
+	}
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	var out []string
 	for i := 0; i < va.NumField(); i++ {
