@@ -69,9 +69,11 @@ func (nopObserver) Notification(string, bool)      {}
 
 // Notifier delivers approval notices to configured channels.
 type Notifier interface {
-	Channels() int
-	Name(channel int) string
-	Send(ctx context.Context, channel int, n *agentg8.ApprovalNotice) error
+	// Channels keys the configured channels, in config order; a key
+	// changes with its channel's definition.
+	Channels() []string
+	Name(channel string) string
+	Send(ctx context.Context, channel string, n *agentg8.ApprovalNotice) error
 }
 
 // Config wires a Service.

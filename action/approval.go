@@ -87,16 +87,16 @@ func (s *Service) notice(a *agentg8.Action, event string) *agentg8.ApprovalNotic
 
 // queue prepares one notification per channel, to be stored with the change.
 func (s *Service) queue(a *agentg8.Action, event string) []Notification {
-	if s.c.Notifier == nil || s.c.Notifier.Channels() == 0 {
+	if s.c.Notifier == nil || len(s.c.Notifier.Channels()) == 0 {
 		return nil
 	}
 	payload, err := json.Marshal(s.notice(a, event))
 	if err != nil {
 		return nil
 	}
-	out := make([]Notification, s.c.Notifier.Channels())
-	for i := range out {
-		out[i] = Notification{ID: s.c.NewID("ntf"), ActionID: a.ID, Channel: i, Event: event, Payload: payload, NextAt: s.c.Clock.Now()}
+	var out []Notification
+	for _, ch := range s.c.Notifier.Channels() {
+		out = append(out, Notification{ID: s.c.NewID("ntf"), ActionID: a.ID, Channel: ch, Position: -1, Event: event, Payload: payload, NextAt: s.c.Clock.Now()})
 	}
 	return out
 }
@@ -453,6 +453,13 @@ func (s *Service) deliver(ctx context.Context) {
 		return
 	}
 	for _, n := range due {
+		if n.Channel == "" {
+			// Queued before channels had keys: its position then, as this
+			// config has it.
+			if chs := s.c.Notifier.Channels(); n.Position >= 0 && n.Position < len(chs) {
+				n.Channel = chs[n.Position]
+			}
+		}
 		var notice agentg8.ApprovalNotice
 		err := json.Unmarshal(n.Payload, &notice)
 		if err == nil {

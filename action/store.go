@@ -108,9 +108,13 @@ type Lease struct {
 // Notification is one queued message to one channel, retried from the store
 // until delivered or out of attempts.
 type Notification struct {
-	ID        string
-	ActionID  string
-	Channel   int
+	ID       string
+	ActionID string
+	// Channel is the key of the channel it is for (Notifier.Channels).
+	Channel string
+	// Position is, for a notification queued before channels had keys
+	// (schema 7), the channel's position in the config then; -1 otherwise.
+	Position  int
 	Event     string
 	Payload   []byte
 	Attempts  int

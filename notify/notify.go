@@ -7,6 +7,9 @@ package notify
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -37,16 +40,25 @@ type Channel struct {
 
 // Notifier sends notices to its channels.
 type Notifier struct {
-	channels []Channel
+	mac      []byte
+	channels atomic.Pointer[channelSet]
 	// emails maps a group to its members' addresses.
 	emails atomic.Pointer[map[string][]string]
 	client *http.Client
 }
 
-// New returns a notifier; emails maps each group to its members' addresses.
-func New(channels []Channel, emails map[string][]string) *Notifier {
-	n := &Notifier{channels: channels, client: &http.Client{Timeout: 10 * time.Second,
+// channelSet is the configured channels and their keys, in config order.
+type channelSet struct {
+	list []Channel
+	keys []string
+}
+
+// New returns a notifier; emails maps each group to its members'
+// addresses, and mac keys the channels' keys (see Channels).
+func New(channels []Channel, emails map[string][]string, mac []byte) *Notifier {
+	n := &Notifier{mac: mac, client: &http.Client{Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	n.SetChannels(channels)
 	n.SetEmails(emails)
 	return n
 }
@@ -54,23 +66,53 @@ func New(channels []Channel, emails map[string][]string) *Notifier {
 // SetEmails replaces the group → addresses map (a reload of users).
 func (n *Notifier) SetEmails(emails map[string][]string) { n.emails.Store(&emails) }
 
-// Channels is the number of configured channels.
-func (n *Notifier) Channels() int { return len(n.channels) }
-
-// Name describes channel i for logs and metrics.
-func (n *Notifier) Name(i int) string {
-	if i < 0 || i >= len(n.channels) {
-		return "unknown"
+// SetChannels replaces the channels (a reload). Notices already queued
+// keep going only to channels still defined exactly as when they were
+// queued.
+func (n *Notifier) SetChannels(channels []Channel) {
+	set := &channelSet{list: channels}
+	for _, c := range channels {
+		set.keys = append(set.keys, c.key(n.mac))
 	}
-	return fmt.Sprintf("%s#%d", n.channels[i].Type, i)
+	n.channels.Store(set)
 }
 
-// Send delivers one notice to channel i.
-func (n *Notifier) Send(ctx context.Context, i int, notice *agentg8.ApprovalNotice) error {
-	if i < 0 || i >= len(n.channels) {
-		return fmt.Errorf("no notification channel %d", i)
+// key identifies a channel by its whole definition, as an HMAC (a webhook
+// URL may hold a token, and keys are stored with queued notices). Equal
+// definitions (and the same mac, which replicas share) give equal keys.
+func (c Channel) key(mac []byte) string {
+	def, _ := json.Marshal(c)
+	h := hmac.New(sha256.New, mac)
+	h.Write([]byte("agentg8 notify channel\n"))
+	h.Write(def)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Channels returns the configured channels' keys, in config order. A
+// notice is queued for a key, not a position: if the channel is changed or
+// removed before delivery (a restart, a reload, a replica on another
+// config), the notice is never sent to whatever took its place.
+func (n *Notifier) Channels() []string { return n.channels.Load().keys }
+
+// Name describes a channel for logs and metrics: its type and position.
+func (n *Notifier) Name(key string) string {
+	set := n.channels.Load()
+	if i := slices.Index(set.keys, key); i >= 0 {
+		return fmt.Sprintf("%s#%d", set.list[i].Type, i)
 	}
-	ch := n.channels[i]
+	return "unknown"
+}
+
+// Send delivers one notice to the channel key names. A channel not
+// configured here is an error, so the notice is retried on the usual
+// schedule (another replica, or this one after a reload, may have it).
+func (n *Notifier) Send(ctx context.Context, key string, notice *agentg8.ApprovalNotice) error {
+	set := n.channels.Load()
+	i := slices.Index(set.keys, key)
+	if i < 0 {
+		return errors.New("its notification channel is not configured here (changed or removed since it was queued)")
+	}
+	ch := set.list[i]
 	switch ch.Type {
 	case "webhook":
 		return n.webhook(ctx, ch, notice)

@@ -93,8 +93,13 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 // serveInProcess starts a gateway in this process as serve starts it, and
 // stops it when the test ends.
 func serveInProcess(tb testing.TB, cfg *Config, logger *slog.Logger) *server {
+	return serveInProcessAt(tb, cfg, logger, agentg8.SystemClock{})
+}
+
+// serveInProcessAt is serveInProcess on clock.
+func serveInProcessAt(tb testing.TB, cfg *Config, logger *slog.Logger, clock agentg8.Clock) *server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, agentg8.SystemClock{})
+	s, err := startServer(ctx, cfg, lookup(testEnvVars()), logger, clock)
 	if err != nil {
 		cancel()
 		tb.Fatal(err)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8"
 )
 
 // TestReloadOnSIGHUP: a running gateway re-reads tasks and policies on
@@ -319,6 +323,78 @@ func TestReloadRules(t *testing.T) {
 	}
 }
 
+// A queued approval notice names its channel by the channel's definition,
+// not its place in the list: when a reload (or a restart, or a replica on
+// another config) puts another channel in that place, the notice is not
+// sent there; it waits on the retry schedule and reaches its own channel
+// when that is configured again. New notices go to the channels in force.
+func TestNotificationsKeepToTheirChannel(t *testing.T) {
+	a, b := newWebhook(t), newWebhook(t)
+	a.fails.Store(1) // the first delivery fails: the notice waits for a retry
+	clock := &testClock{t: time.Now().UTC()}
+	line := func(w *webhook) string { return fmt.Sprintf("  - {type: webhook, url: %q}\n", w.srv.URL) }
+	s, e, _, path := reloadableGatewayAt(t, newRecorder(t).srv.URL, clock, func(_, path string) {
+		appendFile(t, path, "notify:\n"+line(a))
+	})
+	ctx := context.Background()
+	st, first := e.propose(supportKey, "ops.wire", map[string]any{"amount": 1})
+	firstID, _, _ := pendingOf(t, st, first)
+	waitFor(t, "the first delivery attempt", 10*time.Second, func() bool { return a.fails.Load() == 0 })
+
+	// B takes A's place; the retry comes due.
+	replaceIn(t, path, line(a), line(b))
+	s.reload(ctx)
+	clock.Advance(3 * time.Second)
+	waitFor(t, "the retry, refused for want of its channel", 10*time.Second, func() bool {
+		_, m := e.do("GET", "/metrics", "", nil)
+		return len(b.received()) > 0 || strings.Contains(m["_body"].(string), `agentg8_notifications_total{channel="unknown",result="error"} 1`)
+	})
+	if got := b.received(); len(got) > 0 {
+		t.Fatalf("B received %v: a notice queued for A went to the channel in its place", got)
+	}
+	st, second := e.propose(supportKey, "ops.wire", map[string]any{"amount": 2})
+	secondID, _, _ := pendingOf(t, st, second)
+	waitFor(t, "the new notice at B", 10*time.Second, func() bool { return len(b.received()) > 0 })
+
+	// A configured again, after B: the first notice reaches A at its next
+	// retry.
+	replaceIn(t, path, line(b), line(b)+line(a))
+	s.reload(ctx)
+	clock.Advance(5 * time.Second)
+	waitFor(t, "the first notice at A", 10*time.Second, func() bool { return len(a.received()) > 0 })
+	if got := a.received(); len(got) != 1 || got[0]["action_id"] != firstID {
+		t.Errorf("A received %v, want only the notice of %s", got, firstID)
+	}
+	if got := b.received(); len(got) != 1 || got[0]["action_id"] != secondID {
+		t.Errorf("B received %v, want only the notice of %s (queued after it took A's place)", got, secondID)
+	}
+	if n := countReloads(e, "notification channels (changed)"); n != 2 {
+		t.Errorf("audited reloads of the channels: %d, want 2", n)
+	}
+}
+
+// A notification queued before channels had keys (schema 6) goes to the
+// channel now at its old position, as it always did.
+func TestLegacyNotificationsKeepTheirPosition(t *testing.T) {
+	a := newWebhook(t)
+	_, _, dir, _ := reloadableGateway(t, newRecorder(t).srv.URL, func(_, path string) {
+		appendFile(t, path, fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n", a.srv.URL))
+	})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "agentg8.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error)
+		VALUES ('ntf_old', 'act_old', 0, 'approval_requested', CAST(? AS BLOB), 0, 0, 0, '')`, `{"event":"approval_requested","action_id":"act_old"}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old notification", 10*time.Second, func() bool { return len(a.received()) > 0 })
+	if got := a.received(); got[0]["action_id"] != "act_old" {
+		t.Errorf("A received %v", got)
+	}
+}
+
 // gatewayWithKeyFile serves a gateway in this process whose config reads
 // one principal's key (the environment variable env) from secrets/file
 // instead, so that a test can rotate it; it returns the gateway, a client
@@ -336,6 +412,12 @@ func gatewayWithKeyFile(t *testing.T, env, file, key string) (*server, *testEnv,
 // it returns the gateway, a client, the folder and the config file's path.
 func reloadableGateway(t *testing.T, upstream string, edit func(dir, path string)) (*server, *testEnv, string, string) {
 	t.Helper()
+	return reloadableGatewayAt(t, upstream, agentg8.SystemClock{}, edit)
+}
+
+// reloadableGatewayAt is reloadableGateway on clock.
+func reloadableGatewayAt(t *testing.T, upstream string, clock agentg8.Clock, edit func(dir, path string)) (*server, *testEnv, string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	path := writeConfig(t, dir, upstream, envOpts{allowPrivate: true})
 	if edit != nil {
@@ -345,7 +427,7 @@ func reloadableGateway(t *testing.T, upstream string, edit func(dir, path string
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serveInProcess(t, c, slog.New(slog.DiscardHandler))
+	s := serveInProcessAt(t, c, slog.New(slog.DiscardHandler), clock)
 	return s, &testEnv{t: t, url: "http://" + s.ln.Addr().String()}, dir, path
 }
 

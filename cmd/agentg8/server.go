@@ -86,6 +86,15 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 }
 
 // peopleOf returns the configured users and agents.
+// channelsOf is the config's notification channels.
+func channelsOf(cfg *Config) []notify.Channel {
+	var out []notify.Channel
+	for _, n := range cfg.Notify {
+		out = append(out, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
+	}
+	return out
+}
+
 // rulesOf is the config's access groups and limits, which a reload may
 // change (restartOnly leaves them out).
 func rulesOf(cfg *Config) action.Rules {
@@ -467,11 +476,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		obs.seals.WithLabelValues(result).Inc()
 		obs.sealed.Add(float64(n))
 	}})
-	var channels []notify.Channel
-	for _, n := range cfg.Notify {
-		channels = append(channels, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
-	}
-	notifier := notify.New(channels, emailsOf(cfg))
+	notifier := notify.New(channelsOf(cfg), emailsOf(cfg), key.HMACKey())
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {
 		limiter = pg
@@ -632,8 +637,10 @@ func (s *server) reload(ctx context.Context) {
 	changed := map[bool]string{true: " (changed)"}
 	rules := rulesOf(cfg)
 	rulesChanged := !reflect.DeepEqual(rules, rulesOf(s.cfg))
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys, auditors, resolvers and limits%s",
-		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), changed[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys), changed[rulesChanged])}
+	notifyChanged := !reflect.DeepEqual(cfg.Notify, s.cfg.Notify)
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys, %d notification channels%s, auditors, resolvers and limits%s",
+		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), changed[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys),
+		len(cfg.Notify), changed[notifyChanged], changed[rulesChanged])}
 	if err := s.log.Append(ctx, ev); err != nil {
 		s.logger.Error("reload refused: the audit log cannot be written; nothing changed", "err", err)
 		return
@@ -656,12 +663,13 @@ func (s *server) reload(ctx context.Context) {
 		}
 	}
 	s.notifier.SetEmails(emailsOf(cfg))
+	s.notifier.SetChannels(channelsOf(cfg))
 	agents := agentsOf(cfg)
 	s.agentList.Store(&agents)
 	s.cfg = cfg
 	s.mcp.Reset()
 	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "credentials_changed", creds != nil,
-		"agents", len(cfg.Agents), "users", len(cfg.Users), "rules_changed", rulesChanged)
+		"agents", len(cfg.Agents), "users", len(cfg.Users), "notify_changed", notifyChanged, "rules_changed", rulesChanged)
 }
 
 // credentials builds the reloaded config's credentials as start-up did,
@@ -688,12 +696,12 @@ func (s *server) credentials(cfg *Config) (*credential.Set, error) {
 }
 
 // restartOnly names the config settings that differ between old and new
-// other than agents, users, credentials and rulesOf's, which a reload puts
-// in force.
+// other than agents, users, credentials, notification channels and
+// rulesOf's, which a reload puts in force.
 func restartOnly(old, new *Config) []string {
 	a, b := *old, *new
 	for _, c := range []*Config{&a, &b} {
-		c.Agents, c.Users, c.Credentials = nil, nil, nil
+		c.Agents, c.Users, c.Credentials, c.Notify = nil, nil, nil, nil
 		c.Audit.Auditors, c.Execution.Resolvers, c.Approvals, c.Limits.ActionsPerMinute = nil, nil, ApprovalsConfig{}, 0
 	}
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)

@@ -121,3 +121,32 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 		t.Fatalf("after appending on: %+v %v", rep, err)
 	}
 }
+
+// TestUpgradeKeepsQueuedNotifications: a notification queued under schema 6
+// (its channel by position) comes out of migration 7 with its position and
+// no channel key, for the worker to map; new ones carry their key.
+func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.PostgresDB(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &Store{pool: pool}
+	defer old.Close()
+	if err := old.migrate(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ('n1', 'a1', 1, 'approval_requested', '{}', 2, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	due, err := s.DueNotifications(ctx, time.Unix(1, 0), 10)
+	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
+		t.Fatalf("after migration: %+v %v", due, err)
+	}
+}

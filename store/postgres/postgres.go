@@ -656,8 +656,8 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 }
 
 func queueNotification(b *pgx.Batch, n action.Notification) {
-	b.Queue(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
+	b.Queue(`INSERT INTO notifications (id, action_id, channel_key, channel, event, payload, attempts, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		n.ID, n.ActionID, n.Channel, n.Position, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
 }
 
 // changeSet is a batch's new actions, or its updates, as column arrays for
@@ -870,7 +870,7 @@ func (s *Store) AuditRecordsForAction(ctx context.Context, id string, after int6
 
 // DueNotifications returns undelivered notifications due at now.
 func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, action_id, channel, event, payload, attempts, next_at, last_error FROM notifications
+	rows, err := s.pool.Query(ctx, `SELECT id, action_id, channel_key, channel, event, payload, attempts, next_at, last_error FROM notifications
 		WHERE NOT delivered AND next_at <= $1 ORDER BY next_at LIMIT $2`, now.UnixNano(), limit)
 	if err != nil {
 		return nil, err
@@ -880,7 +880,7 @@ func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) 
 	for rows.Next() {
 		var n action.Notification
 		var next int64
-		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
+		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Position, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
 			return nil, err
 		}
 		n.NextAt = time.Unix(0, next).UTC()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -124,5 +125,45 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 	idx := []int64{0, 1, tlog.StoredHashIndex(0, 73), tlog.StoredHashIndex(0, 115)}
 	if _, err := st.ReadAuditHashes(ctx, idx); err != nil {
 		t.Fatalf("hashes across both layouts: %v", err)
+	}
+}
+
+// TestUpgradeKeepsQueuedNotifications: a notification queued under schema 6
+// (its channel by position) comes out of migration 7 with its position and
+// no channel key, for the worker to map.
+func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+p+"?_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for v := 1; v <= 6; v++ {
+		files, _ := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", v))
+		body, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(body)); err != nil {
+			t.Fatal(err)
+		}
+		db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, v)
+	}
+	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES ('n1', 'a1', 1, 'approval_requested', X'7B7D', 2, 0, 0, '')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st, err := sqlite.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	due, err := st.DueNotifications(ctx, time.Unix(1, 0), 10)
+	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
+		t.Fatalf("after migration: %+v %v", due, err)
 	}
 }

@@ -472,8 +472,8 @@ type execer interface {
 }
 
 func insertNotification(ctx context.Context, db execer, n action.Notification) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0, '')`, n.ID, n.ActionID, n.Channel, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
+	_, err := db.ExecContext(ctx, `INSERT INTO notifications (id, action_id, channel_key, channel, event, payload, attempts, next_at, delivered, last_error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, '')`, n.ID, n.ActionID, n.Channel, n.Position, n.Event, n.Payload, n.Attempts, n.NextAt.UnixNano())
 	if err != nil {
 		return fmt.Errorf("queue notification: %w", err)
 	}
@@ -482,7 +482,7 @@ func insertNotification(ctx context.Context, db execer, n action.Notification) e
 
 // DueNotifications returns undelivered notifications due at now, oldest first.
 func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, action_id, channel, event, payload, attempts, next_at, last_error FROM notifications
+	rows, err := s.db.QueryContext(ctx, `SELECT id, action_id, channel_key, channel, event, payload, attempts, next_at, last_error FROM notifications
 		WHERE delivered = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now.UnixNano(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due notifications: %w", err)
@@ -492,7 +492,7 @@ func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) 
 	for rows.Next() {
 		var n action.Notification
 		var next int64
-		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
+		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Position, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
 			return nil, err
 		}
 		n.NextAt = time.Unix(0, next).UTC()

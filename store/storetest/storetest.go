@@ -577,13 +577,13 @@ func testApprovals(t *testing.T, s Store) {
 func testNotifications(t *testing.T, s Store) {
 	ctx := context.Background()
 	a := newAction("an", "bot", "ops.x", agentg8.StatePendingApproval, t0)
-	n1 := action.Notification{ID: "n1", ActionID: "an", Channel: 0, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0}
-	n2 := action.Notification{ID: "n2", ActionID: "an", Channel: 1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0.Add(time.Hour)}
+	n1 := action.Notification{ID: "n1", ActionID: "an", Channel: "key-one", Position: -1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0}
+	n2 := action.Notification{ID: "n2", ActionID: "an", Channel: "key-two", Position: -1, Event: "approval_requested", Payload: []byte(`{}`), NextAt: t0.Add(time.Hour)}
 	if err := commitChanges(ctx, s, &action.Change{Action: a, Notify: []action.Notification{n1, n2}}); err != nil {
 		t.Fatal(err)
 	}
 	due, err := s.DueNotifications(ctx, t0.Add(time.Minute), 10)
-	if err != nil || len(due) != 1 || due[0].ID != "n1" || string(due[0].Payload) != "{}" {
+	if err != nil || len(due) != 1 || due[0].ID != "n1" || string(due[0].Payload) != "{}" || due[0].Channel != "key-one" || due[0].Position != -1 {
 		t.Fatalf("due: %+v %v", due, err)
 	}
 	due[0].Attempts, due[0].LastError, due[0].NextAt = 1, "boom", t0.Add(2*time.Hour)
@@ -591,7 +591,7 @@ func testNotifications(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	due, _ = s.DueNotifications(ctx, t0.Add(90*time.Minute), 10)
-	if len(due) != 1 || due[0].ID != "n2" {
+	if len(due) != 1 || due[0].ID != "n2" || due[0].Channel != "key-two" {
 		t.Errorf("rescheduled: %+v", due)
 	}
 	due[0].Delivered = true
