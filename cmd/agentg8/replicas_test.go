@@ -87,10 +87,16 @@ func TestReplicasOnPostgres(t *testing.T) {
 		woke <- time.Since(start)
 	}()
 	time.Sleep(300 * time.Millisecond)
+	var answers sync.Map // "status code" → count, for a failure's message
 	for i, p := range ps {
 		for j, key := range []string{franKey, fredKey, franKey} {
 			wg.Add(1)
-			go func() { defer wg.Done(); env(i+j).approve(key, p.apr, p.hash, true) }()
+			go func() {
+				defer wg.Done()
+				st, a := env(i+j).approve(key, p.apr, p.hash, true)
+				c, _ := answers.LoadOrStore(fmt.Sprintf("%d %v", st, a["code"]), new(atomic.Int32))
+				c.(*atomic.Int32).Add(1)
+			}()
 		}
 	}
 	wg.Wait()
@@ -102,7 +108,27 @@ func TestReplicasOnPostgres(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Error("long-poll on another replica was not woken")
 	}
-	waitFor(t, "all approved actions to run", 60*time.Second, func() bool { return total.Load() >= n })
+	if !waitUntil(60*time.Second, func() bool { return total.Load() >= n }) {
+		states := map[string][]string{}
+		for _, p := range ps {
+			_, a := env(0).do("GET", "/v1/actions/"+p.id, supportKey, nil)
+			st, _ := a["status"].(string)
+			states[st] = append(states[st], p.id)
+		}
+		var got []string
+		answers.Range(func(k, v any) bool { got = append(got, fmt.Sprintf("%v ×%d", k, v.(*atomic.Int32).Load())); return true })
+		for st, ids := range states {
+			t.Logf("%s: %d, e.g. %s", st, len(ids), ids[0])
+		}
+		for i, r := range reps {
+			for _, l := range strings.Split(r.logs.String(), "\n") {
+				if strings.Contains(l, "ERROR") || strings.Contains(l, "WARN") {
+					t.Logf("replica %d: %s", i, l)
+				}
+			}
+		}
+		t.Fatalf("%d of %d approved actions ran after 60 s; approve answers: %v", total.Load(), n, got)
+	}
 	time.Sleep(2 * time.Second) // any duplicate would show up now
 	if total.Load() != n {
 		t.Fatalf("%d upstream effects for %d actions", total.Load(), n)
@@ -113,6 +139,13 @@ func TestReplicasOnPostgres(t *testing.T) {
 		}
 		return true
 	})
+	// Duplicate clicks on several replicas contend for the same rows; they
+	// must wait, not deadlock (a deadlock fails a whole batch).
+	for i, r := range reps {
+		if l := r.logs.String(); strings.Contains(l, "deadlock") || strings.Contains(l, "audit unavailable") {
+			t.Errorf("replica %d logged a failed audit batch: %s", i, l)
+		}
+	}
 
 	// A live replica renews its lease: an execution longer than the lease
 	// is not taken over.

@@ -6,6 +6,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -512,15 +514,25 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 // several changes of a kind, they are written by one set statement, whose
 // guard cannot say which change lost; the batch is then tried again one
 // statement per change.
+//
+// A batch PostgreSQL aborted as a deadlock victim or a serialization
+// failure was rolled back whole, so it is tried again (up to three times).
+// Batches lock rows in one order, so deadlocks between replicas' batches
+// should not happen; this covers other sessions on the same rows.
 func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes []any) (start int64, err error) {
-	start, err = s.appendRecords(ctx, recs, changes, true)
-	if errors.Is(err, errSetRefused) {
-		// Some change was refused, and a set statement cannot say which:
-		// try again one statement per change, which names it (or, if what
-		// refused it changed meanwhile, commits).
-		return s.appendRecords(ctx, recs, changes, false)
+	for try := 1; ; try++ {
+		start, err = s.appendRecords(ctx, recs, changes, true)
+		if errors.Is(err, errSetRefused) {
+			// Some change was refused, and a set statement cannot say which:
+			// try again one statement per change, which names it (or, if
+			// what refused it changed meanwhile, commits).
+			start, err = s.appendRecords(ctx, recs, changes, false)
+		}
+		var pe *pgconn.PgError
+		if try == 3 || !errors.As(err, &pe) || pe.Code != "40P01" && pe.Code != "40001" {
+			return start, err
+		}
 	}
-	return start, err
 }
 
 // minSet is the fewest changes of one kind (new actions, updates) a batch
@@ -548,12 +560,12 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	batch := &pgx.Batch{}
 	var slots []slot
 	var changed []string
-	var ins, upd changeSet
 	var notes []action.Notification
 	// A set statement of one or two rows costs more than twice a
 	// single-row statement (measured), so it is used for a kind of change
 	// only when the batch has several.
-	var creates, updates int
+	var creates int
+	var order []int
 	for i, c := range changes {
 		if c == nil {
 			continue
@@ -564,48 +576,54 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		}
 		if ch.From == "" {
 			creates++
-		} else {
-			updates++
 		}
+		order = append(order, i)
 	}
-	setCreates, setUpdates := sets && creates >= minSet, sets && updates >= minSet
-	for i, c := range changes {
-		if c == nil {
+	// Every batch takes its row locks in one order — new actions by request
+	// hash, then updated actions by ID — so two replicas' batches touching
+	// the same actions (duplicate approval clicks on two replicas) wait for
+	// each other instead of deadlocking (TestBatchesDoNotDeadlock).
+	slices.SortFunc(order, func(i, j int) int { return lockOrder(changes[i].(*action.Change), changes[j].(*action.Change)) })
+	// Creates, then updates (order is sorted so): each kind as one set
+	// statement when the batch has several, else one statement per change.
+	planned := false
+	for _, part := range [][]int{order[:creates], order[creates:]} {
+		if !sets || len(part) < minSet {
+			for _, i := range part {
+				ch := changes[i].(*action.Change)
+				changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
+				sql, args, err := changeSQL(ch)
+				if err != nil {
+					return 0, &audit.ChangeError{Index: i, Err: err}
+				}
+				batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
+				slots = append(slots, slot{index: i, ch: ch})
+				for _, n := range ch.Notify {
+					queueNotification(batch, n)
+					slots = append(slots, slot{index: i})
+				}
+			}
 			continue
 		}
-		ch := c.(*action.Change)
-		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
-		if set := &upd; ch.From == "" && setCreates || ch.From != "" && setUpdates {
-			if ch.From == "" {
-				set = &ins
-			}
+		var set changeSet
+		for _, i := range part {
+			ch := changes[i].(*action.Change)
+			changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
 			if err := set.add(ch); err != nil {
 				return 0, &audit.ChangeError{Index: i, Err: err}
 			}
 			notes = append(notes, ch.Notify...)
-			continue
 		}
-		sql, args, err := changeSQL(ch)
-		if err != nil {
-			return 0, &audit.ChangeError{Index: i, Err: err}
+		if !planned {
+			batch.Queue(setPlansSQL)
+			slots = append(slots, slot{index: -1})
+			planned = true
 		}
-		batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
-		slots = append(slots, slot{index: i, ch: ch})
-		for _, n := range ch.Notify {
-			queueNotification(batch, n)
-			slots = append(slots, slot{index: i})
+		stmt := updateSetSQL
+		if changes[part[0]].(*action.Change).From == "" {
+			stmt = insertSetSQL
 		}
-	}
-	if ins.n+upd.n > 0 {
-		batch.Queue(setPlansSQL)
-		slots = append(slots, slot{index: -1})
-	}
-	if ins.n > 0 {
-		batch.Queue(insertSetSQL, ins.args()...)
-		slots = append(slots, slot{index: -1, set: true})
-	}
-	if upd.n > 0 {
-		batch.Queue(updateSetSQL, upd.args()...)
+		batch.Queue(stmt, set.args()...)
 		slots = append(slots, slot{index: -1, set: true})
 	}
 	for _, n := range notes {
@@ -653,6 +671,33 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		return 0, fmt.Errorf("append audit: commit: %w", err)
 	}
 	return start, nil
+}
+
+// lockOrder orders a batch's changes as their statements lock rows: new
+// actions first, by the pending-request hash their unique index locks
+// (then ID), then updated actions by ID.
+func lockOrder(a, b *action.Change) int {
+	if ca, cb := a.From == "", b.From == ""; ca != cb {
+		if ca {
+			return -1
+		}
+		return 1
+	}
+	if a.From == "" {
+		_, ha := keys(a.Action)
+		_, hb := keys(b.Action)
+		if c := cmp.Compare(deref(ha), deref(hb)); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(a.Action.ID, b.Action.ID)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func queueNotification(b *pgx.Batch, n action.Notification) {

@@ -365,3 +365,151 @@ func TestConsoleSessions(t *testing.T) {
 		t.Error("an expired session was kept")
 	}
 }
+
+// Two replicas' batches that update the same actions, listed in opposite
+// orders (duplicate approval clicks through two replicas), must not
+// deadlock: each batch locks rows in one global order, so one waits for
+// the other and then loses its compare-and-set — a refusal for that
+// change, never a failed batch. Rounds of two updates use one statement
+// per change, rounds of five the set statement.
+func TestBatchesDoNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	a, b := openStore(t, url), openStore(t, url)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	now := time.Now().UTC()
+	recs := func(n int) []audit.Pending {
+		out := make([]audit.Pending, n)
+		for i := range out {
+			out[i] = audit.Pending{ActionID: "act", Tail: []byte(`}`)}
+		}
+		return out
+	}
+	for round := 0; round < 20; round++ {
+		n := []int{2, 5}[round%2]
+		var creates []any
+		var acts []*agentg8.Action
+		for i := 0; i < n; i++ {
+			x := &agentg8.Action{ID: fmt.Sprintf("act_%02d_%d", round, i), Task: "ops.x", Principal: "bot", Status: agentg8.StateApproved,
+				Input: json.RawMessage(`{}`), CreatedAt: now, UpdatedAt: now, Version: 1}
+			acts = append(acts, x)
+			creates = append(creates, &action.Change{Action: x})
+		}
+		if _, err := a.AppendRecords(ctx, recs(1), creates); err != nil {
+			t.Fatal(err)
+		}
+		updates := func(reverse bool) []any {
+			var out []any
+			for i := range acts {
+				if reverse {
+					i = len(acts) - 1 - i
+				}
+				x := *acts[i]
+				x.Status = agentg8.StateExecuting
+				out = append(out, &action.Change{Action: &x, From: agentg8.StateApproved, Lease: &action.Lease{Owner: "r", TTL: time.Minute}})
+			}
+			return out
+		}
+		// A third session holds every row, so both batches start and wait
+		// at their first lock, and run interleaved once it lets go.
+		hold, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hold.Exec(ctx, `SELECT 1 FROM actions WHERE id LIKE $1 FOR UPDATE`, fmt.Sprintf("act_%02d_%%", round)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for k, s := range []*postgres.Store{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[k] = s.AppendRecords(ctx, recs(n), updates(k == 1))
+			}()
+		}
+		for waiting := 0; waiting < 2; {
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hold.Rollback(ctx)
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			var ce *audit.ChangeError
+			switch {
+			case err == nil:
+				won++
+			case !errors.As(err, &ce) || !errors.Is(err, action.ErrStateConflict):
+				t.Fatalf("round %d (%d updates): a batch failed: %v", round, n, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d batches committed, want exactly one (errors %v)", round, won, errs)
+		}
+	}
+}
+
+// A batch chosen as a deadlock's victim (here against another session
+// taking the same rows in the other order) was rolled back whole, and is
+// tried again: it commits once the other session is done.
+func TestDeadlockVictimIsRetried(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	s := openStore(t, url)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	now := time.Now().UTC()
+	var creates, updates []any
+	for i := 0; i < 2; i++ {
+		x := &agentg8.Action{ID: fmt.Sprintf("act_%d", i), Task: "ops.x", Principal: "bot", Status: agentg8.StateApproved,
+			Input: json.RawMessage(`{}`), CreatedAt: now, UpdatedAt: now, Version: 1}
+		creates = append(creates, &action.Change{Action: x})
+		y := *x
+		y.Status = agentg8.StateRejected
+		updates = append(updates, &action.Change{Action: &y, From: agentg8.StateApproved})
+	}
+	rec := []audit.Pending{{ActionID: "act_0", Tail: []byte(`}`)}}
+	if _, err := s.AppendRecords(ctx, rec, creates); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	// The other session waits long before checking for deadlocks, so the
+	// batch (1 s, the default) is the one PostgreSQL aborts.
+	if _, err := other.Exec(ctx, `SET LOCAL deadlock_timeout = '20s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `SELECT 1 FROM actions WHERE id = 'act_1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.AppendRecords(ctx, rec, updates); done <- err }() // locks act_0, waits for act_1
+	for waiting := 0; waiting < 1; {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.Exec(ctx, `UPDATE actions SET updated_at = updated_at WHERE id = 'act_0'`); err != nil {
+		t.Fatal(err) // granted once the batch, the victim, rolled back
+	}
+	other.Rollback(ctx)
+	if err := <-done; err != nil {
+		t.Fatalf("the batch after the deadlock: %v", err)
+	}
+	var rejected int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM actions WHERE status = 'rejected'`).Scan(&rejected); err != nil || rejected != 2 {
+		t.Fatalf("rejected actions: %d %v", rejected, err)
+	}
+}
