@@ -116,7 +116,10 @@ func TestReplicasOnPostgres(t *testing.T) {
 			states[st] = append(states[st], p.id)
 		}
 		var got []string
-		answers.Range(func(k, v any) bool { got = append(got, fmt.Sprintf("%v ×%d", k, v.(*atomic.Int32).Load())); return true })
+		answers.Range(func(k, v any) bool {
+			got = append(got, fmt.Sprintf("%v ×%d", k, v.(*atomic.Int32).Load()))
+			return true
+		})
 		for st, ids := range states {
 			t.Logf("%s: %d, e.g. %s", st, len(ids), ids[0])
 		}
