@@ -619,11 +619,11 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 			slots = append(slots, slot{index: -1})
 			planned = true
 		}
-		stmt := updateSetSQL
+		stmt, update := updateSetSQL, true
 		if changes[part[0]].(*action.Change).From == "" {
-			stmt = insertSetSQL
+			stmt, update = insertSetSQL, false
 		}
-		batch.Queue(stmt, set.args()...)
+		batch.Queue(stmt, set.args(update)...)
 		slots = append(slots, slot{index: -1, set: true})
 	}
 	for _, n := range notes {
@@ -732,7 +732,12 @@ func (c *changeSet) add(ch *action.Change) error {
 	return nil
 }
 
-func (c *changeSet) args() []any {
+// args are insertSetSQL's arguments, or updateSetSQL's (which also
+// compare each action's state and version).
+func (c *changeSet) args(update bool) []any {
+	if !update {
+		return []any{c.ids, c.principals, c.tasks, c.statuses, c.created, c.updated, c.data, c.approvals, c.hashes, c.owners, c.ttls, c.n}
+	}
 	return []any{c.ids, c.principals, c.tasks, c.statuses, c.created, c.updated, c.data, c.approvals, c.hashes, c.owners, c.ttls, c.from, c.versions, c.n}
 }
 
@@ -741,10 +746,10 @@ func (c *changeSet) args() []any {
 const insertSetSQL = `WITH c AS (INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
 	SELECT u.id, u.principal, u.task, u.status, u.created_at, u.updated_at, u.data, 1, u.approval_id, u.request_hash, u.lease_owner,
 		CASE WHEN u.lease_owner IS NULL THEN NULL ELSE now() + u.ttl * interval '1 microsecond' END
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[])
-		AS u(id, principal, task, status, created_at, updated_at, data, approval_id, request_hash, lease_owner, ttl, from_status, version)
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::bigint[])
+		AS u(id, principal, task, status, created_at, updated_at, data, approval_id, request_hash, lease_owner, ttl)
 	ON CONFLICT DO NOTHING RETURNING 1)
-SELECT 1 / (count(*) = $14)::int FROM c`
+SELECT 1 / (count(*) = $12)::int FROM c`
 
 // setPlansSQL sets how the rest of the transaction plans the set
 // statements. Joins probe the primary key for each change whatever the
