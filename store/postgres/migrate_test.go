@@ -70,21 +70,30 @@ func appendEvents(t *testing.T, l *audit.Log, from, n int) {
 	}
 }
 
+// storeAtVersion is a store on a new database with the migrations up to
+// version applied, as an older AgentG8 left it, and the database's URL.
+func storeAtVersion(t *testing.T, version int) (string, *Store) {
+	t.Helper()
+	url := storetest.PostgresDB(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &Store{pool: pool}
+	t.Cleanup(func() { old.Close() })
+	if err := old.migrate(context.Background(), version); err != nil {
+		t.Fatal(err)
+	}
+	return url, old
+}
+
 // TestUpgradeKeepsTheAuditLog: a log sealed under schema version 2 (a row
 // per hash) is carried into hash runs by migration 3, still verifies, and
 // grows on; a second run of the migrations changes nothing.
 func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 	ctx := context.Background()
-	url := storetest.PostgresDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := &Store{pool: pool}
-	defer old.Close()
-	if err := old.migrate(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
+	url, old := storeAtVersion(t, 2)
+	pool := old.pool
 	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
 	if err != nil {
 		t.Fatal(err)
@@ -127,17 +136,8 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 // no channel key, for the worker to map; new ones carry their key.
 func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	ctx := context.Background()
-	url := storetest.PostgresDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := &Store{pool: pool}
-	defer old.Close()
-	if err := old.migrate(ctx, 6); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ('n1', 'a1', 1, 'approval_requested', '{}', 2, 0)`); err != nil {
+	url, old := storeAtVersion(t, 6)
+	if _, err := old.pool.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ('n1', 'a1', 1, 'approval_requested', '{}', 2, 0)`); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(ctx, url)

@@ -66,12 +66,10 @@ func (s v4Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
 	return n, err
 }
 
-// TestUpgradeKeepsTheAuditLog: a log written under schema version 4 is
-// carried into hash runs by migration 5, still verifies, and grows on.
-func TestUpgradeKeepsTheAuditLog(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "old.db")
+// dbAtVersion creates the SQLite database p with the migrations up to
+// version applied, as an older AgentG8 left it.
+func dbAtVersion(t *testing.T, p string, version int) *sql.DB {
+	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+p+"?_pragma=journal_mode(WAL)&_txlock=immediate")
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +78,7 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 	if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	for v := 1; v <= 4; v++ {
+	for v := 1; v <= version; v++ {
 		files, _ := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", v))
 		body, err := os.ReadFile(files[0])
 		if err != nil {
@@ -91,6 +89,16 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 		}
 		db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, v)
 	}
+	return db
+}
+
+// TestUpgradeKeepsTheAuditLog: a log written under schema version 4 is
+// carried into hash runs by migration 5, still verifies, and grows on.
+func TestUpgradeKeepsTheAuditLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "old.db")
+	db := dbAtVersion(t, p, 4)
 	key, err := audit.LoadOrCreateKey(filepath.Join(dir, "audit.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,25 +142,7 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite", "file:"+p+"?_pragma=journal_mode(WAL)&_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	for v := 1; v <= 6; v++ {
-		files, _ := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", v))
-		body, err := os.ReadFile(files[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(string(body)); err != nil {
-			t.Fatal(err)
-		}
-		db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, v)
-	}
+	db := dbAtVersion(t, p, 6)
 	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES ('n1', 'a1', 1, 'approval_requested', X'7B7D', 2, 0, 0, '')`); err != nil {
 		t.Fatal(err)
 	}
