@@ -213,9 +213,6 @@ func New(c Config) *Service {
 // made keep their expiry.
 func (s *Service) SetRules(r Rules) { s.rules.Store(r.withDefaults()) }
 
-// Rules returns the rules in force.
-func (s *Service) Rules() Rules { return *s.rules.Load() }
-
 // People are the configured users and agents.
 type People struct {
 	Users  map[string]agentg8.User

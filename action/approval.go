@@ -87,7 +87,11 @@ func (s *Service) notice(a *agentg8.Action, event string) *agentg8.ApprovalNotic
 
 // queue prepares one notification per channel, to be stored with the change.
 func (s *Service) queue(a *agentg8.Action, event string) []Notification {
-	if s.c.Notifier == nil || len(s.c.Notifier.Channels()) == 0 {
+	if s.c.Notifier == nil {
+		return nil
+	}
+	channels := s.c.Notifier.Channels()
+	if len(channels) == 0 {
 		return nil
 	}
 	payload, err := json.Marshal(s.notice(a, event))
@@ -95,7 +99,7 @@ func (s *Service) queue(a *agentg8.Action, event string) []Notification {
 		return nil
 	}
 	var out []Notification
-	for _, ch := range s.c.Notifier.Channels() {
+	for _, ch := range channels {
 		out = append(out, Notification{ID: s.c.NewID("ntf"), ActionID: a.ID, Channel: ch, Position: -1, Event: event, Payload: payload, NextAt: s.c.Clock.Now()})
 	}
 	return out

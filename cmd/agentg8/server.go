@@ -85,7 +85,6 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 	return l, errors.Join(errs...)
 }
 
-// peopleOf returns the configured users and agents.
 // channelsOf is the config's notification channels.
 func channelsOf(cfg *Config) []notify.Channel {
 	var out []notify.Channel
@@ -102,6 +101,7 @@ func rulesOf(cfg *Config) action.Rules {
 		MaxPending: cfg.Approvals.MaxPendingPerAgent, RatePerMinute: cfg.Limits.ActionsPerMinute}
 }
 
+// peopleOf returns the configured users and agents.
 func peopleOf(cfg *Config) *action.People {
 	p := &action.People{Users: map[string]agentg8.User{}, Agents: map[string]agentg8.Principal{}}
 	for _, a := range cfg.Agents {
