@@ -31,11 +31,12 @@ import (
 // ceiling is independent single-row durable inserts from as many callers
 // on the same cluster (storetest.Inserts, with the pool sizes
 // storetest.CeilingConns gives; the higher rate), measured first in the
-// same run; each replica
-// result also reports its ratio to it (x-inserts), and how many
-// connections the replicas opened to the upstream (upstream-conns: each
-// replica keeps its own, so a few more than the clients is normal; many
-// times more means the connector's idle pool churns).
+// same run. Each replica result also reports its ratio to it (x-inserts),
+// the CPU per action of this process (replicas, upstream and callers:
+// go-µs/op) and of PostgreSQL (pg-µs/op), and how many connections the
+// replicas opened to the upstream (upstream-conns: each replica keeps its
+// own, so a few more than the clients is normal; many times more means the
+// connector's idle pool churns).
 // AGENTG8_BENCH_CLIENTS=16,256 picks the client counts.
 func BenchmarkPostgresReplicas(b *testing.B) {
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -63,7 +64,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 		}
 		for _, n := range []int{1, 3} {
 			b.Run(fmt.Sprintf("clients=%d/replicas=%d", clients, n), func(b *testing.B) {
-				servers, _ := startReplicas(b, up.URL, "", n)
+				servers, db := startReplicas(b, up.URL, "", n)
 				var svcs []*action.Service
 				for _, s := range servers {
 					svcs = append(svcs, s.service)
@@ -71,6 +72,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 				bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
 				prop := action.Proposal{Task: "crm.get_customer", Input: json.RawMessage(`{"customer_id":"cus_1"}`)}
 				var next atomic.Int64
+				cpu := storetest.StartCPU(b, db)
 				storetest.Writers(b, clients, "actions", func() error {
 					a, err := svcs[int(next.Add(1))%n].Propose(context.Background(), bot, prop)
 					if err != nil {
@@ -81,6 +83,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 					}
 					return nil
 				})
+				cpu.Report(b)
 				b.ReportMetric(float64(conns.Swap(0)), "upstream-conns")
 				if ceiling > 0 {
 					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/ceiling, "x-inserts")

@@ -69,7 +69,7 @@ func CeilingConns(clients int) []int {
 // independent durable single-row INSERTs of row into a new table of the
 // database at url, from clients concurrent callers over a pool of conns
 // connections (each its own implicit transaction and commit). It reports
-// and returns inserts per second. The pool is sized explicitly: pgxpool's
+// inserts per second (and returns it) and the CPU per insert (CPUMeter). The pool is sized explicitly: pgxpool's
 // default (4 connections on a small machine) would throttle the ceiling.
 func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
 	cfg, err := pgxpool.ParseConfig(url)
@@ -96,9 +96,11 @@ func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
 	for _, c := range open {
 		c.Release()
 	}
+	cpu := StartCPU(b, url)
 	Writers(b, clients, "ops", func() error {
 		_, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, row)
 		return err
 	})
+	cpu.Report(b)
 	return float64(b.N) / b.Elapsed().Seconds()
 }
