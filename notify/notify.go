@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/smtp"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -164,20 +165,27 @@ func (n *Notifier) webhook(ctx context.Context, ch Channel, nt *agentg8.Approval
 	if err != nil {
 		return err
 	}
+	// A webhook URL often carries a token (Slack's do): errors, which are
+	// logged and stored with the queued notice, name only its origin.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ch.URL, bytes.NewReader(b))
 	if err != nil {
-		return err
+		return errors.New("webhook: the URL is not valid")
 	}
+	origin := req.URL.Scheme + "://" + req.URL.Host
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "agentg8-notify")
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook: %w", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhook %s: %w", origin, err)
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("webhook answered %s", resp.Status)
+		return fmt.Errorf("webhook %s answered %s", origin, resp.Status)
 	}
 	return nil
 }

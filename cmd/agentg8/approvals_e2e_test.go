@@ -451,3 +451,33 @@ func TestApprovalCLI(t *testing.T) {
 		t.Errorf("propose pending: %d %s", code, out)
 	}
 }
+
+// A webhook URL often carries its token in the path (Slack's do): a failed
+// delivery's error names the webhook by scheme and host only, in the logs
+// and in the queue's stored last error.
+func TestWebhookURLStaysOutOfLogs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every delivery fails
+	const token = "whk_T0123_B4567_secret89abcdef"
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: fmt.Sprintf("notify:\n  - {type: webhook, url: \"http://%s/services/%s?k=%s\"}\n", addr, token, token)})
+	st, a := e.propose(supportKey, "ops.wire", map[string]any{"amount": 1})
+	pendingOf(t, st, a)
+	waitFor(t, "a failed delivery", 10*time.Second, func() bool { return strings.Contains(e.logs.String(), "notification failed") })
+	e.stop()
+	if l := e.logs.String(); strings.Contains(l, token) || !strings.Contains(l, "http://"+addr) {
+		t.Errorf("logs name the webhook's token, or not its host: %s", l)
+	}
+	filepath.Walk(filepath.Join(e.dir, "data"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		if b, _ := os.ReadFile(p); strings.Contains(string(b), token) {
+			t.Errorf("the webhook's token is in %s", p)
+		}
+		return nil
+	})
+}
