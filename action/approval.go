@@ -451,7 +451,12 @@ func (s *Service) deliver(ctx context.Context) {
 	if s.c.Notifier == nil {
 		return
 	}
-	due, err := s.c.Store.DueNotifications(ctx, s.c.Clock.Now(), 50)
+	// Every replica's worker wakes when an approval is requested, so each
+	// takes its notifications by claim: a notice goes out once, not once
+	// per replica. A claim outlasts its sends (each up to 15 s); a replica
+	// that stops mid-way leaves its claims to be retried after it.
+	now := s.c.Clock.Now()
+	due, err := s.c.Store.ClaimNotifications(ctx, now, now.Add(notifyClaim*15*time.Second+time.Minute), notifyClaim)
 	if err != nil {
 		s.c.Logger.Error("worker: due notifications", "err", err)
 		return
@@ -493,3 +498,6 @@ func (s *Service) deliver(ctx context.Context) {
 }
 
 const maxNotifyAttempts = 12
+
+// notifyClaim is how many notifications a worker claims at a time.
+const notifyClaim = 10

@@ -61,8 +61,11 @@ type Store interface {
 	// ExpiredLeases lists executing actions whose lease has run out.
 	ExpiredLeases(ctx context.Context) ([]*agentg8.Action, error)
 
-	// DueNotifications returns undelivered notifications due at now.
-	DueNotifications(ctx context.Context, now time.Time, limit int) ([]Notification, error)
+	// ClaimNotifications takes up to limit undelivered notifications due
+	// at now, oldest first, for one deliverer: each is due again only at
+	// until (when its deliverer stopped before recording the attempt), so
+	// deliverers on other replicas skip it meanwhile.
+	ClaimNotifications(ctx context.Context, now, until time.Time, limit int) ([]Notification, error)
 	// UpdateNotification records a delivery attempt.
 	UpdateNotification(ctx context.Context, n Notification) error
 

@@ -315,3 +315,25 @@ func TestConsoleSessionsAreSharedByReplicas(t *testing.T) {
 		t.Errorf("signed out on one replica, still in on the other: %d", st)
 	}
 }
+
+// Every replica's worker wakes when an approval is requested anywhere, and
+// all of them deliver queued notices: each notice must go out once, not
+// once per replica.
+func TestNotificationsAreSentOnceByReplicas(t *testing.T) {
+	hook := newWebhook(t)
+	envs, _ := inProcessReplicas(t, newRecorder(t), fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n", hook.srv.URL), 3)
+	const n = 12
+	for i := 0; i < n; i++ {
+		st, a := envs[i%3].propose(supportKey, "ops.wire", map[string]any{"amount": i})
+		pendingOf(t, st, a)
+	}
+	waitFor(t, "every notice", 10*time.Second, func() bool { return len(hook.received()) >= n })
+	time.Sleep(2 * time.Second) // later duplicates would show up by now
+	per := map[any]int{}
+	for _, m := range hook.received() {
+		per[m["action_id"]]++
+	}
+	if len(hook.received()) != n || len(per) != n {
+		t.Errorf("%d notices for %d actions (%d distinct), want one each: %v", len(hook.received()), n, len(per), per)
+	}
+}

@@ -145,7 +145,7 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	due, err := s.DueNotifications(ctx, time.Unix(1, 0), 10)
+	due, err := s.ClaimNotifications(ctx, time.Unix(1, 0), time.Unix(2, 0), 10)
 	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
 		t.Fatalf("after migration: %+v %v", due, err)
 	}

@@ -918,10 +918,13 @@ func (s *Store) AuditRecordsForAction(ctx context.Context, id string, after int6
 	return records(s.pool.Query(ctx, `SELECT seq, action_id, data FROM audit_records WHERE action_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, after, limit))
 }
 
-// DueNotifications returns undelivered notifications due at now.
-func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, action_id, channel_key, channel, event, payload, attempts, next_at, last_error FROM notifications
-		WHERE NOT delivered AND next_at <= $1 ORDER BY next_at LIMIT $2`, now.UnixNano(), limit)
+// ClaimNotifications takes due notifications for one deliverer: rows
+// another replica is claiming are skipped, not waited for.
+func (s *Store) ClaimNotifications(ctx context.Context, now, until time.Time, limit int) ([]action.Notification, error) {
+	rows, err := s.pool.Query(ctx, `WITH due AS (SELECT id, next_at FROM notifications WHERE NOT delivered AND next_at <= $1
+			ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		UPDATE notifications n SET next_at = $3 FROM due WHERE n.id = due.id
+		RETURNING n.id, n.action_id, n.channel_key, n.channel, n.event, n.payload, n.attempts, due.next_at, n.last_error`, now.UnixNano(), limit, until.UnixNano())
 	if err != nil {
 		return nil, err
 	}
@@ -936,7 +939,11 @@ func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) 
 		n.NextAt = time.Unix(0, next).UTC()
 		out = append(out, n)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b action.Notification) int { return a.NextAt.Compare(b.NextAt) })
+	return out, nil
 }
 
 // UpdateNotification records a delivery attempt.

@@ -480,25 +480,40 @@ func insertNotification(ctx context.Context, db execer, n action.Notification) e
 	return nil
 }
 
-// DueNotifications returns undelivered notifications due at now, oldest first.
-func (s *Store) DueNotifications(ctx context.Context, now time.Time, limit int) ([]action.Notification, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, action_id, channel_key, channel, event, payload, attempts, next_at, last_error FROM notifications
+// ClaimNotifications takes due notifications, oldest first, moving each
+// to until (one process writes SQLite, but the claim keeps the contract).
+func (s *Store) ClaimNotifications(ctx context.Context, now, until time.Time, limit int) ([]action.Notification, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("claim notifications: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT id, action_id, channel_key, channel, event, payload, attempts, next_at, last_error FROM notifications
 		WHERE delivered = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`, now.UnixNano(), limit)
 	if err != nil {
-		return nil, fmt.Errorf("due notifications: %w", err)
+		return nil, fmt.Errorf("claim notifications: %w", err)
 	}
-	defer rows.Close()
 	var out []action.Notification
 	for rows.Next() {
 		var n action.Notification
 		var next int64
 		if err := rows.Scan(&n.ID, &n.ActionID, &n.Channel, &n.Position, &n.Event, &n.Payload, &n.Attempts, &next, &n.LastError); err != nil {
+			rows.Close()
 			return nil, err
 		}
 		n.NextAt = time.Unix(0, next).UTC()
 		out = append(out, n)
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, n := range out {
+		if _, err := tx.ExecContext(ctx, `UPDATE notifications SET next_at = ? WHERE id = ?`, until.UnixNano(), n.ID); err != nil {
+			return nil, fmt.Errorf("claim notifications: %w", err)
+		}
+	}
+	return out, tx.Commit()
 }
 
 // UpdateNotification records a delivery attempt.

@@ -582,23 +582,82 @@ func testNotifications(t *testing.T, s Store) {
 	if err := commitChanges(ctx, s, &action.Change{Action: a, Notify: []action.Notification{n1, n2}}); err != nil {
 		t.Fatal(err)
 	}
-	due, err := s.DueNotifications(ctx, t0.Add(time.Minute), 10)
-	if err != nil || len(due) != 1 || due[0].ID != "n1" || string(due[0].Payload) != "{}" || due[0].Channel != "key-one" || due[0].Position != -1 {
-		t.Fatalf("due: %+v %v", due, err)
+	claim := func(at, until time.Duration) []action.Notification {
+		t.Helper()
+		due, err := s.ClaimNotifications(ctx, t0.Add(at), t0.Add(until), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return due
+	}
+	due := claim(time.Minute, 10*time.Minute)
+	if len(due) != 1 || due[0].ID != "n1" || string(due[0].Payload) != "{}" || due[0].Channel != "key-one" || due[0].Position != -1 {
+		t.Fatalf("due: %+v", due)
+	}
+	// Claimed: nobody else gets it until the claim runs out (its deliverer
+	// stopped before recording the attempt).
+	if again := claim(2*time.Minute, 20*time.Minute); len(again) != 0 {
+		t.Errorf("claimed twice: %+v", again)
+	}
+	if again := claim(10*time.Minute, 20*time.Minute); len(again) != 1 || again[0].ID != "n1" {
+		t.Errorf("after the claim ran out: %+v", again)
 	}
 	due[0].Attempts, due[0].LastError, due[0].NextAt = 1, "boom", t0.Add(2*time.Hour)
 	if err := s.UpdateNotification(ctx, due[0]); err != nil {
 		t.Fatal(err)
 	}
-	due, _ = s.DueNotifications(ctx, t0.Add(90*time.Minute), 10)
+	due = claim(90*time.Minute, 100*time.Minute)
 	if len(due) != 1 || due[0].ID != "n2" || due[0].Channel != "key-two" {
 		t.Errorf("rescheduled: %+v", due)
 	}
 	due[0].Delivered = true
 	s.UpdateNotification(ctx, due[0])
-	due, _ = s.DueNotifications(ctx, t0.Add(3*time.Hour), 10)
+	due = claim(3*time.Hour, 4*time.Hour)
 	if len(due) != 1 || due[0].ID != "n1" || due[0].Attempts != 1 || due[0].LastError != "boom" {
 		t.Errorf("after delivery: %+v", due)
+	}
+
+	// Concurrent deliverers take disjoint sets.
+	b := newAction("bn", "bot", "ops.x", agentg8.StatePendingApproval, t0)
+	var many []action.Notification
+	for i := 0; i < 20; i++ {
+		many = append(many, action.Notification{ID: fmt.Sprintf("m%02d", i), ActionID: "bn", Channel: "k", Position: -1, Event: "e", Payload: []byte(`{}`), NextAt: t0.Add(5 * time.Hour)})
+	}
+	if err := commitChanges(ctx, s, &action.Change{Action: b, Notify: many}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := s.ClaimNotifications(ctx, t0.Add(6*time.Hour), t0.Add(7*time.Hour), 3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, n := range got {
+					seen[n.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 21 { // the 20, and n1 (due again at 2h)
+		t.Errorf("claimed %d distinct notifications, want 21", len(seen))
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("%s claimed %d times", id, c)
+		}
 	}
 }
 
