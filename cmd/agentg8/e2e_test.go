@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/store/sqlite"
 )
 
 func TestAllowedReadAndWrite(t *testing.T) {
@@ -419,5 +425,29 @@ func TestTasksToolsAndOps(t *testing.T) {
 	}
 	if st, p := e.do("GET", "/v1/audit/checkpoint", aliceKey, nil); st != 200 || !strings.HasPrefix(p["_body"].(string), "agentg8 audit log\n") {
 		t.Errorf("checkpoint: %d %v", st, p["_body"])
+	}
+}
+
+// One gateway serves a SQLite store: a second serve on the same file is
+// refused (it would mark the first one's executing actions
+// outcome_unknown), while other commands still open it.
+func TestSecondServerOnSQLiteRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := LoadConfig(writeConfig(t, dir, newRecorder(t).srv.URL, envOpts{allowPrivate: true}), lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveInProcess(t, cfg, slog.New(slog.DiscardHandler))
+	s, err := startServer(context.Background(), cfg, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+	if err == nil {
+		s.http.Close()
+		t.Fatal("a second gateway started on the same SQLite file")
+	}
+	if !errors.Is(err, sqlite.ErrOwned) || !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Errorf("second gateway: %v", err)
+	}
+	e := &testEnv{t: t}
+	if code, out, errOut := e.cli(nil, "audit", "verify", "--config", cfg.path); code != 0 {
+		t.Errorf("audit verify beside the gateway: %d %s %s", code, out, errOut)
 	}
 }

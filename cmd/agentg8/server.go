@@ -427,6 +427,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		return nil, err
 	}
 	fail := func(err error) (*server, error) { st.Close(); return nil, err }
+	if lite, ok := st.(*sqlite.Store); ok {
+		if err := lite.Own(); err != nil {
+			return fail(err)
+		}
+	}
 	pg, multi := st.(*postgres.Store)
 	if multi {
 		// Replicas decide expiry and leases by the database's clock.

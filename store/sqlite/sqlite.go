@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -32,7 +33,9 @@ var migrations embed.FS
 
 // Store is the SQLite implementation of the action and audit stores.
 type Store struct {
-	db *sql.DB
+	db   *sql.DB
+	path string
+	own  *os.File // Own's lock, held until Close
 	// Statements of the write path, prepared once: parsing SQL per
 	// statement cost the audit writer (the single writer every action
 	// waits on) about a sixth of its time.
@@ -62,7 +65,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(8)
-	s := &Store{db: db}
+	s := &Store{db: db, path: path}
 	if err := s.Migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -98,8 +101,38 @@ func (s *Store) prepare(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database (and ends Own's claim).
+func (s *Store) Close() error {
+	if s.own != nil {
+		s.own.Close()
+	}
+	return s.db.Close()
+}
+
+// ErrOwned is Own's answer when another process serves the database.
+var ErrOwned = errors.New("another agentg8 serve is using this SQLite database")
+
+// Own claims the database for this process until Close: a gateway
+// (serve) decides alone what is executing — at start it marks every action
+// left executing outcome_unknown — so two must never serve one file.
+// Other commands (audit verify, secrets set) do not claim it. The claim is
+// an exclusive flock on path + ".lock", which the kernel drops if the
+// process dies.
+func (s *Store) Own() error {
+	f, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("claim sqlite %s: %w", s.path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("%w (%s, locked by %s.lock): one process serves a SQLite store; for several replicas use PostgreSQL", ErrOwned, s.path, s.path)
+		}
+		return fmt.Errorf("claim sqlite %s: %w", s.path, err)
+	}
+	s.own = f
+	return nil
+}
 
 // Ping checks the database is reachable (readiness).
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 
@@ -29,4 +30,31 @@ func TestMigrateTwice(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// One process serves a SQLite store: a second claim fails while the first
+// holds it (even from the same process), and succeeds once it is closed.
+// Opening without claiming (audit verify, secrets set) is not refused.
+func TestOneServerOwnsTheFile(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "agentg8.db")
+	first, err := sqlite.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Own(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := sqlite.Open(ctx, p)
+	if err != nil {
+		t.Fatalf("opening without a claim: %v", err)
+	}
+	if err := second.Own(); !errors.Is(err, sqlite.ErrOwned) {
+		t.Fatalf("second claim: %v, want ErrOwned", err)
+	}
+	first.Close()
+	if err := second.Own(); err != nil {
+		t.Fatalf("claim after the first closed: %v", err)
+	}
+	second.Close()
 }
