@@ -72,7 +72,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 				bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
 				prop := action.Proposal{Task: "crm.get_customer", Input: json.RawMessage(`{"customer_id":"cus_1"}`)}
 				var next atomic.Int64
-				cpu := storetest.StartCPU(b, db)
+				cpu := storetest.StartCPU(db)
 				storetest.Writers(b, clients, "actions", func() error {
 					a, err := svcs[int(next.Add(1))%n].Propose(context.Background(), bot, prop)
 					if err != nil {

@@ -26,7 +26,7 @@ type CPUMeter struct {
 // StartCPU starts measuring. PostgreSQL's share is measured only when the
 // cluster at url runs on this machine with its processes readable in /proc
 // (as scripts/pg-test.sh starts it); url may be empty.
-func StartCPU(tb testing.TB, url string) *CPUMeter {
+func StartCPU(url string) *CPUMeter {
 	m := &CPUMeter{}
 	if url != "" {
 		if c, err := pgx.Connect(context.Background(), url); err == nil {

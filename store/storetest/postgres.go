@@ -96,7 +96,7 @@ func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
 	for _, c := range open {
 		c.Release()
 	}
-	cpu := StartCPU(b, url)
+	cpu := StartCPU(url)
 	Writers(b, clients, "ops", func() error {
 		_, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, row)
 		return err
