@@ -285,6 +285,35 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 	}
 }
 
+// A reloaded rate limit applies to the shared buckets without refilling
+// them: raising it on every replica leaves the agent the one token it had.
+func TestReloadedRateLimitIsShared(t *testing.T) {
+	servers, _ := startReplicas(t, newRecorder(t).srv.URL, "limits:\n  actions_per_minute: 3\n", 2)
+	env := func(i int) *testEnv { return &testEnv{t: t, url: "http://" + servers[i%2].ln.Addr().String()} }
+	propose := func(i int) int {
+		st, _ := env(i).propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+		return st
+	}
+	for i := 0; i < 2; i++ {
+		if st := propose(i); st != 200 {
+			t.Fatalf("proposal %d under the limit: %d", i+1, st)
+		}
+	}
+	replaceIn(t, servers[0].cfg.path, "actions_per_minute: 3", "actions_per_minute: 10")
+	for _, s := range servers {
+		s.reload(context.Background())
+	}
+	if n := countReloads(env(0), "auditors, resolvers and limits (changed)"); n != 2 {
+		t.Fatalf("reloads applied: %d, want one per replica", n)
+	}
+	if st := propose(0); st != 200 {
+		t.Errorf("the token left: %d", st)
+	}
+	if st := propose(1); st != 429 {
+		t.Errorf("past the bucket after the reload: %d (a reload must not refill it)", st)
+	}
+}
+
 // A console sign-in on one replica holds on the others, and signing out
 // on one ends it on all; the database keeps only a hash of the token.
 func TestConsoleSessionsAreSharedByReplicas(t *testing.T) {
