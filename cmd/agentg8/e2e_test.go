@@ -451,3 +451,38 @@ func TestSecondServerOnSQLiteRefused(t *testing.T) {
 		t.Errorf("audit verify beside the gateway: %d %s %s", code, out, errOut)
 	}
 }
+
+// A gateway whose audit signing key did not sign the log's checkpoints (a
+// replica whose key file was not copied, a restart after losing the key)
+// refuses to start: its checkpoints would make the log fail verification.
+func TestAnotherAuditKeyIsRefused(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	e.stop()
+	keyFile := filepath.Join(e.dir, "data", "audit.key")
+	old, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(keyFile) // a new key is created at start, and refused
+	cfg, err := LoadConfig(e.cfgPath, lookup(testEnvVars()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := startServer(context.Background(), cfg, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{}); err == nil {
+		s.http.Close()
+		t.Fatal("a gateway started with another audit key")
+	} else if !strings.Contains(err.Error(), "another key") {
+		t.Errorf("refusal: %v", err)
+	}
+	// The key restored, it starts.
+	if err := os.WriteFile(keyFile, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	if code, out, errOut := e.cli(nil, "audit", "verify", "--config", e.cfgPath); code != 0 {
+		t.Errorf("verify: %d %s %s", code, out, errOut)
+	}
+}

@@ -409,6 +409,24 @@ type storage interface {
 	Close() error
 }
 
+// sameAuditKey refuses a signing key that did not sign the log's latest
+// checkpoint: a replica that created its own key (its key file was not
+// copied), or a restart with a lost key, would add checkpoints no single
+// verifier key checks, which audit verify reports as tampering.
+func sameAuditKey(ctx context.Context, st audit.Store, key *audit.Key, path string) error {
+	cp, err := st.LatestAuditCheckpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("read the audit log's latest checkpoint: %w", err)
+	}
+	if cp == nil {
+		return nil
+	}
+	if _, err := audit.ParseCheckpoint(cp, key.VerifierKey); err != nil {
+		return fmt.Errorf("the audit log was signed with another key than %s (audit.signing_key): every replica and every restart must use the key the log began with; restore that key file (%v)", path, err)
+	}
+	return nil
+}
+
 // openStore opens the configured store.
 func openStore(ctx context.Context, cfg *Config) (storage, error) {
 	kind, rest, err := store.Kind(cfg.storeURL())
@@ -447,6 +465,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	key, err := audit.LoadOrCreateKey(cfg.signingKeyPath())
 	if err != nil {
+		return fail(err)
+	}
+	if err := sameAuditKey(ctx, st, key, cfg.signingKeyPath()); err != nil {
 		return fail(err)
 	}
 	tokenKeys, err := credential.LoadOrCreateKeySet(cfg.tokenKeysPath(), cfg.Tokens.Algorithm)
