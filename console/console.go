@@ -87,6 +87,10 @@ type Config struct {
 	// them.
 	Sessions Sessions
 	Now      func() time.Time
+	// SecureCookies marks the sign-in cookie Secure on every answer (the
+	// public URL is https, whether or not the TLS terminator says so);
+	// otherwise only on TLS requests and X-Forwarded-Proto: https.
+	SecureCookies bool
 }
 
 // Session is a sign-in.
@@ -357,7 +361,7 @@ func (k *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/console", HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https", MaxAge: int(k.c.SessionTTL.Seconds())})
+		Secure: k.c.SecureCookies || r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https", MaxAge: int(k.c.SessionTTL.Seconds())})
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
 

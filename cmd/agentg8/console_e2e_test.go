@@ -53,8 +53,8 @@ func TestConsoleHeadersAndSignIn(t *testing.T) {
 		t.Fatalf("user sign-in: %d", r.StatusCode)
 	}
 	ck := r.Cookies()[0]
-	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
-		t.Errorf("cookie: %+v", ck)
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Secure {
+		t.Errorf("cookie over plain HTTP: %+v", ck)
 	}
 	// A POST without the form token is refused even with the session.
 	req, _ := http.NewRequest("POST", e.url+"/console/audit/verify", strings.NewReader("csrf=wrong"))
@@ -241,4 +241,14 @@ func (c *consoleClient) post(from, path string, form url.Values) (int, string) {
 	req, _ := http.NewRequest("POST", c.base+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return c.do(req)
+}
+
+// Behind a TLS terminator (public_url https) the sign-in cookie is Secure
+// even when the terminator does not send X-Forwarded-Proto.
+func TestConsoleCookieSecureBehindTLS(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: "public_url: https://agentg8.example.com\n"})
+	ck := consoleSignIn(t, e.url, franKey).ck
+	if !ck.Secure || !ck.HttpOnly {
+		t.Errorf("cookie with an https public URL: %+v", ck)
+	}
 }

@@ -541,7 +541,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		sessions = pgSessions{pg}
 	}
 	con, err := console.New(console.Config{Actions: svc, Audit: st, Auth: keys, Catalog: catalog{svc},
-		Agents: func() []agentg8.Principal { return *agentList.Load() }, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now, Sessions: sessions})
+		Agents: func() []agentg8.Principal { return *agentList.Load() }, VerifierKey: key.VerifierKey, Logger: logger, Now: clock.Now, Sessions: sessions,
+		SecureCookies: strings.HasPrefix(cfg.PublicURL, "https://")})
 	if err != nil {
 		alog.Close()
 		ln.Close()
