@@ -60,8 +60,9 @@ unit: tools node-deps chromium ## unit, conformance and end-to-end tests
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop \
 		$(GO) test -count=1 -timeout 12m ./...
 
-race: ## concurrency tests under the race detector
-	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -race -count=1 -timeout 10m ./audit ./store/... ./cmd/agentg8 -run 'Race|Refused|Conformance|Idempotency|Append|Shared|FailingSeals|ReloadRotatesKeys|ReloadCredentials|ReloadRules|Deadlock|KeepToTheirChannel|SentOnce'
+race: tools node-deps chromium ## the whole suite again under the race detector
+	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg AGENTG8_MAILPIT=$(BIN)/mailpit AGENTG8_OIDCOP=$(BIN)/oidcop \
+		$(GO) test -race -count=1 -timeout 15m ./...
 
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=50000x)

@@ -380,7 +380,7 @@ func TestLegacyNotificationsKeepTheirPosition(t *testing.T) {
 	_, _, dir, _ := reloadableGateway(t, newRecorder(t).srv.URL, func(_, path string) {
 		appendFile(t, path, fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n", a.srv.URL))
 	})
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "agentg8.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -516,6 +516,15 @@ func insertNotification(ctx context.Context, db execer, n action.Notification) e
 // ClaimNotifications takes due notifications, oldest first, moving each
 // to until (one process writes SQLite, but the claim keeps the contract).
 func (s *Store) ClaimNotifications(ctx context.Context, now, until time.Time, limit int) ([]action.Notification, error) {
+	// The worker asks every second: take the write lock only when
+	// something is due.
+	var due int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM notifications WHERE delivered = 0 AND next_at <= ? LIMIT 1)`, now.UnixNano()).Scan(&due); err != nil {
+		return nil, fmt.Errorf("claim notifications: %w", err)
+	}
+	if due == 0 {
+		return nil, nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("claim notifications: %w", err)
