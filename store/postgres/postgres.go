@@ -50,14 +50,18 @@ var (
 	_ credential.SecretStore = (*Store)(nil)
 )
 
+// MinConns is the fewest connections a store's pool has (pgxpool's
+// default is 4 on a small machine; pool_max_conns in the URL raises it).
+const MinConns = 16
+
 // Open connects and migrates.
 func Open(ctx context.Context, url string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if cfg.MaxConns < 16 {
-		cfg.MaxConns = 16
+	if cfg.MaxConns < MinConns {
+		cfg.MaxConns = MinConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -578,6 +582,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 			creates++
 		}
 		order = append(order, i)
+		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
 	}
 	// Every batch takes its row locks in one order — new actions by request
 	// hash, then updated actions by ID — so two replicas' batches touching
@@ -591,7 +596,6 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		if !sets || len(part) < minSet {
 			for _, i := range part {
 				ch := changes[i].(*action.Change)
-				changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
 				sql, args, err := changeSQL(ch)
 				if err != nil {
 					return 0, &audit.ChangeError{Index: i, Err: err}
@@ -608,7 +612,6 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		var set changeSet
 		for _, i := range part {
 			ch := changes[i].(*action.Change)
-			changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
 			if err := set.add(ch); err != nil {
 				return 0, &audit.ChangeError{Index: i, Err: err}
 			}
