@@ -39,6 +39,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agentg8/agentg8/store/postgres"
 )
 
 const (
@@ -348,14 +350,15 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 	fmt.Printf("%-24s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
 	res := map[string]float64{}
 	// Baseline: independent durable single-row inserts, same concurrency,
-	// over one connection per client and, beyond 16 clients, also over 16 (a
-	// gateway's pool): many backends on a small machine do worse than a
-	// few, and the ceiling is the higher rate. The pool is sized
+	// over one connection per client and, beyond a gateway's pool
+	// (postgres.MinConns) of clients, also over that many: many backends on
+	// a small machine do worse than a few, and the ceiling is the higher
+	// rate (as storetest.CeilingConns). The pool is sized
 	// explicitly: pgxpool's default (4 connections on a small machine)
 	// would throttle it.
 	conns := []int{conc}
-	if conc > 16 {
-		conns = append(conns, 16)
+	if conc > postgres.MinConns {
+		conns = append(conns, postgres.MinConns)
 	}
 	for _, n := range conns {
 		u, err := db()

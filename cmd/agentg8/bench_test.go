@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/store/postgres"
 	"github.com/agentg8/agentg8/store/storetest"
 )
 
@@ -55,7 +56,7 @@ func BenchmarkPostgresReplicas(b *testing.B) {
 	for _, clients := range benchClients(b, 16, 64, 256) {
 		var ceiling float64
 		row := []byte(`{"task":"crm.get_customer","input":{"customer_id":"cus_1"}}`)
-		for _, conns := range storetest.CeilingConns(clients) {
+		for _, conns := range storetest.CeilingConns(clients, postgres.MinConns) {
 			var rate float64 // of the last, full-length run
 			b.Run(fmt.Sprintf("clients=%d/inserts/conns=%d", clients, conns), func(b *testing.B) {
 				rate = storetest.Inserts(b, storetest.PostgresDB(b), clients, conns, row)

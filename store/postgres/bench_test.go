@@ -41,10 +41,10 @@ func BenchmarkAppend(b *testing.B) {
 
 // BenchmarkBaselineInsert is the ceiling: independent single-row durable
 // INSERTs on the same database, 64 writers, over one connection each and
-// over a gateway's 16 (storetest.CeilingConns); the higher is the ceiling.
+// over a gateway's postgres.MinConns (storetest.CeilingConns); the higher is the ceiling.
 func BenchmarkBaselineInsert(b *testing.B) {
 	row := []byte(`{"seq":0,"type":"proposed","action_id":"act_bench"}`)
-	for _, conns := range storetest.CeilingConns(64) {
+	for _, conns := range storetest.CeilingConns(64, postgres.MinConns) {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			storetest.Inserts(b, newTestDB(b), 64, conns, row)
 		})

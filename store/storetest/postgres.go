@@ -48,19 +48,15 @@ func PostgresDB(t testing.TB) string {
 	return u.String()
 }
 
-// GatewayConns is the fewest connections a gateway's PostgreSQL pool has
-// (store/postgres.Open).
-const GatewayConns = 16
-
 // CeilingConns is the pool sizes Inserts is measured with for a ceiling of
 // clients callers: one connection per caller, as independent clients
-// would have, and, beyond GatewayConns callers, also GatewayConns — a
-// small machine runs hundreds of backends worse than a few, and a ceiling
-// must not flatter what is compared with it. The ceiling is the higher
-// rate.
-func CeilingConns(clients int) []int {
-	if clients > GatewayConns {
-		return []int{clients, GatewayConns}
+// would have, and, beyond a gateway's pool (gateway connections, i.e.
+// store/postgres.MinConns) callers, also that many — a small machine runs
+// hundreds of backends worse than a few, and a ceiling must not flatter
+// what is compared with it. The ceiling is the higher rate.
+func CeilingConns(clients, gateway int) []int {
+	if clients > gateway {
+		return []int{clients, gateway}
 	}
 	return []int{clients}
 }
