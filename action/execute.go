@@ -350,6 +350,15 @@ func (s *Service) Get(ctx context.Context, p agentg8.Principal, id string, wait 
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	// The end of an unapproved action's execution on another replica is
+	// not announced (Change.Announced): while it executes, look again
+	// every second.
+	var recheck <-chan time.Time
+	if a.Status == agentg8.StateExecuting && a.Approval == nil {
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		recheck = tk.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -357,10 +366,11 @@ func (s *Service) Get(ctx context.Context, p agentg8.Principal, id string, wait 
 		case <-t.C:
 			return s.get(ctx, p, id)
 		case <-ch:
-			b, err := s.get(ctx, p, id)
-			if err != nil || b.Status != a.Status {
-				return b, err
-			}
+		case <-recheck:
+		}
+		b, err := s.get(ctx, p, id)
+		if err != nil || b.Status != a.Status {
+			return b, err
 		}
 	}
 }

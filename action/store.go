@@ -94,6 +94,23 @@ type Change struct {
 	Data []byte
 }
 
+// Announced reports whether other replicas must hear of this change (a
+// store's LISTEN/NOTIFY) because someone there may be waiting on it: every
+// change in an approval's course (agents long-poll pending actions; the
+// worker runs approved ones and sends notices), and every update but the
+// end of an unapproved action's execution. Such an action is created and
+// ended within its proposer's request: no one elsewhere can wait on its
+// creation, and a long-poll that finds it executing re-reads it every
+// second (Service.Get). So the two writes of every allowed action are not
+// announced to every replica, which cost PostgreSQL a third of its CPU per
+// action with three replicas (docs/benchmarks.md).
+func (c *Change) Announced() bool {
+	if c.Action.Approval != nil {
+		return true
+	}
+	return c.From != "" && c.From != agentg8.StateExecuting
+}
+
 // Encode returns the action's JSON: Data, or Action encoded now.
 func (c *Change) Encode() ([]byte, error) {
 	if c.Data != nil {

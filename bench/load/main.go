@@ -74,10 +74,25 @@ func main() {
 		log.Fatal(err)
 	}
 	if *pg != "" {
+		// Capacity: each side's best rate over the concurrencies measured,
+		// as the MCP phase compares peaks.
+		peak := map[string]float64{}
+		at := map[string]int{}
 		for _, c := range concs {
-			if err := pgPhase(*pg, *dur, c); err != nil {
+			res, err := pgPhase(*pg, *dur, c)
+			if err != nil {
 				log.Fatal(err)
 			}
+			for name, r := range res {
+				if r > peak[name] {
+					peak[name], at[name] = r, c
+				}
+			}
+		}
+		if len(concs) > 1 {
+			fmt.Printf("\npeak rates: inserts %.0f/s (%d clients); 1 replica %.0f actions/s (%d clients): %.2f; 3 replicas %.0f actions/s (%d clients): %.2f\n",
+				peak[pgBaseline], at[pgBaseline], peak[pgReplicas(1)], at[pgReplicas(1)], peak[pgReplicas(1)]/peak[pgBaseline],
+				peak[pgReplicas(3)], at[pgReplicas(3)], peak[pgReplicas(3)]/peak[pgBaseline])
 		}
 	}
 }
@@ -207,23 +222,46 @@ var listenRE = regexp.MustCompile(`"msg":"agentg8 listening","addr":"([^"]+)"`)
 
 // startGateway builds agentg8 and runs it on a temp SQLite store.
 func startGateway(upstream string) (string, func(), error) {
-	urls, stop, err := startGateways(upstream, "sqlite:agentg8.db", 1)
+	g, err := startGateways(upstream, "sqlite:agentg8.db", 1)
 	if err != nil {
 		return "", nil, err
 	}
-	return urls[0], stop, nil
+	return g.urls[0], g.stop, nil
+}
+
+// gateways are replicas started by startGateways.
+type gateways struct {
+	urls []string
+	pids []int
+	stop func()
+}
+
+// peakRSS is each replica's peak resident memory so far, in MiB (0 where
+// the system does not say).
+func (g *gateways) peakRSS() []float64 {
+	out := make([]float64, len(g.pids))
+	for i, pid := range g.pids {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				out[i] = kb / 1024
+			}
+		}
+	}
+	return out
 }
 
 // startGateways runs n replicas sharing one config folder (and so one audit
 // key and token keys) on the given store.
-func startGateways(upstream, store string, n int) ([]string, func(), error) {
+func startGateways(upstream, store string, n int) (*gateways, error) {
 	dir, err := os.MkdirTemp("", "agentg8-load-")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	bin := filepath.Join(dir, "agentg8")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/agentg8").CombinedOutput(); err != nil {
-		return nil, nil, fmt.Errorf("build: %v\n%s", err, out)
+		return nil, fmt.Errorf("build: %v\n%s", err, out)
 	}
 	files := map[string]string{
 		"agentg8.yaml": `listen: 127.0.0.1:0
@@ -248,37 +286,37 @@ request: {method: GET, url: "` + upstream + `/customers/${input.customer_id}"}
 		p := filepath.Join(dir, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	var urls []string
+	g := &gateways{}
 	var stops []func()
-	stopAll := func() {
+	g.stop = func() {
 		for _, st := range stops {
 			st()
 		}
 		os.RemoveAll(dir)
 	}
 	for i := 0; i < n; i++ {
-		u, st, err := startOne(bin, dir)
+		u, pid, st, err := startOne(bin, dir)
 		if err != nil {
-			stopAll()
-			return nil, nil, err
+			g.stop()
+			return nil, err
 		}
-		urls, stops = append(urls, u), append(stops, st)
+		g.urls, g.pids, stops = append(g.urls, u), append(g.pids, pid), append(stops, st)
 	}
-	return urls, stopAll, nil
+	return g, nil
 }
 
-func startOne(bin, dir string) (string, func(), error) {
+func startOne(bin, dir string) (string, int, func(), error) {
 	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "agentg8.yaml"), "--log-level", "info")
 	cmd.Stdout = os.Stdout
 	pr, err := cmd.StderrPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	addr := make(chan string, 1)
 	go func() {
@@ -305,32 +343,52 @@ func startOne(bin, dir string) (string, func(), error) {
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			stop()
-			return "", nil, err
+			return "", 0, nil, err
 		}
 		json.NewDecoder(resp.Body).Decode(&out)
 		resp.Body.Close()
 		if out["status"] != "succeeded" {
 			stop()
-			return "", nil, fmt.Errorf("gateway smoke test: %v", out)
+			return "", 0, nil, fmt.Errorf("gateway smoke test: %v", out)
 		}
-		return "http://" + a, stop, nil
+		return "http://" + a, cmd.Process.Pid, stop, nil
 	case <-time.After(60 * time.Second):
 		stop()
-		return "", nil, fmt.Errorf("gateway did not start")
+		return "", 0, nil, fmt.Errorf("gateway did not start")
 	}
 }
 
+// pgBaseline and pgReplicas name pgPhase's results.
+const pgBaseline = "baseline"
+
+func pgReplicas(n int) string { return fmt.Sprintf("agentg8, %d replica(s)", n) }
+
 // pgPhase measures allowed actions/s through 1 and 3 replicas on one
 // PostgreSQL database, against independent single-row inserts on the same
-// database in the same run.
-func pgPhase(admin string, dur time.Duration, conc int) error {
+// database in the same run, and returns the rates by name. Its databases
+// are dropped when it returns.
+func pgPhase(admin string, dur time.Duration, conc int) (map[string]float64, error) {
 	ctx := context.Background()
 	body := []byte(`{"id":"cus_1"}`)
 	upURL, stopUp, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stopUp()
+	var made []string
+	defer func() {
+		c, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			log.Printf("drop load databases: %v", err)
+			return
+		}
+		defer c.Close(ctx)
+		for _, name := range made {
+			if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+				log.Printf("drop %s: %v", name, err)
+			}
+		}
+	}()
 	db := func() (string, error) {
 		c, err := pgx.Connect(ctx, admin)
 		if err != nil {
@@ -341,13 +399,14 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 		if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 			return "", err
 		}
+		made = append(made, name)
 		u, _ := url.Parse(admin)
 		u.Path = "/" + name
 		return u.String(), nil
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2}}
 	fmt.Printf("\nPostgreSQL: allowed read actions, %d concurrent clients, %s per target\n\n", conc, dur)
-	fmt.Printf("%-24s %10s %10s %10s %10s\n", "target", "req/s", "p50", "p99", "errors")
+	fmt.Printf("%-24s %10s %10s %10s %10s %14s\n", "target", "req/s", "p50", "p99", "errors", "peak RSS MiB")
 	res := map[string]float64{}
 	// Baseline: independent durable single-row inserts, same concurrency,
 	// over one connection per client and, beyond a gateway's pool
@@ -363,27 +422,27 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 	for _, n := range conns {
 		u, err := db()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg, err := pgxpool.ParseConfig(u)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.MaxConns = int32(n)
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := pool.Exec(ctx, `CREATE TABLE t (id BIGSERIAL PRIMARY KEY, data BYTEA)`); err != nil {
 			pool.Close()
-			return err
+			return nil, err
 		}
 		// Every connection is open before the clock starts.
 		open := make([]*pgxpool.Conn, n)
 		for i := range open {
 			if open[i], err = pool.Acquire(ctx); err != nil {
 				pool.Close()
-				return err
+				return nil, err
 			}
 		}
 		for _, c := range open {
@@ -391,35 +450,42 @@ func pgPhase(admin string, dur time.Duration, conc int) error {
 		}
 		base := measureFn(conc, dur, func() error { _, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, proposeBody); return err })
 		pool.Close()
-		res["baseline"] = max(res["baseline"], base.rps)
+		res[pgBaseline] = max(res[pgBaseline], base.rps)
 		fmt.Printf("%-24s %10.0f %10s %10s %10d\n", fmt.Sprintf("inserts, %d conns", n), base.rps, base.p50.Round(time.Microsecond), base.p99.Round(time.Microsecond), base.errors)
 	}
 	for _, n := range []int{1, 3} {
 		u, err := db()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		urls, stop, err := startGateways(upURL, u, n)
+		g, err := startGateways(upURL, u, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var i atomic.Int64
 		before := make([]writerStats, n)
-		for j, u := range urls {
+		for j, u := range g.urls {
 			before[j] = auditStats(client, u)
 		}
-		r := measure(client, proposeReq(func() string { return urls[int(i.Add(1))%n] }), conc, dur)
-		name := fmt.Sprintf("agentg8, %d replica(s)", n)
+		r := measure(client, proposeReq(func() string { return g.urls[int(i.Add(1))%n] }), conc, dur)
+		name := pgReplicas(n)
 		res[name] = r.rps
-		fmt.Printf("%-24s %10.0f %10s %10s %10d\n", name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
-		for j, u := range urls {
+		var rss []string
+		for _, m := range g.peakRSS() {
+			rss = append(rss, fmt.Sprintf("%.0f", m))
+		}
+		fmt.Printf("%-24s %10.0f %10s %10s %10d %14s\n", name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, strings.Join(rss, ", "))
+		for j, u := range g.urls {
 			auditStats(client, u).since(before[j], r, dur)
 		}
-		stop()
+		g.stop()
+		if r.errors > 0 {
+			return nil, fmt.Errorf("%s: errors during the run", name)
+		}
 	}
 	fmt.Printf("\nratios (same run): 1 replica / inserts %.2f, 3 replicas / inserts %.2f\n",
-		res["agentg8, 1 replica(s)"]/res["baseline"], res["agentg8, 3 replica(s)"]/res["baseline"])
-	return nil
+		res[pgReplicas(1)]/res[pgBaseline], res[pgReplicas(3)]/res[pgBaseline])
+	return res, nil
 }
 
 // target is one thing to load: a name and how to build its request.

@@ -38,8 +38,10 @@ import (
 // replicas opened to the upstream (upstream-conns: each replica keeps its
 // own, so a few more than the clients is normal; many times more means the
 // connector's idle pool churns).
+// The process collects garbage as serve does (setGC), ceilings included.
 // AGENTG8_BENCH_CLIENTS=16,256 picks the client counts.
 func BenchmarkPostgresReplicas(b *testing.B) {
+	defer setGC(os.LookupEnv)()
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/store/storetest"
 )
 
@@ -364,5 +367,63 @@ func TestNotificationsAreSentOnceByReplicas(t *testing.T) {
 	}
 	if len(hook.received()) != n || len(per) != n {
 		t.Errorf("%d notices for %d actions (%d distinct), want one each: %v", len(hook.received()), n, len(per), per)
+	}
+}
+
+// The end of an unapproved action's execution is not announced to other
+// replicas (action.Change.Announced), yet a long-poll on another replica
+// that finds it executing learns of its end within about a second, not at
+// the end of its wait.
+func TestLongPollSeesUnannouncedEnd(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Write([]byte(`{"id":"cus_1"}`))
+	}))
+	defer up.Close()
+	servers, _ := startReplicas(t, up.URL, "", 2)
+	ctx := context.Background()
+	bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
+	proposed := make(chan error, 1)
+	go func() {
+		a, err := servers[0].service.Propose(ctx, bot, action.Proposal{Task: "crm.get_customer", Input: json.RawMessage(`{"customer_id":"cus_1"}`)})
+		if err == nil && a.Status != agentg8.StateSucceeded {
+			err = fmt.Errorf("action ended %s", a.Status)
+		}
+		proposed <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the action did not reach the upstream")
+	}
+	list, err := servers[1].service.List(ctx, bot, action.Filter{Status: agentg8.StateExecuting})
+	if err != nil || len(list) != 1 {
+		close(release)
+		t.Fatalf("executing actions seen on the other replica: %v %v", list, err)
+	}
+	type answer struct {
+		a   *agentg8.Action
+		err error
+		at  time.Time
+	}
+	polled := make(chan answer, 1)
+	go func() {
+		a, err := servers[1].service.Get(ctx, bot, list[0].ID, 20*time.Second)
+		polled <- answer{a, err, time.Now()}
+	}()
+	time.Sleep(300 * time.Millisecond) // the poll is waiting
+	released := time.Now()
+	close(release)
+	if err := <-proposed; err != nil {
+		t.Fatal(err)
+	}
+	got := <-polled
+	if got.err != nil || got.a.Status != agentg8.StateSucceeded {
+		t.Fatalf("long-poll answered %v %v", got.a, got.err)
+	}
+	if after := got.at.Sub(released); after > 3*time.Second {
+		t.Errorf("long-poll learnt of the end %s after it; want about a second", after)
 	}
 }

@@ -582,7 +582,9 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 			creates++
 		}
 		order = append(order, i)
-		changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
+		if ch.Announced() {
+			changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
+		}
 	}
 	// Every batch takes its row locks in one order — new actions by request
 	// hash, then updated actions by ID — so two replicas' batches touching
@@ -1006,7 +1008,8 @@ func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
 }
 
 // Listen calls fn with the id and new state of every action changed by any
-// replica, until ctx ends; it reconnects after errors.
+// replica whose change is announced (action.Change.Announced), until ctx
+// ends; it reconnects after errors.
 func (s *Store) Listen(ctx context.Context, fn func(actionID string, st agentg8.State)) {
 	for ctx.Err() == nil {
 		pc, err := s.pool.Acquire(ctx)

@@ -137,7 +137,9 @@ func TestUnsealedRecordsAreSealedByTheNextLog(t *testing.T) {
 }
 
 // Changes committed through one store are announced to listeners on
-// another (a second replica); a batch that fails announces nothing.
+// another (a second replica); a batch that fails announces nothing, and
+// neither do an unapproved action's creation and end of execution
+// (action.Change.Announced).
 func TestChangesAreAnnounced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -147,14 +149,19 @@ func TestChangesAreAnnounced(t *testing.T) {
 	go b.Listen(ctx, func(id string, st agentg8.State) { heard <- id + " " + string(st) })
 	rec := []audit.Pending{{ActionID: "x", Tail: []byte("}")}}
 	now := time.Now().UTC()
-	act := &agentg8.Action{ID: "act_1", Principal: "bot", Task: "t", Status: agentg8.StateExecuting, CreatedAt: now, UpdatedAt: now}
+	act := &agentg8.Action{ID: "act_1", Principal: "bot", Task: "t", Status: agentg8.StatePendingApproval, CreatedAt: now, UpdatedAt: now}
+	write := func(ch *action.Change) {
+		t.Helper()
+		if _, err := a.AppendRecords(ctx, rec, []any{ch}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	announce := func(id string) {
 		t.Helper()
 		fresh := *act
 		fresh.ID = id
-		if _, err := a.AppendRecords(ctx, rec, []any{&action.Change{Action: &fresh}}); err != nil {
-			t.Fatal(err)
-		}
+		fresh.Approval = &agentg8.Approval{ID: "apr_" + id, RequestHash: "sha256:" + id}
+		write(&action.Change{Action: &fresh})
 	}
 	// Listening starts asynchronously: announce until the listener hears.
 	for i := 0; ; i++ {
@@ -163,8 +170,8 @@ func TestChangesAreAnnounced(t *testing.T) {
 		select {
 		case got := <-heard:
 			var n int
-			if _, err := fmt.Sscanf(got, "act_%d executing", &n); err != nil || n > i {
-				t.Fatalf("heard %q, want one of act_0…%s executing", got, id)
+			if _, err := fmt.Sscanf(got, "act_%d pending_approval", &n); err != nil || n > i {
+				t.Fatalf("heard %q, want one of act_0…%s pending_approval", got, id)
 			}
 		case <-time.After(200 * time.Millisecond):
 			if i == 50 {
@@ -183,9 +190,15 @@ func TestChangesAreAnnounced(t *testing.T) {
 	if _, err := a.AppendRecords(ctx, rec, []any{&action.Change{Action: &stale, From: agentg8.StateApproved}}); !errors.Is(err, action.ErrStateConflict) {
 		t.Fatalf("stale change: %v", err)
 	}
+	// An allowed action, start to end: nothing to announce.
+	run := *act
+	run.ID, run.Status = "act_run", agentg8.StateExecuting
+	write(&action.Change{Action: &run})
+	run.Status, run.Version = agentg8.StateSucceeded, 1
+	write(&action.Change{Action: &run, From: agentg8.StateExecuting})
 	announce("act_last")
-	if got := <-heard; got != "act_last executing" {
-		t.Fatalf("heard %q after a refused change, want only the next one", got)
+	if got := <-heard; got != "act_last pending_approval" {
+		t.Fatalf("heard %q after a refused change and an allowed action, want only the next approval", got)
 	}
 }
 
