@@ -102,8 +102,8 @@ type Change struct {
 // ended within its proposer's request: no one elsewhere can wait on its
 // creation, and a long-poll that finds it executing re-reads it every
 // second (Service.Get). So the two writes of every allowed action are not
-// announced to every replica, which cost PostgreSQL a third of its CPU per
-// action with three replicas (docs/benchmarks.md).
+// announced to every replica, which cost PostgreSQL about a sixth of its
+// CPU per action (docs/benchmarks.md).
 func (c *Change) Announced() bool {
 	if c.Action.Approval != nil {
 		return true

@@ -237,8 +237,9 @@ func (m *Main) cmdServe(ctx context.Context, args []string) error {
 // A gateway's live heap is small (megabytes) while each action leaves tens
 // of kilobytes of garbage, so Go's default (100) collects dozens of times a
 // second under load, each time scanning every connection's goroutine
-// stack. 400 takes about a sixth less CPU per action (docs/benchmarks.md)
-// for a heap a few times a small live set; GOGC and GOMEMLIMIT still rule.
+// stack. 400 took about a sixth less Go CPU per action at 256 clients
+// (docs/benchmarks.md) for a heap a few times a small live set; GOGC and
+// GOMEMLIMIT still rule.
 const gcPercent = 400
 
 // setGC applies gcPercent unless the environment chose a GOGC; restore
