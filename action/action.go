@@ -513,7 +513,7 @@ func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.Aud
 		s.notify(ch.Action.ID)
 		return nil
 	}
-	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) {
+	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) {
 		return err
 	}
 	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)

@@ -37,17 +37,14 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 		return nil, err
 	}
 	rules := s.rules.Load()
+	// Counted here to refuse early, and again by the store as it writes
+	// (Change.MaxPending), where concurrent proposals cannot both pass.
 	n, err := s.c.Store.CountPending(ctx, a.Principal)
 	if err != nil {
 		return nil, err
 	}
 	if n >= rules.MaxPending {
-		e := agentg8.Errorf(agentg8.CodeTooManyPending, "agent %s already has %d actions waiting for approval", a.Principal, n)
-		ev := &agentg8.AuditEvent{Type: agentg8.EventInvalid, Task: a.Task, Principal: a.Principal, Error: e}
-		if err := s.c.Audit.Append(ctx, ev); err != nil {
-			return nil, errAudit
-		}
-		return nil, e
+		return nil, s.tooManyPending(ctx, a, n)
 	}
 	now := a.CreatedAt
 	a.Status = agentg8.StatePendingApproval
@@ -56,16 +53,30 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	a.Preview = s.preview(ctx, task, vars, rendered, *a.Decision, required)
 	ev := &agentg8.AuditEvent{Type: agentg8.EventApprovalRequested, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
 		OnBehalfOf: a.OnBehalfOf, Status: a.Status, RequestHash: hash, ApprovalID: a.Approval.ID}
-	ch := &Change{Action: a, Notify: s.queue(a, "approval_requested")}
+	ch := &Change{Action: a, Notify: s.queue(a, "approval_requested"), MaxPending: rules.MaxPending}
 	if err := s.commit(ctx, ch, proposed, ev); err != nil {
 		if errors.Is(err, ErrDuplicatePending) {
 			return s.c.Store.PendingByHash(ctx, hash)
+		}
+		if errors.Is(err, ErrTooManyPending) {
+			return nil, s.tooManyPending(ctx, a, rules.MaxPending)
 		}
 		return nil, err
 	}
 	s.logAction(a)
 	s.wake()
 	return a, nil
+}
+
+// tooManyPending records and returns the refusal of a proposal whose agent
+// has n actions pending approval.
+func (s *Service) tooManyPending(ctx context.Context, a *agentg8.Action, n int) error {
+	e := agentg8.Errorf(agentg8.CodeTooManyPending, "agent %s already has %d actions waiting for approval", a.Principal, n)
+	ev := &agentg8.AuditEvent{Type: agentg8.EventInvalid, Task: a.Task, Principal: a.Principal, Error: e}
+	if err := s.c.Audit.Append(ctx, ev); err != nil {
+		return errAudit
+	}
+	return e
 }
 
 // notice describes an approval for people.

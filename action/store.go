@@ -15,6 +15,9 @@ var (
 	ErrStateConflict = errors.New("action state changed concurrently")
 	// ErrDuplicatePending means an identical request is already pending.
 	ErrDuplicatePending = errors.New("an identical request is already pending approval")
+	// ErrTooManyPending refuses a new pending action whose principal has
+	// Change.MaxPending pending already.
+	ErrTooManyPending = errors.New("too many actions pending approval")
 )
 
 // Filter selects actions to list.
@@ -89,6 +92,12 @@ type Change struct {
 	// lease expires (measured on the store's clock); without it any lease
 	// is cleared.
 	Lease *Lease
+	// MaxPending, when creating a pending action, bounds its principal's
+	// pending actions: the store refuses the change (ErrTooManyPending)
+	// if that many are pending already, counting in the same transaction
+	// so that concurrent proposals — on other replicas too — cannot pass
+	// the bound together. Zero: no bound.
+	MaxPending int
 	// Data is the action's JSON when the proposer encoded it already (off
 	// the audit writer, which every action waits on); nil: encode Action.
 	Data []byte

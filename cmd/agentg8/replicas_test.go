@@ -427,3 +427,36 @@ func TestLongPollSeesUnannouncedEnd(t *testing.T) {
 		t.Errorf("long-poll learnt of the end %s after it; want about a second", after)
 	}
 }
+
+// approvals.max_pending_per_agent holds across replicas: concurrent
+// proposals through two replicas leave exactly the bound pending, and
+// every other proposal is refused with 429 too_many_pending (the store's
+// refusal included, when both passed the early count).
+func TestPendingBoundAcrossReplicas(t *testing.T) {
+	up := newRecorder(t)
+	servers, _ := startReplicas(t, up.srv.URL, "approvals:\n  max_pending_per_agent: 2\n", 2)
+	const n = 24
+	var pending atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := &testEnv{t: t, url: "http://" + servers[i%2].ln.Addr().String()}
+			st, a := env.propose(supportKey, "ops.wire", map[string]any{"amount": i})
+			switch {
+			case st == 202:
+				pending.Add(1)
+			case st != 429 || a["code"] != "too_many_pending":
+				t.Errorf("proposal %d: %d %v", i, st, a)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := pending.Load(); got != 2 {
+		t.Errorf("%d proposals pending across two replicas, want 2", got)
+	}
+	if up.count() != 0 {
+		t.Errorf("upstream called %d times before any approval", up.count())
+	}
+}

@@ -560,6 +560,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		index int
 		ch    *action.Change // nil for statements that cannot be refused
 		set   bool           // a set statement's guard
+		bound bool           // a pending bound's guard (Change.MaxPending)
 	}
 	batch := &pgx.Batch{}
 	var slots []slot
@@ -591,16 +592,37 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	// the same actions (duplicate approval clicks on two replicas) wait for
 	// each other instead of deadlocking (TestBatchesDoNotDeadlock).
 	slices.SortFunc(order, func(i, j int) int { return lockOrder(changes[i].(*action.Change), changes[j].(*action.Change)) })
+	// New pending actions under a bound are counted with their principal
+	// locked (an advisory lock, held to the commit), so that batches on
+	// other replicas count after this one commits. The locks come first,
+	// in principal order, before any row lock: still one global order.
+	var bounded []string
+	for _, i := range order[:creates] {
+		if ch := changes[i].(*action.Change); bound(ch) {
+			bounded = append(bounded, ch.Action.Principal)
+		}
+	}
+	slices.Sort(bounded)
+	for _, p := range slices.Compact(bounded) {
+		batch.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, pendingLocks, p)
+		slots = append(slots, slot{index: -1})
+	}
 	// Creates, then updates (order is sorted so): each kind as one set
 	// statement when the batch has several, else one statement per change.
 	planned := false
-	for _, part := range [][]int{order[:creates], order[creates:]} {
-		if !sets || len(part) < minSet {
+	for k, part := range [][]int{order[:creates], order[creates:]} {
+		// Bounded creates are guarded one by one (the guard names its change).
+		if !sets || len(part) < minSet || k == 0 && len(bounded) > 0 {
 			for _, i := range part {
 				ch := changes[i].(*action.Change)
 				sql, args, err := changeSQL(ch)
 				if err != nil {
 					return 0, &audit.ChangeError{Index: i, Err: err}
+				}
+				if bound(ch) {
+					batch.Queue(`SELECT 1 / (count(*) < $2)::int FROM actions WHERE principal = $1 AND status = 'pending_approval'`,
+						ch.Action.Principal, ch.MaxPending)
+					slots = append(slots, slot{index: i, bound: true})
 				}
 				batch.Queue(`WITH c AS (`+sql+` RETURNING 1) SELECT 1 / count(*) FROM c`, args...)
 				slots = append(slots, slot{index: i, ch: ch})
@@ -658,6 +680,8 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 			var pe *pgconn.PgError
 			guard := errors.As(err, &pe) && pe.Code == "22012" // a guard: fewer rows written than changes
 			switch {
+			case guard && sl.bound:
+				return 0, &audit.ChangeError{Index: sl.index, Err: action.ErrTooManyPending}
 			case guard && sl.set:
 				return 0, errSetRefused
 			case guard && sl.ch != nil:
@@ -676,6 +700,15 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		return 0, fmt.Errorf("append audit: commit: %w", err)
 	}
 	return start, nil
+}
+
+// pendingLocks is the advisory-lock class (its first key) of principals'
+// pending bounds; the second key is the principal's hashtext.
+const pendingLocks = 0x61673870 // "ag8p"
+
+// bound reports whether a change creates a pending action under a bound.
+func bound(ch *action.Change) bool {
+	return ch.From == "" && ch.MaxPending > 0 && ch.Action.Status == agentg8.StatePendingApproval
 }
 
 // lockOrder orders a batch's changes as their statements lock rows: new

@@ -267,9 +267,11 @@ func (s *Store) PendingByHash(ctx context.Context, requestHash string) (*agentg8
 // CountPending counts an agent's pending approvals.
 func (s *Store) CountPending(ctx context.Context, principal string) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions WHERE principal = ? AND status = 'pending_approval'`, principal).Scan(&n)
+	err := s.db.QueryRowContext(ctx, countPendingSQL, principal).Scan(&n)
 	return n, err
 }
+
+const countPendingSQL = `SELECT count(*) FROM actions WHERE principal = ? AND status = 'pending_approval'`
 
 // ListActions lists actions newest first.
 func (s *Store) ListActions(ctx context.Context, f action.Filter) ([]*agentg8.Action, error) {
@@ -480,7 +482,10 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 			if insert == nil {
 				insert = tx.StmtContext(ctx, s.st.insert)
 			}
-			err = insertAction(ctx, insert, ch)
+			err = underPendingBound(ctx, tx, ch)
+			if err == nil {
+				err = insertAction(ctx, insert, ch)
+			}
 		} else {
 			if update == nil {
 				update = tx.StmtContext(ctx, s.st.update)
@@ -497,6 +502,23 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// underPendingBound refuses a new pending action whose principal has
+// Change.MaxPending pending already; counted in the batch's transaction,
+// which holds the database's one write lock.
+func underPendingBound(ctx context.Context, tx *sql.Tx, ch *action.Change) error {
+	if ch.MaxPending <= 0 || ch.Action.Status != agentg8.StatePendingApproval {
+		return nil
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, countPendingSQL, ch.Action.Principal).Scan(&n); err != nil {
+		return fmt.Errorf("count pending: %w", err)
+	}
+	if n >= ch.MaxPending {
+		return action.ErrTooManyPending
+	}
+	return nil
 }
 
 // execer is what both *sql.DB and *sql.Tx offer.

@@ -87,6 +87,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	})
 	t.Run("changes commit with their audit batch", func(t *testing.T) { testChanges(t, newStore(t)) })
 	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
+	t.Run("pending bound holds under concurrency", func(t *testing.T) { testPendingBound(t, newStore(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
 	t.Run("secrets", func(t *testing.T) { testSecrets(t, newStore(t)) })
 	t.Run("several writers keep one log", func(t *testing.T) { testWriters(t, newStore(t)) })
@@ -571,6 +572,75 @@ func testApprovals(t *testing.T, s Store) {
 	}
 	if n, _ := s.CountPending(ctx, "bot"); n != 2 {
 		t.Errorf("count after decision: %d", n)
+	}
+}
+
+// A bounded pending create (Change.MaxPending) is counted as it is
+// written: in one batch, later creates count earlier ones, and concurrent
+// batches (replicas) cannot pass the bound together.
+func testPendingBound(t *testing.T, s Store) {
+	ctx := context.Background()
+	bounded := func(id, principal string, max int) *action.Change {
+		return &action.Change{Action: pendingAction(id, principal, "sha256:"+id), MaxPending: max}
+	}
+	refused := func(err error, index int) bool {
+		var ce *audit.ChangeError
+		return errors.As(err, &ce) && ce.Index == index && errors.Is(err, action.ErrTooManyPending)
+	}
+	for _, id := range []string{"b1", "b2"} {
+		if err := commitChanges(ctx, s, bounded(id, "bot", 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := commitChanges(ctx, s, bounded("b3", "bot", 3)); err != nil {
+		t.Fatalf("third of three: %v", err)
+	}
+	if err := commitChanges(ctx, s, bounded("b4", "bot", 3)); !refused(err, 0) {
+		t.Fatalf("fourth of three: want ChangeError{0, ErrTooManyPending}, got %v", err)
+	}
+	if _, err := s.GetAction(ctx, "b4"); !errors.Is(err, action.ErrNotFound) {
+		t.Errorf("refused action was kept: %v", err)
+	}
+	// Another principal counts its own; in one batch the second create
+	// counts the first.
+	if err := commitChanges(ctx, s, bounded("o1", "other", 1), bounded("o2", "other", 1)); !refused(err, 1) {
+		t.Fatalf("second of one in one batch: want ChangeError{1, ErrTooManyPending}, got %v", err)
+	}
+	if err := commitChanges(ctx, s, bounded("o1", "other", 1)); err != nil {
+		t.Fatalf("first of one: %v", err)
+	}
+	// Concurrent proposals: exactly the bound passes.
+	const n, max = 16, 3
+	var passed atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := commitChanges(ctx, s, bounded(fmt.Sprintf("c%d", i), "busy", max))
+			switch {
+			case err == nil:
+				passed.Add(1)
+			case !refused(err, 0):
+				t.Errorf("concurrent create: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n, err := s.CountPending(ctx, "busy"); passed.Load() != max || n != max || err != nil {
+		t.Errorf("concurrent creates under a bound of %d: %d passed, %d pending (%v)", max, passed.Load(), n, err)
+	}
+	// A decided action frees its place.
+	a, err := s.GetAction(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Status = agentg8.StateRejected
+	if err := s.UpdateAction(ctx, a, agentg8.StatePendingApproval); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitChanges(ctx, s, bounded("b5", "bot", 3)); err != nil {
+		t.Errorf("after a decision: %v", err)
 	}
 }
 
