@@ -491,17 +491,24 @@ func (s *Service) deliver(ctx context.Context) {
 		s.c.Observer.Notification(name, err == nil)
 		n.Attempts++
 		if err == nil {
-			n.Delivered, n.LastError = true, ""
-		} else {
-			n.LastError = clip(err.Error(), 500)
-			backoff := time.Duration(1<<min(n.Attempts, 10)) * time.Second
-			n.NextAt = s.c.Clock.Now().Add(min(backoff, 10*time.Minute))
-			if n.Attempts >= maxNotifyAttempts {
-				n.NextAt = s.c.Clock.Now().Add(100 * 365 * 24 * time.Hour) // given up
+			if err := s.c.Store.DeleteNotification(ctx, n.ID); err != nil {
+				s.c.Logger.Error("worker: delete delivered notification", "err", err)
 			}
-			s.c.Logger.Warn("notification failed", "channel", name, "action_id", n.ActionID, "event", n.Event,
-				"attempt", n.Attempts, "err", n.LastError)
+			continue
 		}
+		n.LastError = clip(err.Error(), 500)
+		if n.Attempts >= maxNotifyAttempts {
+			s.c.Logger.Error("notification given up", "channel", name, "action_id", n.ActionID, "event", n.Event,
+				"attempts", n.Attempts, "err", n.LastError)
+			if err := s.c.Store.DeleteNotification(ctx, n.ID); err != nil {
+				s.c.Logger.Error("worker: delete notification", "err", err)
+			}
+			continue
+		}
+		backoff := time.Duration(1<<min(n.Attempts, 10)) * time.Second
+		n.NextAt = s.c.Clock.Now().Add(min(backoff, 10*time.Minute))
+		s.c.Logger.Warn("notification failed", "channel", name, "action_id", n.ActionID, "event", n.Event,
+			"attempt", n.Attempts, "err", n.LastError)
 		if err := s.c.Store.UpdateNotification(ctx, n); err != nil {
 			s.c.Logger.Error("worker: update notification", "err", err)
 		}

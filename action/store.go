@@ -69,8 +69,13 @@ type Store interface {
 	// until (when its deliverer stopped before recording the attempt), so
 	// deliverers on other replicas skip it meanwhile.
 	ClaimNotifications(ctx context.Context, now, until time.Time, limit int) ([]Notification, error)
-	// UpdateNotification records a delivery attempt.
+	// UpdateNotification records a failed delivery attempt and when to
+	// try again.
 	UpdateNotification(ctx context.Context, n Notification) error
+	// DeleteNotification removes a notification once delivered or given
+	// up: its payload carries the request's input and preview, which the
+	// audit log keeps; the outbox need not keep them too.
+	DeleteNotification(ctx context.Context, id string) error
 
 	// ClaimIdempotency inserts rec if (agent, key) is new and returns nil;
 	// otherwise it returns the existing record and stores nothing.
@@ -135,7 +140,7 @@ type Lease struct {
 }
 
 // Notification is one queued message to one channel, retried from the store
-// until delivered or out of attempts.
+// until delivered or out of attempts, then deleted.
 type Notification struct {
 	ID       string
 	ActionID string
@@ -148,6 +153,5 @@ type Notification struct {
 	Payload   []byte
 	Attempts  int
 	NextAt    time.Time
-	Delivered bool
 	LastError string
 }

@@ -445,3 +445,42 @@ func countReloads(e *testEnv, detail string) int {
 	}
 	return n
 }
+
+// A notification leaves the database once delivered, and once given up
+// after its last attempt: its payload (the request's input and preview)
+// is kept only by the audit log.
+func TestNotificationsLeaveTheOutbox(t *testing.T) {
+	down, up := newWebhook(t), newWebhook(t)
+	down.fails.Store(1000) // never answers well
+	clock := &testClock{t: time.Now().UTC()}
+	_, e, dir, _ := reloadableGatewayAt(t, newRecorder(t).srv.URL, clock, func(_, path string) {
+		appendFile(t, path, fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n  - {type: webhook, url: %q}\n", down.srv.URL, up.srv.URL))
+	})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	queued := func() (n int) {
+		if err := db.QueryRow(`SELECT count(*) FROM notifications`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	st, a := e.propose(supportKey, "ops.wire", map[string]any{"amount": 424242})
+	pendingOf(t, st, a)
+	waitFor(t, "the notice at the working channel", 10*time.Second, func() bool { return len(up.received()) == 1 })
+	waitFor(t, "the delivered notice to leave", 10*time.Second, func() bool { return queued() == 1 })
+	attempts := func() int { return int(1000 - down.fails.Load()) }
+	for attempts() < 12 {
+		n := attempts()
+		clock.Advance(11 * time.Minute) // past the longest backoff
+		waitFor(t, fmt.Sprintf("attempt %d", n+1), 10*time.Second, func() bool { return attempts() > n })
+	}
+	waitFor(t, "the given-up notice to leave", 10*time.Second, func() bool { return queued() == 0 })
+	clock.Advance(time.Hour)
+	time.Sleep(1500 * time.Millisecond) // a worker tick or more
+	if got := attempts(); got != 12 {
+		t.Errorf("%d attempts at the failing channel, want 12", got)
+	}
+}

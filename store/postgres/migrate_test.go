@@ -137,7 +137,12 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	ctx := context.Background()
 	url, old := storeAtVersion(t, 6)
-	if _, err := old.pool.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at) VALUES ('n1', 'a1', 1, 'approval_requested', '{}', 2, 0)`); err != nil {
+	// n1 is queued; n2 was delivered and n3 given up, which versions
+	// before 8 kept (with their payloads) and 8 deletes.
+	if _, err := old.pool.Exec(ctx, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered) VALUES
+		('n1', 'a1', 1, 'approval_requested', '{}', 2, 0, false),
+		('n2', 'a1', 0, 'approval_requested', '{}', 1, 0, true),
+		('n3', 'a1', 0, 'approval_requested', '{}', 12, 9000000000000000000, false)`); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(ctx, url)
@@ -148,5 +153,9 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	due, err := s.ClaimNotifications(ctx, time.Unix(1, 0), time.Unix(2, 0), 10)
 	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
 		t.Fatalf("after migration: %+v %v", due, err)
+	}
+	var ids string
+	if err := s.pool.QueryRow(ctx, `SELECT string_agg(id, ',') FROM notifications`).Scan(&ids); err != nil || ids != "n1" {
+		t.Errorf("notifications kept: %q %v, want only the queued n1", ids, err)
 	}
 }

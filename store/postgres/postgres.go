@@ -984,10 +984,16 @@ func (s *Store) ClaimNotifications(ctx context.Context, now, until time.Time, li
 	return out, nil
 }
 
-// UpdateNotification records a delivery attempt.
+// UpdateNotification records a failed delivery attempt.
 func (s *Store) UpdateNotification(ctx context.Context, n action.Notification) error {
-	_, err := s.pool.Exec(ctx, `UPDATE notifications SET attempts = $1, next_at = $2, delivered = $3, last_error = $4 WHERE id = $5`,
-		n.Attempts, n.NextAt.UnixNano(), n.Delivered, n.LastError, n.ID)
+	_, err := s.pool.Exec(ctx, `UPDATE notifications SET attempts = $1, next_at = $2, last_error = $3 WHERE id = $4`,
+		n.Attempts, n.NextAt.UnixNano(), n.LastError, n.ID)
+	return err
+}
+
+// DeleteNotification removes a delivered or given-up notification.
+func (s *Store) DeleteNotification(ctx context.Context, id string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM notifications WHERE id = $1`, id)
 	return err
 }
 

@@ -143,7 +143,12 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "old.db")
 	db := dbAtVersion(t, p, 6)
-	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES ('n1', 'a1', 1, 'approval_requested', X'7B7D', 2, 0, 0, '')`); err != nil {
+	// n1 is queued; n2 was delivered and n3 given up, which versions
+	// before 8 kept (with their payloads) and 8 deletes.
+	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES
+		('n1', 'a1', 1, 'approval_requested', X'7B7D', 2, 0, 0, ''),
+		('n2', 'a1', 0, 'approval_requested', X'7B7D', 1, 0, 1, ''),
+		('n3', 'a1', 0, 'approval_requested', X'7B7D', 12, 9000000000000000000, 0, 'boom')`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -155,5 +160,15 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	due, err := st.ClaimNotifications(ctx, time.Unix(1, 0), time.Unix(2, 0), 10)
 	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
 		t.Fatalf("after migration: %+v %v", due, err)
+	}
+	st.Close()
+	raw, err := sql.Open("sqlite", "file:"+p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var ids string
+	if err := raw.QueryRow(`SELECT group_concat(id) FROM notifications`).Scan(&ids); err != nil || ids != "n1" {
+		t.Errorf("notifications kept: %q %v, want only the queued n1", ids, err)
 	}
 }

@@ -580,10 +580,16 @@ func (s *Store) ClaimNotifications(ctx context.Context, now, until time.Time, li
 	return out, tx.Commit()
 }
 
-// UpdateNotification records a delivery attempt.
+// UpdateNotification records a failed delivery attempt.
 func (s *Store) UpdateNotification(ctx context.Context, n action.Notification) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE notifications SET attempts = ?, next_at = ?, delivered = ?, last_error = ? WHERE id = ?`,
-		n.Attempts, n.NextAt.UnixNano(), n.Delivered, n.LastError, n.ID)
+	_, err := s.db.ExecContext(ctx, `UPDATE notifications SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?`,
+		n.Attempts, n.NextAt.UnixNano(), n.LastError, n.ID)
+	return err
+}
+
+// DeleteNotification removes a delivered or given-up notification.
+func (s *Store) DeleteNotification(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM notifications WHERE id = ?`, id)
 	return err
 }
 

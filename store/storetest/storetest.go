@@ -680,9 +680,11 @@ func testNotifications(t *testing.T, s Store) {
 	if len(due) != 1 || due[0].ID != "n2" || due[0].Channel != "key-two" {
 		t.Errorf("rescheduled: %+v", due)
 	}
-	due[0].Delivered = true
-	s.UpdateNotification(ctx, due[0])
-	due = claim(3*time.Hour, 4*time.Hour)
+	if err := s.DeleteNotification(ctx, due[0].ID); err != nil { // delivered
+		t.Fatal(err)
+	}
+	// Deleted for good: not due however late it is.
+	due = claim(200*365*24*time.Hour, 0) // and due again at once
 	if len(due) != 1 || due[0].ID != "n1" || due[0].Attempts != 1 || due[0].LastError != "boom" {
 		t.Errorf("after delivery: %+v", due)
 	}
