@@ -155,6 +155,17 @@ func (ks *KeySet) JWKS() jose.JSONWebKeySet {
 	return out
 }
 
+// KeyIDs returns the keys' IDs (kid), newest first.
+func (ks *KeySet) KeyIDs() []string {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	var out []string
+	for _, k := range ks.keys {
+		out = append(out, k.KeyID)
+	}
+	return out
+}
+
 // sign serialises claims with the current key.
 func (ks *KeySet) sign(claims ...any) (string, string, error) {
 	ks.mu.RLock()

@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/action"
+	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/store/storetest"
 )
 
@@ -459,4 +463,58 @@ func TestPendingBoundAcrossReplicas(t *testing.T) {
 	if up.count() != 0 {
 		t.Errorf("upstream called %d times before any approval", up.count())
 	}
+}
+
+// A replica whose token-signing keys share none with the other replicas'
+// (its key file was not copied, so it made its own) is refused at start;
+// one whose key file was rotated (the previous key kept) starts.
+func TestReplicaWithOtherTokenKeysRefused(t *testing.T) {
+	up := newRecorder(t)
+	db := pgDB(t)
+	config := func() (*Config, string) {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true})
+		replaceIn(t, path, "store: sqlite:data/agentg8.db", "store: "+db)
+		cfg, err := LoadConfig(path, lookup(testEnvVars()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg, dir
+	}
+	first, _ := config()
+	serveInProcess(t, first, slog.New(slog.DiscardHandler))
+	start := func(cfg *Config) error {
+		s, err := startServer(context.Background(), cfg, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+		if err == nil {
+			s.http.Close()
+			t.Fatal("a replica with its own token keys started")
+		}
+		return err
+	}
+	copyFile := func(from, to string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(to), 0o700)
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The audit key copied, the token keys not: refused.
+	second, _ := config()
+	copyFile(first.signingKeyPath(), second.signingKeyPath())
+	if err := start(second); !strings.Contains(err.Error(), "token keys") || !strings.Contains(err.Error(), second.tokenKeysPath()) {
+		t.Fatalf("refusal: %v", err)
+	}
+	// Refused again at its next start: it registered nothing.
+	start(second)
+	// The first replica's key file, rotated: starts (serveInProcess fails
+	// the test otherwise), and mints with the new key.
+	copyFile(first.tokenKeysPath(), second.tokenKeysPath())
+	if _, err := credential.RotateKeySet(second.tokenKeysPath(), second.Tokens.Algorithm); err != nil {
+		t.Fatal(err)
+	}
+	serveInProcess(t, second, slog.New(slog.DiscardHandler))
 }

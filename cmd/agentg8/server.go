@@ -427,6 +427,23 @@ func sameAuditKey(ctx context.Context, st audit.Store, key *audit.Key, path stri
 	return nil
 }
 
+// sameTokenKeys refuses a replica whose token-signing keys share none with
+// those the other replicas registered: it created its own key file (the
+// file was not copied), and the tokens it mints would fail against the
+// JWKS the others serve. A rotation (agentg8 keys rotate) keeps the
+// previous key, so a rotated key file still shares one.
+func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySet, path string) error {
+	before, ok, err := pg.RegisterTokenKeys(ctx, ks.KeyIDs())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("the token keys in %s (tokens.keys; kid %s) share none with those the other replicas use (kid %s): every replica must use the same key file; copy it from a running replica",
+			path, strings.Join(ks.KeyIDs(), ", "), strings.Join(before, ", "))
+	}
+	return nil
+}
+
 // openStore opens the configured store.
 func openStore(ctx context.Context, cfg *Config) (storage, error) {
 	kind, rest, err := store.Kind(cfg.storeURL())
@@ -473,6 +490,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	tokenKeys, err := credential.LoadOrCreateKeySet(cfg.tokenKeysPath(), cfg.Tokens.Algorithm)
 	if err != nil {
 		return fail(err)
+	}
+	if multi {
+		if err := sameTokenKeys(ctx, pg, tokenKeys, cfg.tokenKeysPath()); err != nil {
+			return fail(err)
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -1046,6 +1046,41 @@ func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
 	return tag.RowsAffected() > 0, err
 }
 
+// RegisterTokenKeys records the IDs of a replica's token-signing keys,
+// unless keys are registered already and none of kids is among them: then
+// it records nothing and ok is false. It returns the IDs registered
+// before. Starts are serialised (an advisory lock), so two replicas
+// starting at once on an empty table cannot both register.
+func (s *Store) RegisterTokenKeys(ctx context.Context, kids []string) (before []string, ok bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, 0)`, tokenKeysLock); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT kid FROM token_keys ORDER BY registered_at, kid`)
+		if err != nil {
+			return err
+		}
+		before, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if len(before) > 0 && !slices.ContainsFunc(kids, func(k string) bool { return slices.Contains(before, k) }) {
+			return nil
+		}
+		ok = true
+		_, err = tx.Exec(ctx, `INSERT INTO token_keys (kid) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, kids)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("register token keys: %w", err)
+	}
+	return before, ok, nil
+}
+
+// tokenKeysLock is the advisory-lock class that serialises
+// RegisterTokenKeys.
+const tokenKeysLock = 0x6167386b // "ag8k"
+
 // Listen calls fn with the id and new state of every action changed by any
 // replica whose change is announced (action.Change.Announced), until ctx
 // ends; it reconnects after errors.
