@@ -108,6 +108,12 @@ type Change struct {
 	Data []byte
 }
 
+// Bounded reports whether the change creates a pending action under a
+// bound (MaxPending) the store must check as it writes.
+func (c *Change) Bounded() bool {
+	return c.From == "" && c.MaxPending > 0 && c.Action.Status == agentg8.StatePendingApproval
+}
+
 // Announced reports whether other replicas must hear of this change (a
 // store's LISTEN/NOTIFY) because someone there may be waiting on it: every
 // change in an approval's course (agents long-poll pending actions; the

@@ -32,3 +32,22 @@ func TestChangeAnnounced(t *testing.T) {
 		}
 	}
 }
+
+// Only a new pending action with a bound is checked against it.
+func TestChangeBounded(t *testing.T) {
+	pending := &agentg8.Action{Status: agentg8.StatePendingApproval, Approval: &agentg8.Approval{ID: "apr_1"}}
+	for _, c := range []struct {
+		name string
+		ch   Change
+		want bool
+	}{
+		{"new pending, bound", Change{Action: pending, MaxPending: 2}, true},
+		{"new pending, no bound", Change{Action: pending}, false},
+		{"pending updated", Change{Action: pending, From: agentg8.StatePendingApproval, MaxPending: 2}, false},
+		{"new executing", Change{Action: &agentg8.Action{Status: agentg8.StateExecuting}, MaxPending: 2}, false},
+	} {
+		if got := c.ch.Bounded(); got != c.want {
+			t.Errorf("%s: bounded %v, want %v", c.name, got, c.want)
+		}
+	}
+}

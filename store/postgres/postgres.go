@@ -598,7 +598,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	// in principal order, before any row lock: still one global order.
 	var bounded []string
 	for _, i := range order[:creates] {
-		if ch := changes[i].(*action.Change); bound(ch) {
+		if ch := changes[i].(*action.Change); ch.Bounded() {
 			bounded = append(bounded, ch.Action.Principal)
 		}
 	}
@@ -619,7 +619,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 				if err != nil {
 					return 0, &audit.ChangeError{Index: i, Err: err}
 				}
-				if bound(ch) {
+				if ch.Bounded() {
 					batch.Queue(`SELECT 1 / (count(*) < $2)::int FROM actions WHERE principal = $1 AND status = 'pending_approval'`,
 						ch.Action.Principal, ch.MaxPending)
 					slots = append(slots, slot{index: i, bound: true})
@@ -705,11 +705,6 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 // pendingLocks is the advisory-lock class (its first key) of principals'
 // pending bounds; the second key is the principal's hashtext.
 const pendingLocks = 0x61673870 // "ag8p"
-
-// bound reports whether a change creates a pending action under a bound.
-func bound(ch *action.Change) bool {
-	return ch.From == "" && ch.MaxPending > 0 && ch.Action.Status == agentg8.StatePendingApproval
-}
 
 // lockOrder orders a batch's changes as their statements lock rows: new
 // actions first, by the pending-request hash their unique index locks

@@ -508,7 +508,7 @@ func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
 // Change.MaxPending pending already; counted in the batch's transaction,
 // which holds the database's one write lock.
 func underPendingBound(ctx context.Context, tx *sql.Tx, ch *action.Change) error {
-	if ch.MaxPending <= 0 || ch.Action.Status != agentg8.StatePendingApproval {
+	if !ch.Bounded() {
 		return nil
 	}
 	var n int
