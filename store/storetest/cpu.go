@@ -44,13 +44,17 @@ func StartCPU(url string) *CPUMeter {
 }
 
 // Report reports the CPU per operation since StartCPU as go-µs/op (this
-// process) and pg-µs/op (PostgreSQL, when measured).
-func (m *CPUMeter) Report(b *testing.B) {
+// process) and pg-µs/op (PostgreSQL, when measured), and returns both (pg
+// 0 when unmeasured).
+func (m *CPUMeter) Report(b *testing.B) (goPerOp, pgPerOp float64) {
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
-	b.ReportMetric(per(selfCPU()-m.self0), "go-µs/op")
+	goPerOp = per(selfCPU() - m.self0)
+	b.ReportMetric(goPerOp, "go-µs/op")
 	if m.pg != 0 {
-		b.ReportMetric(per(m.pgCPU()-m.pg0), "pg-µs/op")
+		pgPerOp = per(m.pgCPU() - m.pg0)
+		b.ReportMetric(pgPerOp, "pg-µs/op")
 	}
+	return goPerOp, pgPerOp
 }
 
 func selfCPU() time.Duration {

@@ -65,9 +65,11 @@ func CeilingConns(clients, gateway int) []int {
 // independent durable single-row INSERTs of row into a new table of the
 // database at url, from clients concurrent callers over a pool of conns
 // connections (each its own implicit transaction and commit). It reports
-// inserts per second (and returns it) and the CPU per insert (CPUMeter). The pool is sized explicitly: pgxpool's
-// default (4 connections on a small machine) would throttle the ceiling.
-func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
+// inserts per second and the CPU per insert (CPUMeter), and returns the
+// rate and PostgreSQL's CPU per insert in µs (0 when unmeasured). The pool
+// is sized explicitly: pgxpool's default (4 connections on a small
+// machine) would throttle the ceiling.
+func Inserts(b *testing.B, url string, clients, conns int, row []byte) (rate, pgPerOp float64) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		b.Fatal(err)
@@ -97,6 +99,6 @@ func Inserts(b *testing.B, url string, clients, conns int, row []byte) float64 {
 		_, err := pool.Exec(ctx, `INSERT INTO t (data) VALUES ($1)`, row)
 		return err
 	})
-	cpu.Report(b)
-	return float64(b.N) / b.Elapsed().Seconds()
+	_, pgPerOp = cpu.Report(b)
+	return float64(b.N) / b.Elapsed().Seconds(), pgPerOp
 }
