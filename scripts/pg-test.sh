@@ -26,8 +26,20 @@ if [ ! -f "$root/data/PG_VERSION" ]; then
   as_pg "$bin/initdb" -D "$root/data" -A trust -U agentg8 >/dev/null
 fi
 if ! as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
-  as_pg "$bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
-    -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >&2 \
-    || { cat "$root/log" >&2; exit 1; }
+  # Another cluster may take the port between the check above and the
+  # start (a second clone's tests, say): move on to the next free one.
+  for try in 1 2 3 4 5; do
+    if as_pg "$bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
+      -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >&2; then
+      break
+    fi
+    if [ "$try" = 5 ] || ! grep -q "Address already in use" "$root/log"; then
+      cat "$root/log" >&2
+      exit 1
+    fi
+    port=$((port + 1))
+    while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+    echo "$port" >"$root/port"
+  done
 fi
 echo "postgres://agentg8@127.0.0.1:$port/postgres?sslmode=disable"
