@@ -465,9 +465,10 @@ func TestPendingBoundAcrossReplicas(t *testing.T) {
 	}
 }
 
-// A replica whose token-signing keys share none with the other replicas'
+// A replica whose token-signing keys share none with the running replicas'
 // (its key file was not copied, so it made its own) is refused at start;
-// one whose key file was rotated (the previous key kept) starts.
+// one whose key file was rotated (the previous key kept) starts, and so
+// does any once the keys registered are stale (a cluster stopped whole).
 func TestReplicaWithOtherTokenKeysRefused(t *testing.T) {
 	up := newRecorder(t)
 	db := pgDB(t)
@@ -517,4 +518,19 @@ func TestReplicaWithOtherTokenKeysRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveInProcess(t, second, slog.New(slog.DiscardHandler))
+
+	// Keys no running replica has marked for tokenKeysFresh no longer
+	// count: a cluster stopped whole can start again on new keys.
+	third, _ := config()
+	copyFile(first.signingKeyPath(), third.signingKeyPath())
+	start(third)
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `UPDATE token_keys SET last_seen = now() - $1 * interval '1 second'`, (tokenKeysFresh + time.Minute).Seconds()); err != nil {
+		t.Fatal(err)
+	}
+	serveInProcess(t, third, slog.New(slog.DiscardHandler))
 }

@@ -432,16 +432,43 @@ func sameAuditKey(ctx context.Context, st audit.Store, key *audit.Key, path stri
 // file was not copied), and the tokens it mints would fail against the
 // JWKS the others serve. A rotation (agentg8 keys rotate) keeps the
 // previous key, so a rotated key file still shares one.
+//
+// Only the keys of replicas running now count (each refreshes its keys
+// every tokenKeysTouch; those not seen for tokenKeysFresh are left out),
+// so a cluster stopped whole can start again on new keys.
 func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySet, path string) error {
-	before, ok, err := pg.RegisterTokenKeys(ctx, ks.KeyIDs())
+	others, ok, err := pg.RegisterTokenKeys(ctx, ks.KeyIDs(), tokenKeysFresh)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("the token keys in %s (tokens.keys; kid %s) share none with those the other replicas use (kid %s): every replica must use the same key file; copy it from a running replica",
-			path, strings.Join(ks.KeyIDs(), ", "), strings.Join(before, ", "))
+		return fmt.Errorf("the token keys in %s (tokens.keys; kid %s) share none with those the running replicas use (kid %s): every replica must use the same key file; copy it from a running replica (a rotation keeps only the previous key: after two rotations, stop every replica before starting them again)",
+			path, strings.Join(ks.KeyIDs(), ", "), strings.Join(others, ", "))
 	}
 	return nil
+}
+
+// How often a replica marks its token keys as in use, and how long
+// unmarked keys still count as some running replica's.
+const (
+	tokenKeysTouch = time.Minute
+	tokenKeysFresh = 3 * tokenKeysTouch
+)
+
+// touchTokenKeys marks this replica's token keys as in use until ctx ends.
+func (s *server) touchTokenKeys(ctx context.Context) {
+	t := time.NewTicker(tokenKeysTouch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
+				s.logger.Warn("mark token keys in use", "err", err)
+			}
+		}
+	}
 }
 
 // openStore opens the configured store.
@@ -603,6 +630,7 @@ func (s *server) serve(ctx context.Context) error {
 	if s.pg != nil {
 		// Changes made by other replicas wake this one's pollers and worker.
 		go s.pg.Listen(workerCtx, s.service.Changed)
+		go s.touchTokenKeys(workerCtx)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

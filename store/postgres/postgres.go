@@ -1041,35 +1041,45 @@ func (s *Store) DeleteSecret(ctx context.Context, name string) (bool, error) {
 	return tag.RowsAffected() > 0, err
 }
 
-// RegisterTokenKeys records the IDs of a replica's token-signing keys,
-// unless keys are registered already and none of kids is among them: then
-// it records nothing and ok is false. It returns the IDs registered
-// before. Starts are serialised (an advisory lock), so two replicas
-// starting at once on an empty table cannot both register.
-func (s *Store) RegisterTokenKeys(ctx context.Context, kids []string) (before []string, ok bool, err error) {
+// RegisterTokenKeys records the IDs of a replica's token-signing keys as
+// seen now, unless keys were seen within fresh (by running replicas, which
+// refresh theirs with TouchTokenKeys) and none of kids is among them: then
+// it records nothing and ok is false. It returns the fresh IDs. Starts are
+// serialised (an advisory lock), so two replicas starting at once cannot
+// both register.
+func (s *Store) RegisterTokenKeys(ctx context.Context, kids []string, fresh time.Duration) (others []string, ok bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, 0)`, tokenKeysLock); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT kid FROM token_keys ORDER BY registered_at, kid`)
+		rows, err := tx.Query(ctx, `SELECT kid FROM token_keys WHERE last_seen > now() - $1 * interval '1 microsecond' ORDER BY kid`, fresh.Microseconds())
 		if err != nil {
 			return err
 		}
-		before, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		others, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return err
 		}
-		if len(before) > 0 && !slices.ContainsFunc(kids, func(k string) bool { return slices.Contains(before, k) }) {
+		if len(others) > 0 && !slices.ContainsFunc(kids, func(k string) bool { return slices.Contains(others, k) }) {
 			return nil
 		}
 		ok = true
-		_, err = tx.Exec(ctx, `INSERT INTO token_keys (kid) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, kids)
-		return err
+		return touchTokenKeys(ctx, tx, kids)
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("register token keys: %w", err)
 	}
-	return before, ok, nil
+	return others, ok, nil
+}
+
+// TouchTokenKeys marks a running replica's token keys as seen now.
+func (s *Store) TouchTokenKeys(ctx context.Context, kids []string) error {
+	return touchTokenKeys(ctx, s.pool, kids)
+}
+
+func touchTokenKeys(ctx context.Context, q querier, kids []string) error {
+	_, err := q.Exec(ctx, `INSERT INTO token_keys (kid) SELECT unnest($1::text[]) ON CONFLICT (kid) DO UPDATE SET last_seen = now()`, kids)
+	return err
 }
 
 // tokenKeysLock is the advisory-lock class that serialises

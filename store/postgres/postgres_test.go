@@ -526,3 +526,47 @@ func TestDeadlockVictimIsRetried(t *testing.T) {
 		t.Fatalf("rejected actions: %d %v", rejected, err)
 	}
 }
+
+// Token keys count while running replicas refresh them: a key set sharing
+// none of the fresh ones is refused, and registers nothing; stale ones no
+// longer count until touched again.
+func TestTokenKeysRegistry(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	s, admin := openStore(t, url), adminPool(t, url)
+	const fresh = time.Minute
+	register := func(kids ...string) ([]string, bool) {
+		t.Helper()
+		others, ok, err := s.RegisterTokenKeys(ctx, kids, fresh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return others, ok
+	}
+	if others, ok := register("a", "b"); !ok || len(others) != 0 {
+		t.Fatalf("first registration: %v %v", others, ok)
+	}
+	if others, ok := register("c"); ok || fmt.Sprint(others) != "[a b]" {
+		t.Fatalf("a set sharing none: %v %v", others, ok)
+	}
+	if _, ok := register("c", "b"); !ok { // rotated: b kept
+		t.Fatal("a rotated set was refused")
+	}
+	age := func() {
+		t.Helper()
+		if _, err := admin.Exec(ctx, `UPDATE token_keys SET last_seen = now() - interval '2 minutes'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age()
+	if err := s.TouchTokenKeys(ctx, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if others, ok := register("d"); ok || fmt.Sprint(others) != "[a]" {
+		t.Fatalf("while a is in use: %v %v", others, ok)
+	}
+	age()
+	if others, ok := register("d"); !ok || len(others) != 0 {
+		t.Fatalf("with every key stale: %v %v", others, ok)
+	}
+}

@@ -1,7 +1,8 @@
--- The IDs (kid) of the keys replicas sign minted tokens with (tokens.keys):
--- a replica whose key file shares none of them (it created its own) is
+-- The IDs (kid) of the keys running replicas sign minted tokens with
+-- (tokens.keys), each refreshed by its replicas every minute: a replica
+-- whose key file shares none of the fresh ones (it created its own) is
 -- refused at start, since its tokens would fail against the others' JWKS.
 CREATE TABLE token_keys (
-    kid           TEXT PRIMARY KEY,
-    registered_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    kid       TEXT PRIMARY KEY,
+    last_seen TIMESTAMPTZ NOT NULL DEFAULT now()
 );
