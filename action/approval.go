@@ -490,16 +490,15 @@ func (s *Service) deliver(ctx context.Context) {
 		name := s.c.Notifier.Name(n.Channel)
 		s.c.Observer.Notification(name, err == nil)
 		n.Attempts++
-		if err == nil {
-			if err := s.c.Store.DeleteNotification(ctx, n.ID); err != nil {
-				s.c.Logger.Error("worker: delete delivered notification", "err", err)
-			}
-			continue
+		if err != nil {
+			n.LastError = clip(err.Error(), 500)
 		}
-		n.LastError = clip(err.Error(), 500)
-		if n.Attempts >= maxNotifyAttempts {
-			s.c.Logger.Error("notification given up", "channel", name, "action_id", n.ActionID, "event", n.Event,
-				"attempts", n.Attempts, "err", n.LastError)
+		if err == nil || n.Attempts >= maxNotifyAttempts {
+			// Delivered or given up: the notice leaves the queue.
+			if err != nil {
+				s.c.Logger.Error("notification given up", "channel", name, "action_id", n.ActionID, "event", n.Event,
+					"attempts", n.Attempts, "err", n.LastError)
+			}
 			if err := s.c.Store.DeleteNotification(ctx, n.ID); err != nil {
 				s.c.Logger.Error("worker: delete notification", "err", err)
 			}

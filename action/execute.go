@@ -297,10 +297,8 @@ func (s *Service) mayRead(p agentg8.Principal, a *agentg8.Action) bool {
 	if p.Kind == agentg8.KindAgent {
 		return a.Principal == p.ID
 	}
-	for _, g := range s.rules.Load().AuditorGroups {
-		if p.InGroup(g) {
-			return true
-		}
+	if s.MayAudit(p) {
+		return true
 	}
 	if a.Approval != nil {
 		for _, r := range a.Approval.Required {
@@ -324,15 +322,7 @@ func (s *Service) MayResolve(p agentg8.Principal) bool {
 
 // MayAudit reports whether p may read the audit log.
 func (s *Service) MayAudit(p agentg8.Principal) bool {
-	if p.Kind != agentg8.KindUser {
-		return false
-	}
-	for _, g := range s.rules.Load().AuditorGroups {
-		if p.InGroup(g) {
-			return true
-		}
-	}
-	return false
+	return p.Kind == agentg8.KindUser && slices.ContainsFunc(s.rules.Load().AuditorGroups, p.InGroup)
 }
 
 // Get returns an action p may read. With wait > 0 it long-polls until the

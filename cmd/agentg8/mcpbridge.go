@@ -59,20 +59,11 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	if *poll > 0 {
 		// The gateway's stateless endpoint cannot push; poll it, and the
 		// local server tells the desktop client when the list changed.
-		go func() {
-			t := time.NewTicker(*poll)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := syncTools(ctx, cs, local, seen); err != nil {
-						m.logger("warn").Warn("re-reading the gateway's tools failed", "err", err)
-					}
-				}
+		go every(ctx, *poll, func() {
+			if err := syncTools(ctx, cs, local, seen); err != nil {
+				m.logger("warn").Warn("re-reading the gateway's tools failed", "err", err)
 			}
-		}()
+		})
 	}
 	err = local.Run(ctx, &mcp.IOTransport{Reader: readCloser{m.Stdin}, Writer: writeCloser{m.Stdout}})
 	if errors.Is(err, context.Canceled) {

@@ -428,22 +428,21 @@ func sameAuditKey(ctx context.Context, st audit.Store, key *audit.Key, path stri
 }
 
 // sameTokenKeys refuses a replica whose token-signing keys share none with
-// those the other replicas registered: it created its own key file (the
-// file was not copied), and the tokens it mints would fail against the
-// JWKS the others serve. A rotation (agentg8 keys rotate) keeps the
-// previous key, so a rotated key file still shares one.
-//
-// Only the keys of replicas running now count (each refreshes its keys
-// every tokenKeysTouch; those not seen for tokenKeysFresh are left out),
-// so a cluster stopped whole can start again on new keys.
+// those of the replicas running now (each marks its keys every
+// tokenKeysTouch; keys unmarked for tokenKeysFresh do not count): it
+// created its own key file (the file was not copied), and the tokens it
+// mints would fail against the JWKS the others serve. A rotation (agentg8
+// keys rotate) keeps the previous key, so a rotated key file still shares
+// one; a cluster stopped whole can start again on new keys.
 func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySet, path string) error {
-	others, ok, err := pg.RegisterTokenKeys(ctx, ks.KeyIDs(), tokenKeysFresh)
+	kids := ks.KeyIDs()
+	others, ok, err := pg.RegisterTokenKeys(ctx, kids, tokenKeysFresh)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("the token keys in %s (tokens.keys; kid %s) share none with those the running replicas use (kid %s): every replica must use the same key file; copy it from a running replica (a rotation keeps only the previous key: after two rotations, stop every replica before starting them again)",
-			path, strings.Join(ks.KeyIDs(), ", "), strings.Join(others, ", "))
+			path, strings.Join(kids, ", "), strings.Join(others, ", "))
 	}
 	return nil
 }
@@ -457,16 +456,23 @@ const (
 
 // touchTokenKeys marks this replica's token keys as in use until ctx ends.
 func (s *server) touchTokenKeys(ctx context.Context) {
-	t := time.NewTicker(tokenKeysTouch)
+	every(ctx, tokenKeysTouch, func() {
+		if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
+			s.logger.Warn("mark token keys in use", "err", err)
+		}
+	})
+}
+
+// every runs fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
-				s.logger.Warn("mark token keys in use", "err", err)
-			}
+			fn()
 		}
 	}
 }
