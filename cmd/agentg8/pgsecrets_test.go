@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agentg8/agentg8/store/storetest"
+)
+
+// On PostgreSQL no secret — a credential the gateway resolved, a stored
+// secret, a token it minted, an API key it was shown — reaches the
+// database in any form: not in its rows (pg_dump), not in its files, not
+// in the write-ahead log it wrote meanwhile (dead row versions and deleted
+// rows included), even when the upstream echoes the secret back. A marker
+// sent the same way as the secrets is found in each, so the scans can fail.
+func TestSecretsNeverReachPostgres(t *testing.T) {
+	db := storetest.PostgresDB(t)
+	pgDump := pgTool(t, "pg_dump")
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var startWAL string
+	if err := admin.QueryRow(ctx, `SELECT pg_walfile_name(pg_current_wal_insert_lsn())`).Scan(&startWAL); err != nil {
+		t.Fatal(err)
+	}
+
+	const stored = "stored-crm-key-456"
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true,
+		extraConfig: "secrets:\n  key: env:SECRETS_KEY\n",
+		extraCreds:  mintedCreds + "  stored: {type: api_key, secret: \"store:crm-key\", header: X-Api-Key}\n",
+		extraTasks: mintedTasks + `
+- {name: s.stored, description: Uses a stored secret., risk: read, input: {type: object, properties: {x: {type: string}}}, credential: stored, request: {method: GET, url: "UPSTREAM/s"}}
+`})
+	replaceIn(t, e.cfgPath, "store: sqlite:data/agentg8.db", "store: "+db)
+	e.env["SECRETS_KEY"] = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	m := NewMain()
+	var o syncBuffer
+	m.Stdout, m.Stderr, m.LookupEnv, m.Stdin = &o, &o, lookup(e.env), strings.NewReader(stored+"\n")
+	if code := m.Run(t.Context(), []string{"secrets", "set", "crm-key", "--config", e.cfgPath}); code != 0 {
+		t.Fatalf("secrets set: %s", o.String())
+	}
+	e.start()
+
+	// Every upstream echoes what authenticated it, plainly and encoded.
+	ju := &jwtUpstream{seen: map[string]bool{}, jwks: e.url + "/.well-known/jwks.json", aud: e.up.srv.URL}
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/int/") {
+			ju.handler(w, r)
+			return
+		}
+		got := r.Header.Get("Authorization") + r.Header.Get("X-Api-Key")
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == "POST" {
+			w.WriteHeader(500) // an error body that repeats the key
+		}
+		json.NewEncoder(w).Encode(map[string]any{"echo": got, "b64": base64.StdEncoding.EncodeToString([]byte(got)), "hex": hex.EncodeToString([]byte(got))})
+	})
+	const marker = "pg-scan-marker-7f3a9c"
+	var responses []string
+	check := func(what string, st int, a map[string]any, want int) {
+		t.Helper()
+		if st != want {
+			t.Fatalf("%s: %d %v", what, st, a["_body"])
+		}
+		responses = append(responses, a["_body"].(string))
+	}
+	st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	check("api key", st, a, 200)
+	st, a = e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": marker})
+	check("failing write", st, a, 502)
+	st, a = e.propose(supportKey, "s.stored", map[string]any{"x": marker})
+	check("stored secret", st, a, 200)
+	st, a = e.propose(supportKey, "int.read", map[string]any{"x": marker})
+	check("minted token", st, a, 200)
+	id, aprID, hash := e.pend(e.propose(supportKey, "int.write", map[string]any{"x": marker}))
+	e.approve(franKey, aprID, hash, true)
+	waitFor(t, "the approved write", 10*time.Second, func() bool { return e.status(id) == "succeeded" })
+	_, a = e.do("GET", "/v1/actions/"+id, supportKey, nil)
+	responses = append(responses, a["_body"].(string))
+	e.stop()
+	if got := e.up.last().Header.Get("Authorization"); !strings.HasPrefix(got, "Bearer ey") || len(ju.tokens) != 2 {
+		t.Fatalf("the approved write did not use a minted token (%.12q…, %d tokens)", got, len(ju.tokens))
+	}
+
+	secrets := append([]string{crmSecret, stored, supportKey, franKey}, ju.tokens...)
+	assertAbsent(t, e, strings.Join(responses, "\n"), secrets...)
+
+	// The database's rows, as a backup holds them.
+	// bytea in escape format keeps stored text readable (hex hides it).
+	cmd := exec.Command(pgDump, "--dbname="+db)
+	cmd.Env = append(os.Environ(), "PGOPTIONS=-c bytea_output=escape")
+	dump, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	assertScanned(t, "pg_dump", dump, marker, secrets)
+
+	// Its files: the write-ahead log written since the test began (read
+	// before the checkpoint, which may recycle segments), then, after a
+	// checkpoint has written every page, the database's own files.
+	var dir, oid string
+	if err := admin.QueryRow(ctx, `SELECT current_setting('data_directory'), (SELECT oid::text FROM pg_database WHERE datname = current_database())`).Scan(&dir, &oid); err != nil {
+		t.Fatal(err)
+	}
+	wal, err := os.ReadDir(filepath.Join(dir, "pg_wal"))
+	if errors.Is(err, fs.ErrPermission) && os.Getenv("CI") == "" {
+		t.Skipf("cannot read PostgreSQL's files as this user (%v); CI runs this part as root", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var walBytes []byte
+	for _, f := range wal {
+		// Segment names sort by position; recycled ones carry later names.
+		if len(f.Name()) == 24 && f.Name()[:8] == startWAL[:8] && f.Name() >= startWAL {
+			b, err := os.ReadFile(filepath.Join(dir, "pg_wal", f.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			walBytes = append(walBytes, b...)
+		}
+	}
+	assertScanned(t, "the write-ahead log", walBytes, marker, secrets)
+	if _, err := admin.Exec(ctx, `CHECKPOINT`); err != nil {
+		t.Fatal(err)
+	}
+	var files []byte
+	filepath.WalkDir(filepath.Join(dir, "base", oid), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, b...)
+		}
+		return nil
+	})
+	assertScanned(t, "the database's files", files, marker, secrets)
+}
+
+// assertScanned fails if data holds any secret in a common encoding, or
+// does not hold marker (then the scan proves nothing).
+func assertScanned(t *testing.T, what string, data []byte, marker string, secrets []string) {
+	t.Helper()
+	if !bytes.Contains(data, []byte(marker)) {
+		t.Errorf("%s (%d bytes) does not hold the marker: the scan would miss a secret too", what, len(data))
+	}
+	for _, s := range secrets {
+		for _, f := range []string{s, base64.StdEncoding.EncodeToString([]byte(s)), base64.RawURLEncoding.EncodeToString([]byte(s)), hex.EncodeToString([]byte(s)), url.QueryEscape(s)} {
+			if bytes.Contains(data, []byte(f)) {
+				t.Errorf("secret form %.20q… in %s", f, what)
+			}
+		}
+	}
+}
+
+// pgTool finds a PostgreSQL client program: on PATH, else in the newest
+// Debian server package (where scripts/pg-test.sh finds initdb).
+func pgTool(t *testing.T, name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
+	// Versions sort as numbers: shorter first, then by text.
+	slices.SortFunc(found, func(a, b string) int { return cmp.Or(len(a)-len(b), strings.Compare(a, b)) })
+	if len(found) == 0 {
+		t.Fatalf("%s not found (Debian's postgresql package has it)", name)
+	}
+	return found[len(found)-1]
+}
