@@ -17,6 +17,7 @@ import (
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/notify"
 	"github.com/agentg8/agentg8/store"
+	"github.com/agentg8/agentg8/store/postgres"
 )
 
 // Config is agentg8.yaml (SPEC §2.1). Unknown keys are errors.
@@ -190,8 +191,12 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s", c.path, key, fmt.Sprintf(format, a...)))
 	}
-	if _, _, err := store.Kind(c.Store); err != nil {
+	if kind, _, err := store.Kind(c.Store); err != nil {
 		bad("store", "%v", err)
+	} else if kind == "postgres" {
+		if _, err := postgres.CheckTransport(c.Store, os.Getenv); err != nil {
+			bad("store", "%v", err)
+		}
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {

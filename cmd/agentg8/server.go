@@ -504,6 +504,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	if multi {
 		// Replicas decide expiry and leases by the database's clock.
 		clock = pg.Clock(clock)
+		if w, _ := postgres.CheckTransport(cfg.Store, os.Getenv); w != "" {
+			logger.Warn("the store's connection is not verified", "detail", w)
+		}
 	}
 	l, err := load(cfg, lookupEnv, true, st)
 	if err != nil {

@@ -29,6 +29,9 @@ func TestValidate(t *testing.T) {
 		{"unknown config key", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "colour: blue\n")
 		}, []string{"agentg8.yaml:COLOURLINE:", "colour"}},
+		{"remote PostgreSQL without sslmode", func(t *testing.T, dir string) {
+			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "store: sqlite:data/agentg8.db", "store: postgres://agentg8@db.example.net/agentg8")
+		}, []string{"store", "db.example.net is not on this machine", "sslmode=verify-full"}},
 		{"resolver group without users", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "execution:\n  resolvers: [night-shift]\n")
 		}, []string{"execution.resolvers[0]", `group "night-shift" has no users`}},
@@ -135,5 +138,20 @@ func TestMigrateNamesNoSecret(t *testing.T) {
 	code, out, errs := e.cli(testEnvVars(), "migrate", "--config", cfg)
 	if code != 0 || strings.TrimSpace(out) != "migrated the sqlite store" {
 		t.Fatalf("%d %q %s", code, out, errs)
+	}
+}
+
+// serve and migrate refuse a PostgreSQL on another machine whose URL sets
+// no sslmode before connecting (pgx would fall back to plaintext).
+func TestRemoteStoreNeedsSSLMode(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: postgres://agentg8@db.example.net:5432/agentg8")
+	e := &testEnv{t: t}
+	for _, cmd := range []string{"serve", "migrate"} {
+		code, out, errs := e.cli(testEnvVars(), cmd, "--config", cfg)
+		if code == 0 || !strings.Contains(errs, "db.example.net is not on this machine and the URL sets no sslmode") {
+			t.Errorf("%s: %d %s %s", cmd, code, out, errs)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -56,6 +57,11 @@ const MinConns = 16
 
 // Open connects and migrates.
 func Open(ctx context.Context, url string) (*Store, error) {
+	// pgx reads PGSSLMODE and the other PG* variables from the process's
+	// environment, so the check does too.
+	if _, err := CheckTransport(url, os.Getenv); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
