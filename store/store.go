@@ -17,5 +17,7 @@ func Kind(url string) (kind, rest string, err error) {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
 		return "postgres", url, nil
 	}
-	return "", "", fmt.Errorf("store %q: must be sqlite:PATH or postgres://…", url)
+	// Only the scheme is repeated: the rest may hold a password.
+	scheme, _, _ := strings.Cut(url, ":")
+	return "", "", fmt.Errorf("store %q…: must be sqlite:PATH or postgres://…", scheme)
 }

@@ -43,6 +43,8 @@ type Config struct {
 	// dir is the folder of the config file; relative paths resolve against it.
 	dir  string
 	path string
+	// tokenKeysTouch, when set (tests), replaces defaultTokenKeysTouch.
+	tokenKeysTouch time.Duration
 }
 
 // AgentConfig is one agent.

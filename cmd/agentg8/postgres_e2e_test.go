@@ -39,8 +39,8 @@ func TestSecretsNeverReachPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	var startWAL string
-	if err := admin.QueryRow(ctx, `SELECT pg_walfile_name(pg_current_wal_insert_lsn())`).Scan(&startWAL); err != nil {
+	var startLSN string
+	if err := admin.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&startLSN); err != nil {
 		t.Fatal(err)
 	}
 
@@ -115,11 +115,16 @@ func TestSecretsNeverReachPostgres(t *testing.T) {
 	}
 	assertScanned(t, "pg_dump", dump, marker, secrets)
 
-	// Its files: the write-ahead log written since the test began (read
-	// before the checkpoint, which may recycle segments), then, after a
-	// checkpoint has written every page, the database's own files.
-	var dir, oid string
-	if err := admin.QueryRow(ctx, `SELECT current_setting('data_directory'), (SELECT oid::text FROM pg_database WHERE datname = current_database())`).Scan(&dir, &oid); err != nil {
+	// Its files: the write-ahead log written since the test began — from
+	// the position it began at to the last flushed one, as recycled
+	// segments beyond hold older writes (read before the checkpoint, which
+	// may recycle more) — then, after a checkpoint has written every page,
+	// the database's own files.
+	var dir, oid, from, to string
+	var fromOff, toOff int
+	if err := admin.QueryRow(ctx, `SELECT current_setting('data_directory'), (SELECT oid::text FROM pg_database WHERE datname = current_database()),
+		a.file_name, a.file_offset, b.file_name, b.file_offset
+		FROM pg_walfile_name_offset($1::pg_lsn) a, pg_walfile_name_offset(pg_current_wal_flush_lsn()) b`, startLSN).Scan(&dir, &oid, &from, &fromOff, &to, &toOff); err != nil {
 		t.Fatal(err)
 	}
 	wal, err := os.ReadDir(filepath.Join(dir, "pg_wal"))
@@ -129,12 +134,17 @@ func TestSecretsNeverReachPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	var walBytes []byte
-	for _, f := range wal {
-		// Segment names sort by position; recycled ones carry later names.
-		if len(f.Name()) == 24 && f.Name()[:8] == startWAL[:8] && f.Name() >= startWAL {
-			b, err := os.ReadFile(filepath.Join(dir, "pg_wal", f.Name()))
+	for _, f := range wal { // segment names sort by position
+		if n := f.Name(); len(n) == 24 && n >= from && n <= to {
+			b, err := os.ReadFile(filepath.Join(dir, "pg_wal", n))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if n == to {
+				b = b[:min(toOff, len(b))]
+			}
+			if n == from {
+				b = b[min(fromOff, len(b)):]
 			}
 			walBytes = append(walBytes, b...)
 		}

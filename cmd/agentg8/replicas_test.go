@@ -519,8 +519,8 @@ func TestReplicaWithOtherTokenKeysRefused(t *testing.T) {
 	}
 	serveInProcess(t, second, slog.New(slog.DiscardHandler))
 
-	// Keys no running replica has marked for tokenKeysFresh no longer
-	// count: a cluster stopped whole can start again on new keys.
+	// Keys no running replica has marked lately no longer count: a cluster
+	// stopped whole can start again on new keys.
 	third, _ := config()
 	copyFile(first.signingKeyPath(), third.signingKeyPath())
 	start(third)
@@ -529,8 +529,63 @@ func TestReplicaWithOtherTokenKeysRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(context.Background(), `UPDATE token_keys SET last_seen = now() - $1 * interval '1 second'`, (tokenKeysFresh + time.Minute).Seconds()); err != nil {
+	if _, err := pool.Exec(context.Background(), `UPDATE token_keys SET last_seen = now() - $1 * interval '1 second'`, (defaultTokenKeysTouch * 4).Seconds()); err != nil {
 		t.Fatal(err)
 	}
 	serveInProcess(t, third, slog.New(slog.DiscardHandler))
+}
+
+// A running replica keeps marking its token keys, so they still count long
+// after the replica started; once it stops, they go stale and a replica
+// with other keys may start.
+func TestRunningReplicaKeepsItsTokenKeys(t *testing.T) {
+	up := newRecorder(t)
+	db := pgDB(t)
+	config := func() *Config {
+		path := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
+		replaceIn(t, path, "store: sqlite:data/agentg8.db", "store: "+db)
+		cfg, err := LoadConfig(path, lookup(testEnvVars()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.tokenKeysTouch = 100 * time.Millisecond // marks last 300 ms
+		return cfg
+	}
+	first := config()
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := startServer(ctx, first, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ctx) }()
+	second := config()
+	b, err := os.ReadFile(first.signingKeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(second.signingKeyPath()), 0o700)
+	if err := os.WriteFile(second.signingKeyPath(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() error {
+		s, err := startServer(context.Background(), second, lookup(testEnvVars()), slog.New(slog.DiscardHandler), agentg8.SystemClock{})
+		if err == nil { // serve on an ended context: shut down at once
+			ended, cancel := context.WithCancel(context.Background())
+			cancel()
+			s.serve(ended)
+		}
+		return err
+	}
+	// Five times the marks' lifetime after the first registered its keys,
+	// they still count: it marked them meanwhile.
+	time.Sleep(1500 * time.Millisecond)
+	if err := start(); err == nil || !strings.Contains(err.Error(), "token keys") {
+		t.Fatalf("a replica with other token keys started beside a running one: %v", err)
+	}
+	stop()
+	<-done
+	// Stopped, the first replica's marks lapse.
+	waitFor(t, "the stopped replica's token keys to go stale", 10*time.Second, func() bool { return start() == nil })
 }

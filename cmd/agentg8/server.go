@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -429,14 +430,14 @@ func sameAuditKey(ctx context.Context, st audit.Store, key *audit.Key, path stri
 
 // sameTokenKeys refuses a replica whose token-signing keys share none with
 // those of the replicas running now (each marks its keys every
-// tokenKeysTouch; keys unmarked for tokenKeysFresh do not count): it
+// minute; keys unmarked for three do not count): it
 // created its own key file (the file was not copied), and the tokens it
 // mints would fail against the JWKS the others serve. A rotation (agentg8
 // keys rotate) keeps the previous key, so a rotated key file still shares
 // one; a cluster stopped whole can start again on new keys.
-func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySet, path string) error {
+func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySet, path string, fresh time.Duration) error {
 	kids := ks.KeyIDs()
-	others, ok, err := pg.RegisterTokenKeys(ctx, kids, tokenKeysFresh)
+	others, ok, err := pg.RegisterTokenKeys(ctx, kids, fresh)
 	if err != nil {
 		return err
 	}
@@ -447,16 +448,22 @@ func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySe
 	return nil
 }
 
-// How often a replica marks its token keys as in use, and how long
-// unmarked keys still count as some running replica's.
-const (
-	tokenKeysTouch = time.Minute
-	tokenKeysFresh = 3 * tokenKeysTouch
-)
+// defaultTokenKeysTouch is how often a replica marks its token keys as in
+// use; unmarked for three times that, keys no longer count as some
+// running replica's.
+const defaultTokenKeysTouch = time.Minute
+
+// tokenKeysTimes returns how often this replica marks its token keys, and
+// how long marks last.
+func (c *Config) tokenKeysTimes() (touch, fresh time.Duration) {
+	touch = cmp.Or(c.tokenKeysTouch, defaultTokenKeysTouch)
+	return touch, 3 * touch
+}
 
 // touchTokenKeys marks this replica's token keys as in use until ctx ends.
 func (s *server) touchTokenKeys(ctx context.Context) {
-	every(ctx, tokenKeysTouch, func() {
+	touch, _ := s.cfg.tokenKeysTimes()
+	every(ctx, touch, func() {
 		if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
 			s.logger.Warn("mark token keys in use", "err", err)
 		}
@@ -528,7 +535,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		return fail(err)
 	}
 	if multi {
-		if err := sameTokenKeys(ctx, pg, tokenKeys, cfg.tokenKeysPath()); err != nil {
+		_, fresh := cfg.tokenKeysTimes()
+		if err := sameTokenKeys(ctx, pg, tokenKeys, cfg.tokenKeysPath(), fresh); err != nil {
 			return fail(err)
 		}
 	}
