@@ -392,6 +392,7 @@ type server struct {
 	service        *action.Service
 	mcp            *mcpserver.Endpoint
 	cfg            *Config
+	tokenKeysTouch time.Duration // how often to mark the token keys (PostgreSQL)
 	logger         *slog.Logger
 	http           *http.Server
 	ln             net.Listener
@@ -460,9 +461,9 @@ func (c *Config) tokenKeysTimes() (touch, fresh time.Duration) {
 	return touch, 3 * touch
 }
 
-// touchTokenKeys marks this replica's token keys as in use until ctx ends.
-func (s *server) touchTokenKeys(ctx context.Context) {
-	touch, _ := s.cfg.tokenKeysTimes()
+// touchTokenKeys marks this replica's token keys as in use, every touch,
+// until ctx ends.
+func (s *server) touchTokenKeys(ctx context.Context, touch time.Duration) {
 	every(ctx, touch, func() {
 		if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
 			s.logger.Warn("mark token keys in use", "err", err)
@@ -534,8 +535,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	if err != nil {
 		return fail(err)
 	}
+	touchEvery, fresh := cfg.tokenKeysTimes()
 	if multi {
-		_, fresh := cfg.tokenKeysTimes()
 		if err := sameTokenKeys(ctx, pg, tokenKeys, cfg.tokenKeysPath(), fresh); err != nil {
 			return fail(err)
 		}
@@ -628,7 +629,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		}})
 	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, ln: ln, pg: pg, http: &http.Server{
+	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, tokenKeysTouch: touchEvery, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -647,7 +648,7 @@ func (s *server) serve(ctx context.Context) error {
 	if s.pg != nil {
 		// Changes made by other replicas wake this one's pollers and worker.
 		go s.pg.Listen(workerCtx, s.service.Changed)
-		go s.touchTokenKeys(workerCtx)
+		go s.touchTokenKeys(workerCtx, s.tokenKeysTouch)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
