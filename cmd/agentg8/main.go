@@ -19,6 +19,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/store"
+	"github.com/agentg8/agentg8/store/postgres"
 )
 
 // Exit codes (SPEC §4).
@@ -80,7 +81,7 @@ Server:
   serve            run the gateway (--config, default ./agentg8.yaml)
   validate         check the config, tasks, policies and secrets
   demo             run everything with a sample CRM on embedded SQLite
-  migrate          apply database migrations
+  migrate          apply database migrations [--store URL] [--grant ROLE: least privilege for serve]
 Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
   propose TASK --input JSON [--dry-run] [--wait]
   actions get ID [--wait 30s] | actions list
@@ -300,6 +301,8 @@ func (m *Main) cmdValidate(args []string) error {
 func (m *Main) cmdMigrate(ctx context.Context, args []string) error {
 	fs := m.flags("migrate")
 	loadConfig := m.configFlag(fs)
+	storeURL := fs.String("store", "", "migrate this store instead of the config's (e.g. the schema owner's postgres:// URL)")
+	grant := fs.String("grant", "", "PostgreSQL: also grant this role what serve needs, and no more (no DDL, no change to audit records)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -307,12 +310,28 @@ func (m *Main) cmdMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *storeURL != "" {
+		cfg.Store = *storeURL
+	}
+	// Name the store by kind only: a PostgreSQL URL may carry a password.
+	kind, _, err := store.Kind(cfg.Store)
+	if err != nil {
+		return err
+	}
+	if *grant != "" && kind != "postgres" {
+		return usageErr("--grant is for a PostgreSQL store; this one is %s", kind)
+	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	// Name the store by kind only: a PostgreSQL URL may carry a password.
-	kind, _, _ := store.Kind(cfg.Store)
 	fmt.Fprintln(m.Stdout, "migrated the", kind, "store")
+	if *grant != "" {
+		if err := st.(*postgres.Store).GrantRuntime(ctx, *grant); err != nil {
+			st.Close()
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "granted %s what serve needs\n", *grant)
+	}
 	return st.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/agentg8/agentg8/store/storetest"
 )
@@ -287,5 +289,89 @@ func TestAuditBackupAndRestoreOnPostgres(t *testing.T) {
 	}
 	if code, out := verify(restored); code == 0 || !strings.Contains(out, "record 4") {
 		t.Fatalf("tampered record: %d %s", code, out)
+	}
+}
+
+// Replicas can run as a role granted only what the gateway does: `migrate
+// --grant` (as the schema's owner) gives it that; serve then starts
+// without touching the schema, runs actions, approvals and seals, and the
+// role can neither change nor remove an audit record, hash or checkpoint,
+// nor alter the schema. Before the owner migrates, serve as that role
+// says what to run.
+func TestRuntimeRole(t *testing.T) {
+	db := storetest.PostgresDB(t)
+	ctx := context.Background()
+	owner, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(ctx)
+	b := make([]byte, 6)
+	rand.Read(b)
+	role := "agentg8_rt_" + hex.EncodeToString(b)
+	if _, err := owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(ctx, db); err == nil {
+			c.Exec(ctx, "DROP OWNED BY "+role)
+			c.Exec(ctx, "DROP ROLE "+role)
+			c.Close(ctx)
+		}
+	})
+	u, _ := url.Parse(db)
+	u.User = url.User(role)
+	runtime := u.String()
+
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true})
+	replaceIn(t, e.cfgPath, "store: sqlite:data/agentg8.db", "store: "+runtime)
+	if code, _, errs := e.cli(testEnvVars(), "serve", "--config", e.cfgPath); code == 0 || !strings.Contains(errs, "agentg8 migrate --store") {
+		t.Fatalf("serve as the runtime role on an empty database: %d %s", code, errs)
+	}
+	code, out, errs := e.cli(testEnvVars(), "migrate", "--config", e.cfgPath, "--store", db, "--grant", role)
+	if code != 0 || !strings.Contains(out, "granted "+role) || strings.Contains(out+errs, db) {
+		t.Fatalf("migrate --grant: %d %s %s", code, out, errs)
+	}
+
+	e.start()
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("allowed read: %d %v", st, a["_body"])
+	}
+	id, aprID, hash := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 7}))
+	e.approve(franKey, aprID, hash, true)
+	waitFor(t, "the approved wire", 10*time.Second, func() bool { return e.status(id) == "succeeded" })
+	e.stop()
+	if code, out, errs := e.cli(testEnvVars(), "audit", "verify", "--config", e.cfgPath); code != 0 || !strings.HasPrefix(out, "ok:") {
+		t.Fatalf("verify as the runtime role: %d %s %s", code, out, errs)
+	}
+
+	rt, err := pgx.Connect(ctx, runtime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	for _, q := range []string{
+		`UPDATE audit_records SET data = data WHERE seq = 1`,
+		`DELETE FROM audit_records WHERE seq = 1`,
+		`TRUNCATE audit_records`,
+		`UPDATE audit_checkpoints SET note = note`,
+		`DELETE FROM audit_checkpoints`,
+		`UPDATE audit_hash_runs SET hashes = hashes`,
+		`DELETE FROM audit_hash_runs`,
+		`ALTER TABLE audit_records DISABLE TRIGGER ALL`,
+		`DROP TABLE audit_records`,
+		`CREATE TABLE x (y int)`,
+		`DELETE FROM actions`,
+		`DELETE FROM schema_migrations`,
+	} {
+		_, err := rt.Exec(ctx, q)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" && pe.Code != "42P01" {
+			t.Errorf("%s as the runtime role: %v, want permission denied", q, err)
+		}
+	}
+	var n int
+	if err := owner.QueryRow(ctx, `SELECT count(*) FROM audit_records`).Scan(&n); err != nil || n < 8 {
+		t.Errorf("audit records: %d %v", n, err)
 	}
 }

@@ -91,8 +91,38 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // starting together migrate once.
 func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, 1<<30) }
 
-// migrate applies the migrations up to version upto.
+// migrate applies the migrations up to version upto. A schema already
+// there is only read: no lock, no DDL, so a role granted only what the
+// gateway does (GrantRuntime) can start it.
 func (s *Store) migrate(ctx context.Context, upto int) error {
+	latest := latestVersion()
+	var at int
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&at); err == nil && at >= min(upto, latest) {
+		return nil
+	}
+	err := s.applyMigrations(ctx, upto)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
+		return fmt.Errorf("the schema is at version %d and this build needs %d, which this database user may not apply: run `agentg8 migrate --store <the owner's URL>` first (%w)", at, latest, err)
+	}
+	return err
+}
+
+// latestVersion is the version the embedded migrations reach.
+func latestVersion() int {
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	v := 0
+	for _, n := range names {
+		if n, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(n, "migrations/"), "_", 2)[0]); err == nil {
+			v = max(v, n)
+		}
+	}
+	return v
+}
+
+// applyMigrations applies, under an advisory lock, what is missing up to
+// version upto.
+func (s *Store) applyMigrations(ctx context.Context, upto int) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)

@@ -1,0 +1,60 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// runtimePrivileges is what the gateway does to each table once the schema
+// is migrated, and so all a role that runs it needs. The audit log's
+// tables take inserts only: a role with these privileges cannot change or
+// remove a record, a tree hash or a checkpoint (verification would catch
+// it; this prevents it). Every table the migrations create is listed
+// (TestRuntimeRole checks).
+var runtimePrivileges = map[string]string{
+	"schema_migrations": "SELECT",
+	"audit_records":     "SELECT, INSERT",
+	"audit_hash_runs":   "SELECT, INSERT",
+	"audit_checkpoints": "SELECT, INSERT",
+	"audit_head":        "SELECT, UPDATE", // the next position
+	"audit_seal":        "SELECT, UPDATE", // how far sealed, and when
+	"actions":           "SELECT, INSERT, UPDATE",
+	"idempotency":       "SELECT, INSERT, UPDATE, DELETE",
+	"notifications":     "SELECT, INSERT, UPDATE, DELETE",
+	"secrets":           "SELECT, INSERT, UPDATE, DELETE",
+	"rate_limits":       "SELECT, INSERT, UPDATE",
+	"console_sessions":  "SELECT, INSERT, UPDATE, DELETE",
+	"token_keys":        "SELECT, INSERT, UPDATE",
+}
+
+// GrantRuntime grants role what the gateway needs on the migrated schema
+// (runtimePrivileges, and the schema's use) and takes back anything more it
+// held on those tables, so that replicas can run as a role that cannot
+// alter the schema or rewrite the audit log. Run it as the schema's owner,
+// again after each upgrade's migrations.
+func (s *Store) GrantRuntime(ctx context.Context, role string) error {
+	r := pgx.Identifier{role}.Sanitize()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("grant: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	var schema string
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("grant: %w", err)
+	}
+	stmts := []string{"GRANT USAGE ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " TO " + r}
+	for _, t := range slices.Sorted(maps.Keys(runtimePrivileges)) {
+		stmts = append(stmts, "REVOKE ALL ON "+t+" FROM "+r, "GRANT "+runtimePrivileges[t]+" ON "+t+" TO "+r)
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("grant: %s: %w", q, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
