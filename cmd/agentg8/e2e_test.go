@@ -415,6 +415,9 @@ func TestTasksToolsAndOps(t *testing.T) {
 			t.Errorf("metrics lack %s", name)
 		}
 	}
+	if strings.Contains(m["_body"].(string), "agentg8_store_") {
+		t.Error("pool metrics on SQLite, which has no pool")
+	}
 	// Audit endpoints: users in auditors only.
 	if st, _ := e.do("GET", "/v1/audit", supportKey, nil); st != 403 {
 		t.Errorf("agent read audit: %d", st)

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,44 @@ func TestRuntimeRole(t *testing.T) {
 	var n int
 	if err := owner.QueryRow(ctx, `SELECT count(*) FROM audit_records`).Scan(&n); err != nil || n < 8 {
 		t.Errorf("audit records: %d %v", n, err)
+	}
+}
+
+// On PostgreSQL /metrics shows the replica's connection pool: its size,
+// its connections by state, and how many acquires had to wait.
+func TestPostgresPoolMetrics(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true})
+	u, _ := url.Parse(storetest.PostgresDB(t))
+	q := u.Query()
+	q.Set("pool_max_conns", "20")
+	u.RawQuery = q.Encode()
+	replaceIn(t, e.cfgPath, "store: sqlite:data/agentg8.db", "store: "+u.String())
+	e.start()
+	for i := 0; i < 3; i++ {
+		if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+			t.Fatalf("%d %v", st, a["_body"])
+		}
+	}
+	_, m := e.do("GET", "/metrics", "", nil)
+	metrics := map[string]float64{}
+	for _, line := range strings.Split(m["_body"].(string), "\n") {
+		if name, v, ok := strings.Cut(line, " "); ok && strings.HasPrefix(name, "agentg8_store_") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			metrics[name] = f
+		}
+	}
+	if metrics["agentg8_store_connections_max"] != 20 || metrics["agentg8_store_acquires_total"] < 6 {
+		t.Errorf("pool metrics: %v", metrics)
+	}
+	for _, k := range []string{`agentg8_store_connections{state="acquired"}`, `agentg8_store_connections{state="idle"}`, "agentg8_store_acquire_waits_total", "agentg8_store_acquire_seconds_total"} {
+		if _, ok := metrics[k]; !ok {
+			t.Errorf("no %s in %v", k, metrics)
+		}
+	}
+	if metrics[`agentg8_store_connections{state="idle"}`] < 1 {
+		t.Errorf("no idle connection after the requests: %v", metrics)
 	}
 }

@@ -562,6 +562,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	preg := prometheus.NewRegistry()
 	preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	obs := newObserver(preg)
+	if multi {
+		preg.MustRegister(newPoolCollector(pg.PoolStat))
+	}
 	alog := audit.Open(st, key, audit.Options{Clock: clock, Logger: logger, Observe: func(d time.Duration, n int) {
 		obs.audit.Observe(d.Seconds())
 		obs.batch.Observe(float64(n))

@@ -1181,3 +1181,6 @@ func (c *dbClock) Now() time.Time {
 	}
 	return local.Add(c.offset).UTC()
 }
+
+// PoolStat reports the connection pool's state, for metrics.
+func (s *Store) PoolStat() *pgxpool.Stat { return s.pool.Stat() }
