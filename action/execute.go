@@ -461,12 +461,32 @@ func (s *Service) unsubscribe(id string, ch chan struct{}) {
 // action, and the worker when there may be work for it — an approved action
 // to run, or an approval whose notices are due. Other states leave the
 // worker to its tick: under load every action changes state twice, and a
-// sweep per change cost each replica more than the actions themselves.
+// sweep per change cost each replica more than the actions themselves. An
+// empty id means changes may have been missed (the announcements' channel
+// was down): every long-poll re-reads, and the worker looks for work.
 func (s *Service) Changed(id string, st agentg8.State) {
-	s.notify(id)
+	if id == "" {
+		s.notifyAll()
+	} else {
+		s.notify(id)
+	}
 	switch st {
 	case agentg8.StateApproved, agentg8.StatePendingApproval, "":
 		s.wake()
+	}
+}
+
+// notifyAll wakes every long-poll.
+func (s *Service) notifyAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, chs := range s.waiters {
+		for _, ch := range chs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

@@ -589,3 +589,52 @@ func TestRunningReplicaKeepsItsTokenKeys(t *testing.T) {
 	// Stopped, the first replica's marks lapse.
 	waitFor(t, "the stopped replica's token keys to go stale", 10*time.Second, func() bool { return start() == nil })
 }
+
+// A replica whose LISTEN connection dropped (a database restart, a killed
+// backend) misses what was announced meanwhile; once it listens again it
+// wakes every long-poll to re-read, so one waiting there learns of an
+// approval given on another replica in that gap within about a second,
+// not at the end of its wait.
+func TestLongPollSeesChangesMissedWhileNotListening(t *testing.T) {
+	up := newRecorder(t)
+	servers, db := startReplicas(t, up.srv.URL, "", 2)
+	ctx := context.Background()
+	bot := agentg8.Principal{Kind: agentg8.KindAgent, ID: "support-bot", Groups: []string{"support"}, ActFor: []string{"support"}}
+	fran := agentg8.Principal{Kind: agentg8.KindUser, ID: "fran", Groups: []string{"finance"}}
+	a, err := servers[0].service.Propose(ctx, bot, action.Proposal{Task: "ops.wire", Input: json.RawMessage(`{"amount":5}`)})
+	if err != nil || a.Status != agentg8.StatePendingApproval {
+		t.Fatalf("proposal: %v %v", a, err)
+	}
+	type answer struct {
+		a   *agentg8.Action
+		err error
+		at  time.Time
+	}
+	polled := make(chan answer, 1)
+	go func() {
+		got, err := servers[1].service.Get(ctx, bot, a.ID, 20*time.Second)
+		polled <- answer{got, err, time.Now()}
+	}()
+	time.Sleep(300 * time.Millisecond) // the poll is waiting
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %') t`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("listeners ended: %d %v", n, err)
+	}
+	approved := time.Now()
+	if _, err := servers[0].service.Decide(ctx, fran, a.Approval.ID, true, a.Approval.RequestHash, ""); err != nil {
+		t.Fatal(err)
+	}
+	got := <-polled
+	if got.err != nil || got.a.Status == agentg8.StatePendingApproval {
+		t.Fatalf("long-poll answered %v %v", got.a, got.err)
+	}
+	if after := got.at.Sub(approved); after > 5*time.Second {
+		t.Errorf("long-poll learnt of the approval %s after it; want about a second", after)
+	}
+}

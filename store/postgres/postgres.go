@@ -1124,14 +1124,18 @@ const tokenKeysLock = 0x6167386b // "ag8k"
 
 // Listen calls fn with the id and new state of every action changed by any
 // replica whose change is announced (action.Change.Announced), until ctx
-// ends; it reconnects after errors.
+// ends; it reconnects after errors. Announcements made while it was not
+// listening are lost, so each time it listens (again) it calls fn with an
+// empty id: anything may have changed.
 func (s *Store) Listen(ctx context.Context, fn func(actionID string, st agentg8.State)) {
 	for ctx.Err() == nil {
 		pc, err := s.pool.Acquire(ctx)
 		if err == nil {
 			// The listening connection leaves the pool for good.
 			conn := pc.Hijack()
-			_, err = conn.Exec(ctx, `LISTEN `+Channel)
+			if _, err = conn.Exec(ctx, `LISTEN `+Channel); err == nil {
+				fn("", "")
+			}
 			for err == nil {
 				var n *pgconn.Notification
 				n, err = conn.WaitForNotification(ctx)

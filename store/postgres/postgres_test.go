@@ -145,8 +145,19 @@ func TestChangesAreAnnounced(t *testing.T) {
 	defer cancel()
 	url := newTestDB(t)
 	a, b := openStore(t, url), openStore(t, url)
-	heard := make(chan string, 16)
-	go b.Listen(ctx, func(id string, st agentg8.State) { heard <- id + " " + string(st) })
+	heard, listening := make(chan string, 16), make(chan struct{}, 4)
+	go b.Listen(ctx, func(id string, st agentg8.State) {
+		if id == "" { // listening (again): anything may have changed
+			listening <- struct{}{}
+			return
+		}
+		heard <- id + " " + string(st)
+	})
+	select {
+	case <-listening:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not say it listens")
+	}
 	rec := []audit.Pending{{ActionID: "x", Tail: []byte("}")}}
 	now := time.Now().UTC()
 	act := &agentg8.Action{ID: "act_1", Principal: "bot", Task: "t", Status: agentg8.StatePendingApproval, CreatedAt: now, UpdatedAt: now}
@@ -163,7 +174,8 @@ func TestChangesAreAnnounced(t *testing.T) {
 		fresh.Approval = &agentg8.Approval{ID: "apr_" + id, RequestHash: "sha256:" + id}
 		write(&action.Change{Action: &fresh})
 	}
-	// Listening starts asynchronously: announce until the listener hears.
+	// LISTEN is in force before the empty call; announce until heard all
+	// the same.
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("act_%d", i)
 		announce(id)
