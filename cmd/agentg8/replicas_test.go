@@ -407,16 +407,7 @@ func TestLongPollSeesUnannouncedEnd(t *testing.T) {
 		close(release)
 		t.Fatalf("executing actions seen on the other replica: %v %v", list, err)
 	}
-	type answer struct {
-		a   *agentg8.Action
-		err error
-		at  time.Time
-	}
-	polled := make(chan answer, 1)
-	go func() {
-		a, err := servers[1].service.Get(ctx, bot, list[0].ID, 20*time.Second)
-		polled <- answer{a, err, time.Now()}
-	}()
+	polled := longPoll(servers[1].service, bot, list[0].ID)
 	time.Sleep(300 * time.Millisecond) // the poll is waiting
 	released := time.Now()
 	close(release)
@@ -605,16 +596,7 @@ func TestLongPollSeesChangesMissedWhileNotListening(t *testing.T) {
 	if err != nil || a.Status != agentg8.StatePendingApproval {
 		t.Fatalf("proposal: %v %v", a, err)
 	}
-	type answer struct {
-		a   *agentg8.Action
-		err error
-		at  time.Time
-	}
-	polled := make(chan answer, 1)
-	go func() {
-		got, err := servers[1].service.Get(ctx, bot, a.ID, 20*time.Second)
-		polled <- answer{got, err, time.Now()}
-	}()
+	polled := longPoll(servers[1].service, bot, a.ID)
 	time.Sleep(300 * time.Millisecond) // the poll is waiting
 	pool, err := pgxpool.New(ctx, db)
 	if err != nil {
@@ -637,4 +619,21 @@ func TestLongPollSeesChangesMissedWhileNotListening(t *testing.T) {
 	if after := got.at.Sub(approved); after > 5*time.Second {
 		t.Errorf("long-poll learnt of the approval %s after it; want about a second", after)
 	}
+}
+
+// polled is a long-poll's answer and when it came.
+type polled struct {
+	a   *agentg8.Action
+	err error
+	at  time.Time
+}
+
+// longPoll starts a 20-second long-poll on id through svc.
+func longPoll(svc *action.Service, p agentg8.Principal, id string) <-chan polled {
+	ch := make(chan polled, 1)
+	go func() {
+		a, err := svc.Get(context.Background(), p, id, 20*time.Second)
+		ch <- polled{a, err, time.Now()}
+	}()
+	return ch
 }
