@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -413,5 +414,34 @@ func TestPostgresPoolMetrics(t *testing.T) {
 	}
 	if metrics[`agentg8_store_connections{state="idle"}`] < 1 {
 		t.Errorf("no idle connection after the requests: %v", metrics)
+	}
+}
+
+// A store URL can list several hosts, as for a cluster with a standby:
+// pgx tries them in order and, with target_session_attrs=read-write, keeps
+// to the primary. The gateway starts and runs with the first host down.
+func TestMultiHostStoreURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	u, _ := url.Parse(storetest.PostgresDB(t))
+	q := u.Query()
+	q.Set("target_session_attrs", "read-write")
+	u.RawQuery = q.Encode()
+	multi := strings.Replace(u.String(), "@"+u.Host, "@"+down+","+u.Host, 1)
+	if !strings.Contains(multi, down+","+u.Host) {
+		t.Fatalf("no second host in %s", multi)
+	}
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true})
+	replaceIn(t, e.cfgPath, "store: sqlite:data/agentg8.db", "store: "+multi)
+	e.start()
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	if st, _ := e.do("GET", "/readyz", "", nil); st != 200 {
+		t.Errorf("readyz: %d", st)
 	}
 }
