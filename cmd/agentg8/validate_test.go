@@ -155,3 +155,18 @@ func TestRemoteStoreNeedsSSLMode(t *testing.T) {
 		}
 	}
 }
+
+// migrate --grant is for PostgreSQL: on SQLite it is a usage error, and
+// nothing is migrated.
+func TestGrantNeedsPostgres(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	e := &testEnv{t: t}
+	code, out, errs := e.cli(testEnvVars(), "migrate", "--config", cfg, "--grant", "app")
+	if code != 2 || !strings.Contains(errs, "--grant is for a PostgreSQL store") || strings.Contains(out, "migrated") {
+		t.Errorf("%d %q %q", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "agentg8.db")); err == nil {
+		t.Error("the SQLite store was created")
+	}
+}
