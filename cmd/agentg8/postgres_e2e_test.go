@@ -382,7 +382,8 @@ func TestRuntimeRole(t *testing.T) {
 // its connections by state, and how many acquires had to wait.
 func TestPostgresPoolMetrics(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true})
-	u, _ := url.Parse(storetest.PostgresDB(t))
+	db := storetest.PostgresDB(t)
+	u, _ := url.Parse(db)
 	q := u.Query()
 	q.Set("pool_max_conns", "20")
 	u.RawQuery = q.Encode()
@@ -415,6 +416,17 @@ func TestPostgresPoolMetrics(t *testing.T) {
 	if metrics[`agentg8_store_connections{state="idle"}`] < 1 {
 		t.Errorf("no idle connection after the requests: %v", metrics)
 	}
+	// The database names the gateway's connections (its LISTEN one too).
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	waitFor(t, "the gateway's listening connection, named agentg8", 10*time.Second, func() bool {
+		var named int
+		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'agentg8' AND query LIKE 'LISTEN %'`).Scan(&named)
+		return err == nil && named == 1
+	})
 }
 
 // A store URL can list several hosts, as for a cluster with a standby:

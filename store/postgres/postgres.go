@@ -69,6 +69,11 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if cfg.MaxConns < MinConns {
 		cfg.MaxConns = MinConns
 	}
+	// Named in pg_stat_activity and the server's logs, unless the URL
+	// names it otherwise.
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "agentg8"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
