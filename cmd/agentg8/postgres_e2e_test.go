@@ -330,6 +330,10 @@ func TestRuntimeRole(t *testing.T) {
 	if code, _, errs := e.cli(testEnvVars(), "serve", "--config", e.cfgPath); code == 0 || !strings.Contains(errs, "agentg8 migrate --store") {
 		t.Fatalf("serve as the runtime role on an empty database: %d %s", code, errs)
 	}
+	// The owner (here also a superuser) cannot be limited: refused.
+	if code, _, errs := e.cli(testEnvVars(), "migrate", "--config", e.cfgPath, "--store", db, "--grant", "agentg8"); code == 0 || !strings.Contains(errs, "no grant can limit it") {
+		t.Fatalf("migrate --grant to the owner: %d %s", code, errs)
+	}
 	code, out, errs := e.cli(testEnvVars(), "migrate", "--config", e.cfgPath, "--store", db, "--grant", role)
 	if code != 0 || !strings.Contains(out, "granted "+role) || strings.Contains(out+errs, db) {
 		t.Fatalf("migrate --grant: %d %s %s", code, out, errs)

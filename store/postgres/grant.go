@@ -44,8 +44,17 @@ func (s *Store) GrantRuntime(ctx context.Context, role string) error {
 	}
 	defer tx.Rollback(ctx)
 	var schema string
-	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+	var owns, super bool
+	err = tx.QueryRow(ctx, `SELECT current_schema(),
+		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'actions' AND tableowner = $1),
+		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = $1), false)`, role).Scan(&schema, &owns, &super)
+	if err != nil {
 		return fmt.Errorf("grant: %w", err)
+	}
+	// Privileges do not bind an owner or a superuser: granting to one
+	// would look like least privilege and be none.
+	if owns || super {
+		return fmt.Errorf("grant: %s owns the schema's tables or is a superuser, so no grant can limit it; create a role of its own for the replicas", role)
 	}
 	stmts := []string{"GRANT USAGE ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " TO " + r}
 	for _, t := range slices.Sorted(maps.Keys(runtimePrivileges)) {
