@@ -9,11 +9,14 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,7 +59,12 @@ type Engine struct {
 	actions map[types.EntityUID]types.Entity
 	rules   []*Rule
 	count   int
+	digest  string
 }
+
+// Digest identifies the policy sources (names and contents): two engines
+// built from the same files have the same digest.
+func (e *Engine) Digest() string { return e.digest }
 
 // Source is one policy file's contents.
 type Source struct {
@@ -89,6 +97,12 @@ func LoadDir(dir string) ([]Source, error) {
 // are returned together.
 func New(sources []Source, taskNames []string) (*Engine, error) {
 	e := &Engine{tasks: map[string]*taskPolicies{}, actions: map[types.EntityUID]types.Entity{}}
+	h := sha256.New()
+	for _, src := range slices.SortedFunc(slices.Values(sources), func(a, b Source) int { return strings.Compare(a.Name, b.Name) }) {
+		fmt.Fprintf(h, "%s\x00%d\x00", src.Name, len(src.Text))
+		h.Write(src.Text)
+	}
+	e.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	for _, n := range taskNames {
 		e.tasks[n] = &taskPolicies{grants: cedar.NewPolicySet()}
 		e.addActionEntities(n)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -636,4 +637,77 @@ func longPoll(svc *action.Service, p agentg8.Principal, id string) <-chan polled
 		ch <- polled{a, err, time.Now()}
 	}()
 	return ch
+}
+
+// Each replica shows the digest of the tasks, policies and config it
+// decides with (agentg8_catalog_info, and in catalog_reloaded events):
+// after a policy changes, a replica not yet reloaded shows the old digest,
+// so replicas deciding differently can be alerted on; once every replica
+// is reloaded they agree again.
+func TestCatalogDigestShowsReplicasApart(t *testing.T) {
+	servers, _ := startReplicas(t, newRecorder(t).srv.URL, "", 2)
+	digestRE := regexp.MustCompile(`(?m)^agentg8_catalog_info\{digest="([0-9a-f]{16})"\} 1$`)
+	digest := func(i int) string {
+		t.Helper()
+		e := &testEnv{t: t, url: "http://" + servers[i].ln.Addr().String()}
+		_, m := e.do("GET", "/metrics", "", nil)
+		all := digestRE.FindAllStringSubmatch(m["_body"].(string), -1)
+		if len(all) != 1 {
+			t.Fatalf("replica %d shows %d catalog digests", i, len(all))
+		}
+		return all[0][1]
+	}
+	before := digest(0)
+	if digest(1) != before {
+		t.Fatal("replicas on one config show different digests")
+	}
+	appendFile(t, filepath.Join(filepath.Dir(servers[0].cfg.path), "policies", "main.cedar"),
+		"\n@id(\"late\")\nforbid (principal, action, resource) when { context.input has never };\n")
+	servers[0].reload(context.Background())
+	after := digest(0)
+	if after == before || digest(1) != before {
+		t.Fatalf("after reloading one replica: %s and %s (before %s)", after, digest(1), before)
+	}
+	servers[1].reload(context.Background())
+	if digest(1) != after {
+		t.Errorf("after reloading both: %s and %s", after, digest(1))
+	}
+	e := &testEnv{t: t, url: "http://" + servers[0].ln.Addr().String()}
+	if n := countReloads(e, "catalog "+after); n != 2 {
+		t.Errorf("catalog_reloaded events naming %s: %d, want one per replica", after, n)
+	}
+}
+
+// What a replica listens on and its store URL are its own: they do not
+// change the digest; a task, a policy or a setting does.
+func TestCatalogDigestIgnoresWhereAReplicaRuns(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	digest := func() string {
+		t.Helper()
+		cfg, err := LoadConfig(path, lookup(testEnvVars()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, eng, errs := loadCatalog(cfg)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		return catalogDigest(cfg, reg, eng)
+	}
+	base := digest()
+	replaceIn(t, path, "listen: 127.0.0.1:0", "listen: 127.0.0.1:8123")
+	replaceIn(t, path, "store: sqlite:data/agentg8.db", "store: sqlite:elsewhere.db")
+	if got := digest(); got != base {
+		t.Errorf("listen and store changed the digest: %s → %s", base, got)
+	}
+	appendFile(t, path, "limits:\n  actions_per_minute: 7\n")
+	limited := digest()
+	if limited == base {
+		t.Error("a limit did not change the digest")
+	}
+	replaceIn(t, filepath.Join(dir, "tasks", "tasks.yaml"), "A transfer that always needs approval.", "A transfer, always approved first.")
+	if digest() == limited {
+		t.Error("a task's description did not change the digest")
+	}
 }

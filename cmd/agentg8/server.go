@@ -318,6 +318,13 @@ type observer struct {
 	seals    *prometheus.CounterVec
 	sealed   prometheus.Counter
 	mcp      *prometheus.CounterVec
+	catalog  *prometheus.GaugeVec
+}
+
+// Catalog shows digest as the catalog in force.
+func (o *observer) Catalog(digest string) {
+	o.catalog.Reset()
+	o.catalog.WithLabelValues(digest).Set(1)
 }
 
 func newObserver(reg *prometheus.Registry) *observer {
@@ -338,7 +345,9 @@ func newObserver(reg *prometheus.Registry) *observer {
 	o.seals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentg8_audit_seals_total",
 		Help: "Audit seal attempts on PostgreSQL by result: sealed, idle, busy (another replica sealing, or sealed under 10 ms ago) or error."}, []string{"result"})
 	o.sealed = prometheus.NewCounter(prometheus.CounterOpts{Name: "agentg8_audit_sealed_records_total", Help: "Audit records this replica sealed (PostgreSQL)."})
-	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.seals, o.sealed, o.mcp)
+	o.catalog = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "agentg8_catalog_info",
+		Help: "1, labelled with the digest of the tasks, policies and config this replica decides with: replicas with different digests decide differently."}, []string{"digest"})
+	reg.MustRegister(o.notify, o.actions, o.decision, o.upstream, o.audit, o.batch, o.seals, o.sealed, o.mcp, o.catalog)
 	return o
 }
 
@@ -393,6 +402,7 @@ type server struct {
 	mcp            *mcpserver.Endpoint
 	cfg            *Config
 	tokenKeysTouch time.Duration // how often to mark the token keys (PostgreSQL)
+	obs            *observer
 	logger         *slog.Logger
 	http           *http.Server
 	ln             net.Listener
@@ -632,12 +642,14 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		}})
 	mux.Handle("/mcp", mcpEP)
 	mux.Handle("/", api)
-	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, tokenKeysTouch: touchEvery, ln: ln, pg: pg, http: &http.Server{
+	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, tokenKeysTouch: touchEvery, obs: obs, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}}
-	logger.Info("agentg8 listening", "addr", ln.Addr().String(), "tasks", len(l.registry.Tasks()), "policies", l.policy.Count())
+	digest := catalogDigest(cfg, l.registry, l.policy)
+	obs.Catalog(digest)
+	logger.Info("agentg8 listening", "addr", ln.Addr().String(), "tasks", len(l.registry.Tasks()), "policies", l.policy.Count(), "catalog", digest)
 	return s, nil
 }
 
@@ -736,9 +748,10 @@ func (s *server) reload(ctx context.Context) {
 	rules := rulesOf(cfg)
 	rulesChanged := !reflect.DeepEqual(rules, rulesOf(s.cfg))
 	notifyChanged := !reflect.DeepEqual(cfg.Notify, s.cfg.Notify)
-	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys, %d notification channels%s, auditors, resolvers and limits%s",
+	digest := catalogDigest(cfg, reg, eng)
+	ev := &agentg8.AuditEvent{Type: agentg8.EventCatalogReloaded, Detail: fmt.Sprintf("%d tasks, %d policies, %d credentials%s, %d agents, %d users, %d keys, %d notification channels%s, auditors, resolvers and limits%s; catalog %s",
 		len(reg.Tasks()), eng.Count(), len(cfg.Credentials), changed[creds != nil], len(cfg.Agents), len(cfg.Users), len(keys),
-		len(cfg.Notify), changed[notifyChanged], changed[rulesChanged])}
+		len(cfg.Notify), changed[notifyChanged], changed[rulesChanged], digest)}
 	if err := s.log.Append(ctx, ev); err != nil {
 		s.logger.Error("reload refused: the audit log cannot be written; nothing changed", "err", err)
 		return
@@ -766,7 +779,8 @@ func (s *server) reload(ctx context.Context) {
 	s.agentList.Store(&agents)
 	s.cfg = cfg
 	s.mcp.Reset()
-	s.logger.Info("reloaded", "tasks", len(reg.Tasks()), "policies", eng.Count(), "credentials_changed", creds != nil,
+	s.obs.Catalog(digest)
+	s.logger.Info("reloaded", "catalog", digest, "tasks", len(reg.Tasks()), "policies", eng.Count(), "credentials_changed", creds != nil,
 		"agents", len(cfg.Agents), "users", len(cfg.Users), "notify_changed", notifyChanged, "rules_changed", rulesChanged)
 }
 
