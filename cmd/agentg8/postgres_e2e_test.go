@@ -340,6 +340,9 @@ func TestRuntimeRole(t *testing.T) {
 	}
 
 	e.start()
+	if strings.Contains(e.logs.String(), "could change or delete audit records") {
+		t.Errorf("a bounded role was warned about: %s", e.logs.String())
+	}
 	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
 		t.Fatalf("allowed read: %d %v", st, a["_body"])
 	}
@@ -459,5 +462,9 @@ func TestMultiHostStoreURL(t *testing.T) {
 	}
 	if st, _ := e.do("GET", "/readyz", "", nil); st != 200 {
 		t.Errorf("readyz: %d", st)
+	}
+	// The test cluster's role is a superuser: serve says what that allows.
+	if !strings.Contains(e.logs.String(), "agentg8, a superuser: it could change or delete audit records") {
+		t.Errorf("no warning about an unbounded role: %s", e.logs.String())
 	}
 }

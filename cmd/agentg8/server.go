@@ -525,6 +525,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		if w, _ := postgres.CheckTransport(cfg.Store, os.Getenv); w != "" {
 			logger.Warn("the store's connection is not verified", "detail", w)
 		}
+		if why, err := pg.Unbounded(ctx); err != nil {
+			return fail(fmt.Errorf("postgres: checking the role's privileges: %w", err))
+		} else if why != "" {
+			logger.Warn(why+": it could change or delete audit records, which audit verify would then only detect; run replicas as a role given `agentg8 migrate --grant ROLE`", "see", "docs/deployment.md")
+		}
 	}
 	l, err := load(cfg, lookupEnv, true, st)
 	if err != nil {

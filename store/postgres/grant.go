@@ -67,3 +67,23 @@ func (s *Store) GrantRuntime(ctx context.Context, role string) error {
 	}
 	return tx.Commit(ctx)
 }
+
+// Unbounded says why this store's role is not bound by the least-privilege
+// grants (GrantRuntime): it is a superuser, or owns the schema's tables —
+// either may change or delete audit records, which verification then only
+// detects. Empty when the role is bounded.
+func (s *Store) Unbounded(ctx context.Context) (string, error) {
+	var user string
+	var super, owns bool
+	err := s.pool.QueryRow(ctx, `SELECT current_user::text, coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'audit_records' AND pg_has_role(current_user, tableowner, 'USAGE'))`).Scan(&user, &super, &owns)
+	switch {
+	case err != nil:
+		return "", err
+	case super:
+		return fmt.Sprintf("the gateway connects to PostgreSQL as %s, a superuser", user), nil
+	case owns:
+		return fmt.Sprintf("the gateway connects to PostgreSQL as %s, which owns the audit tables", user), nil
+	}
+	return "", nil
+}
