@@ -540,7 +540,7 @@ func TestRunningReplicaKeepsItsTokenKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.tokenKeysTouch = 100 * time.Millisecond // marks last 300 ms
+		cfg.tokenKeysTouch = 250 * time.Millisecond // marks last 750 ms
 		return cfg
 	}
 	first := config()
@@ -570,9 +570,9 @@ func TestRunningReplicaKeepsItsTokenKeys(t *testing.T) {
 		}
 		return err
 	}
-	// Five times the marks' lifetime after the first registered its keys,
+	// Three times the marks' lifetime after the first registered its keys,
 	// they still count: it marked them meanwhile.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2250 * time.Millisecond)
 	if err := start(); err == nil || !strings.Contains(err.Error(), "token keys") {
 		t.Fatalf("a replica with other token keys started beside a running one: %v", err)
 	}
