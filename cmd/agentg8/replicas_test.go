@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agentg8/agentg8"
@@ -604,10 +605,18 @@ func TestLongPollSeesChangesMissedWhileNotListening(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
-		WHERE datname = current_database() AND query LIKE 'LISTEN %') t`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("listeners ended: %d %v", n, err)
+	listeners := `FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`
+	waitFor(t, "both replicas to listen", 10*time.Second, func() bool {
+		var n int
+		return pool.QueryRow(ctx, `SELECT count(*) `+listeners).Scan(&n) == nil && n == 2
+	})
+	var ended []bool
+	rows, err := pool.Query(ctx, `SELECT pg_terminate_backend(pid, 5000) `+listeners)
+	if err == nil {
+		ended, err = pgx.CollectRows(rows, pgx.RowTo[bool])
+	}
+	if err != nil || len(ended) != 2 || !ended[0] || !ended[1] {
+		t.Fatalf("listeners ended: %v %v", ended, err)
 	}
 	approved := time.Now()
 	if _, err := servers[0].service.Decide(ctx, fran, a.Approval.ID, true, a.Approval.RequestHash, ""); err != nil {
