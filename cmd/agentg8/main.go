@@ -295,6 +295,11 @@ func (m *Main) cmdValidate(args []string) error {
 	}
 	fmt.Fprintf(m.Stdout, "ok: %d tasks, %d policies, %d agents, %d users, %d credentials\n",
 		len(l.registry.Tasks()), l.policy.Count(), len(cfg.Agents), len(cfg.Users), len(cfg.Credentials))
+	if kind, _, _ := store.Kind(cfg.Store); kind == "postgres" {
+		if w, _ := postgres.CheckTransport(cfg.Store, os.Getenv); w != "" {
+			fmt.Fprintln(m.Stderr, "warning: store:", w)
+		}
+	}
 	return nil
 }
 

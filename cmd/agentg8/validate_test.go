@@ -170,3 +170,16 @@ func TestGrantNeedsPostgres(t *testing.T) {
 		t.Error("the SQLite store was created")
 	}
 }
+
+// validate passes a remote PostgreSQL whose URL sets a weak sslmode, and
+// warns about it.
+func TestValidateWarnsOfWeakSSLMode(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: postgres://agentg8@db.example.net:5432/agentg8?sslmode=require")
+	e := &testEnv{t: t}
+	code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(out, "ok:") || !strings.Contains(errs, "warning: store: sslmode=require encrypts but does not verify db.example.net") {
+		t.Errorf("%d %q %q", code, out, errs)
+	}
+}
