@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,5 +182,23 @@ func TestValidateWarnsOfWeakSSLMode(t *testing.T) {
 	code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
 	if code != 0 || !strings.HasPrefix(out, "ok:") || !strings.Contains(errs, "warning: store: sslmode=require encrypts but does not verify db.example.net") {
 		t.Errorf("%d %q %q", code, out, errs)
+	}
+}
+
+// A PostgreSQL that cannot be reached is reported as such by serve, not
+// as a failed migration.
+func TestUnreachableStore(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: postgres://agentg8:pw-not-shown@"+addr+"/agentg8?sslmode=disable")
+	e := &testEnv{t: t}
+	code, _, errs := e.cli(testEnvVars(), "serve", "--config", cfg)
+	if code == 0 || !strings.Contains(errs, "postgres: failed to connect") || strings.Contains(errs, "migrate") || strings.Contains(errs, "pw-not-shown") {
+		t.Errorf("%d %q", code, errs)
 	}
 }

@@ -102,11 +102,17 @@ func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, 1<<30
 func (s *Store) migrate(ctx context.Context, upto int) error {
 	latest := latestVersion()
 	var at int
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&at); err == nil && at >= min(upto, latest) {
-		return nil
-	}
-	err := s.applyMigrations(ctx, upto)
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&at)
 	var pe *pgconn.PgError
+	switch {
+	case err == nil && at >= min(upto, latest):
+		return nil
+	case err != nil && !(errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "42501")):
+		// Not a new database (undefined_table) nor a role that may not read
+		// the version: the database cannot be reached or read at all.
+		return fmt.Errorf("postgres: %w", err)
+	}
+	err = s.applyMigrations(ctx, upto)
 	if errors.As(err, &pe) && pe.Code == "42501" { // insufficient_privilege
 		return fmt.Errorf("the schema is at version %d and this build needs %d, which this database user may not apply: run `agentg8 migrate --store <the owner's URL>` first (%w)", at, latest, err)
 	}
