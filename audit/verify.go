@@ -36,9 +36,16 @@ func (p *Problem) Error() string {
 
 // Report summarises a successful verification.
 type Report struct {
+	// From is where verification began: 0, or the trusted checkpoint's
+	// size (VerifySince).
+	From        int64
 	Records     int64
 	Checkpoints int
 	Tree        tlog.Tree
+	// Checkpoint is the signed checkpoint of Tree, the newest verified: the
+	// one to save for the next VerifySince (a newer one may have been
+	// written meanwhile, unverified).
+	Checkpoint []byte
 }
 
 // SealWait is how long Verify waits for a checkpoint to cover records that
@@ -55,20 +62,92 @@ const SealWait = 5 * time.Second
 // covered by a signed checkpoint (it waits up to SealWait for that); records
 // appended while it runs are not its concern.
 func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, error) {
-	var hashes []tlog.Hash // all stored hashes, recomputed
+	return verify(ctx, r, vkey, saved, tlog.Tree{}, nil)
+}
+
+// VerifySince is Verify for the part of the log after a checkpoint saved
+// earlier (trusted: its signature is checked, and what it covers was
+// verified when it was saved). The tree hashes the store holds for that
+// part must give the trusted root — so the log still extends it, and its
+// history was not rewritten with hashes to match — and only the records
+// after it are read and hashed, and only the checkpoints after it checked:
+// the work and memory follow what was added, not the whole log. A record
+// before the trusted checkpoint changed without its stored hashes is not
+// seen here; Verify reads every record.
+func VerifySince(ctx context.Context, r Reader, vkey string, trusted, saved []byte) (*Report, error) {
+	t, err := ParseCheckpoint(trusted, vkey)
+	if err != nil {
+		return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("trusted checkpoint: %v", err)}
+	}
+	return verify(ctx, r, vkey, saved, t, trusted)
+}
+
+// verify checks the log after from (a verified tree, signed in fromNote;
+// zero for the whole log).
+func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.Tree, fromNote []byte) (*Report, error) {
+	// Tree hashes from base on are recomputed here; those before it (the
+	// trusted part) are the store's, read as needed.
+	base := tlog.StoredHashIndex(0, from.N)
+	var hashes []tlog.Hash
+	prior := map[int64]tlog.Hash{} // read from the store, before base
 	mem := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		var need []int64
+		for _, x := range idx {
+			if _, ok := prior[x]; x < base && !ok {
+				need = append(need, x)
+			}
+		}
+		if len(need) > 0 {
+			got, err := r.ReadAuditHashes(ctx, need)
+			if err != nil || len(got) != len(need) {
+				return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("the tree hashes stored before the trusted checkpoint cannot be read (%v)", err)}
+			}
+			for i, x := range need {
+				prior[x] = got[i]
+			}
+		}
 		out := make([]tlog.Hash, len(idx))
 		for i, x := range idx {
-			if x >= int64(len(hashes)) {
+			switch {
+			case x < base:
+				out[i] = prior[x]
+			case x-base < int64(len(hashes)):
+				out[i] = hashes[x-base]
+			default:
 				return nil, fmt.Errorf("hash %d not computed", x)
 			}
-			out[i] = hashes[x]
 		}
 		return out, nil
 	})
-	var n int64
+	if from.N > 0 {
+		got, err := tlog.TreeHash(from.N, mem)
+		if err != nil {
+			return nil, err
+		}
+		if got != from.Hash {
+			return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("the log does not extend the trusted checkpoint (size %d): the tree stored for its records has another root — history was rewritten, or the log truncated", from.N)}
+		}
+		// The stored hashes can outlive their records: the last record the
+		// checkpoint covers must still be there, and be the one it covers.
+		last := from.N - 1
+		recs, err := r.ReadAuditRecords(ctx, last-1, 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 || recs[0].Seq != last {
+			return nil, &Problem{Seq: last, Msg: fmt.Sprintf("log truncated: the trusted checkpoint covers %d records and record %d is gone", from.N, last)}
+		}
+		proof, err := tlog.ProveRecord(from.N, last, mem)
+		if err != nil {
+			return nil, err
+		}
+		if tlog.CheckRecord(proof, from.N, from.Hash, last, tlog.RecordHash(recs[0].Data)) != nil {
+			return nil, &Problem{Seq: last, Msg: "record differs from the one the trusted checkpoint covers (modified)"}
+		}
+	}
+	n := from.N
 	var firstStoredMismatch int64 = -1
-	after := int64(-1)
+	after := n - 1
 	// readTo reads records until there are at least want (all, if want < 0).
 	readTo := func(want int64) error {
 		for want < 0 || n < want {
@@ -125,7 +204,7 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 	if err := readTo(-1); err != nil {
 		return nil, err
 	}
-	var lastGood int64
+	lastGood := from.N
 	check := func(cp []byte, what string) (tlog.Tree, error) {
 		t, err := ParseCheckpoint(cp, vkey)
 		if err != nil {
@@ -155,15 +234,20 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 	if firstStoredMismatch >= 0 {
 		return nil, &Problem{Seq: firstStoredMismatch, Msg: "record differs from the hash stored when it was appended (modified)"}
 	}
-	rep := &Report{}
+	rep := &Report{From: from.N, Tree: from, Checkpoint: fromNote}
 	for _, cp := range cps {
+		if from.N > 0 {
+			if t, err := ParseCheckpoint(cp, vkey); err == nil && t.N <= from.N {
+				continue // covered by the trusted checkpoint
+			}
+		}
 		t, err := check(cp, "checkpoint")
 		if err != nil {
 			return nil, err
 		}
 		rep.Checkpoints++
 		if t.N >= rep.Tree.N {
-			rep.Tree = t
+			rep.Tree, rep.Checkpoint = t, cp
 		}
 	}
 	if saved != nil {
@@ -205,7 +289,7 @@ func Verify(ctx context.Context, r Reader, vkey string, saved []byte) (*Report, 
 				return nil, err
 			}
 			rep.Checkpoints++
-			rep.Tree = t
+			rep.Tree, rep.Checkpoint = t, cp
 		}
 		cps = latest
 	}

@@ -150,3 +150,72 @@ func TestAuditUnavailableMeansNothingExecutes(t *testing.T) {
 		t.Fatalf("log after an outage must verify: %s", errs)
 	}
 }
+
+// audit verify --since: a checkpoint saved by one verification is the
+// starting point of the next, which reads only what was appended after it
+// and saves the checkpoint it verified for the one after.
+func TestAuditVerifySince(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	actions := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+				t.Fatalf("%d %v", st, a["_body"])
+			}
+		}
+	}
+	dir := t.TempDir()
+	cp1, cp2 := filepath.Join(dir, "cp1"), filepath.Join(dir, "cp2")
+	actions(3)
+	e.stop()
+	if code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--save-checkpoint", cp1); code != 0 || !strings.HasPrefix(out, "ok: 12 records") {
+		t.Fatalf("first verify: %d %s %s", code, out, errs)
+	}
+	// Nothing appended since, but records the checkpoint covers gone (the
+	// stored hashes left): caught at the boundary.
+	db := filepath.Join(e.dir, "data", "agentg8.db")
+	for _, q := range []string{`DELETE FROM audit_records WHERE seq >= 5`, `DELETE FROM audit_records WHERE seq = 11`,
+		`UPDATE audit_records SET data = CAST(replace(data, 'support-bot', 'support-bxt') AS BLOB) WHERE seq = 11`} {
+		cp := copyDB(t, db)
+		execSQL(t, cp, q)
+		if code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--store", "sqlite:"+cp, "--since", cp1); code == 0 || !strings.Contains(errs, "record 11") {
+			t.Errorf("%s, then verify --since: %d %q %q", q, code, out, errs)
+		}
+	}
+	e.start()
+	actions(2)
+	e.stop()
+	code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--since", cp1, "--save-checkpoint", cp2)
+	if code != 0 || !strings.HasPrefix(out, "ok: 20 records (8 after the trusted checkpoint at 12)") {
+		t.Fatalf("since cp1: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--since", cp2); code != 0 || !strings.HasPrefix(out, "ok: 20 records (0 after") {
+		t.Fatalf("since cp2: %d %s %s", code, out, errs)
+	}
+	for _, c := range []struct {
+		name, sql, want string
+	}{
+		{"a record after the trusted checkpoint changed", `UPDATE audit_records SET data = CAST(replace(data, 'support-bot', 'support-bxt') AS BLOB) WHERE seq = 15`, "record 15"},
+		{"history rewritten with its hashes", `UPDATE audit_hash_runs SET hashes = zeroblob(length(hashes))`, "does not extend the trusted checkpoint"},
+		{"truncated below the trusted checkpoint", `DELETE FROM audit_records WHERE seq >= 5`, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cp := copyDB(t, db)
+			execSQL(t, cp, c.sql)
+			code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--store", "sqlite:"+cp, "--since", cp1)
+			if code == 0 || !strings.Contains(errs, "FAILED") || !strings.Contains(errs, c.want) {
+				t.Fatalf("verify --since: %d %q %q", code, out, errs)
+			}
+		})
+	}
+	// The boundary: a record before the trusted checkpoint changed without
+	// its stored hashes is for a full verify to find, not --since.
+	cp := copyDB(t, db)
+	execSQL(t, cp, `UPDATE audit_records SET data = CAST(replace(data, 'support-bot', 'support-bxt') AS BLOB) WHERE seq = 4`)
+	if code, _, _ := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--store", "sqlite:"+cp, "--since", cp1); code != 0 {
+		t.Errorf("--since re-read the trusted history")
+	}
+	if code, _, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath, "--store", "sqlite:"+cp); code == 0 || !strings.Contains(errs, "record 4") {
+		t.Errorf("full verify: %d %s", code, errs)
+	}
+}

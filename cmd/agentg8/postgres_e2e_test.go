@@ -263,6 +263,10 @@ func TestAuditBackupAndRestoreOnPostgres(t *testing.T) {
 	if code, out := verify(restored, "--checkpoint", cp2); code != 0 || !strings.Contains(out, "ok:") {
 		t.Fatalf("restored backup: %d %s", code, out)
 	}
+	// Incrementally too: from the first checkpoint, reading what came after.
+	if code, out := verify(restored, "--since", cp1, "--checkpoint", cp2); code != 0 || !strings.Contains(out, "after the trusted checkpoint") {
+		t.Fatalf("restored backup, since cp1: %d %s", code, out)
+	}
 	// The older one is self-consistent, and the later checkpoint shows it
 	// lost the tail.
 	older := restore(old)

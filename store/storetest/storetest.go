@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agentg8/agentg8"
@@ -91,6 +93,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, newStore(t)) })
 	t.Run("secrets", func(t *testing.T) { testSecrets(t, newStore(t)) })
 	t.Run("several writers keep one log", func(t *testing.T) { testWriters(t, newStore(t)) })
+	t.Run("verify since a trusted checkpoint", func(t *testing.T) { testVerifySince(t, newStore(t)) })
 	t.Run("execution leases", func(t *testing.T) { testLeases(t, newStore(t)) })
 }
 
@@ -807,6 +810,82 @@ func testWriters(t *testing.T, s Store) {
 	rep, err := audit.Verify(ctx, s, key.VerifierKey, nil)
 	if err != nil || rep.Records != 300 {
 		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// recordsFrom notes the earliest position a verifier read records after.
+type recordsFrom struct {
+	audit.Reader
+	after int64
+}
+
+func (r *recordsFrom) ReadAuditRecords(ctx context.Context, after int64, limit int) ([]audit.Record, error) {
+	r.after = min(r.after, after)
+	return r.Reader.ReadAuditRecords(ctx, after, limit)
+}
+
+// testVerifySince checks the part of a log after a trusted checkpoint:
+// only the records after it are read; a trusted checkpoint the log does
+// not extend (another history signed with the key), one larger than the
+// log, or one signed with another key is refused.
+func testVerifySince(t *testing.T, s Store) {
+	ctx := context.Background()
+	key, err := audit.LoadOrCreateKey(t.TempDir() + "/audit.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN := func(n int) {
+		t.Helper()
+		l := audit.Open(s, key, audit.Options{})
+		defer l.Close() // seals what it appended
+		for i := 0; i < n; i++ {
+			if err := l.Append(ctx, &agentg8.AuditEvent{Type: "x", ActionID: fmt.Sprintf("v%d", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sign := func(k *audit.Key, n int64, h tlog.Hash) []byte {
+		t.Helper()
+		b, err := note.Sign(&note.Note{Text: audit.FormatTree(tlog.Tree{N: n, Hash: h})}, k.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	appendN(40)
+	trusted, err := s.LatestAuditCheckpoint(ctx)
+	if tt, perr := audit.ParseCheckpoint(trusted, key.VerifierKey); err != nil || perr != nil || tt.N != 40 {
+		t.Fatalf("checkpoint after 40 records: %+v %v %v", tt, err, perr)
+	}
+	appendN(25)
+	r := &recordsFrom{Reader: s, after: math.MaxInt64}
+	rep, err := audit.VerifySince(ctx, r, key.VerifierKey, trusted, nil)
+	// Read: the last record the trusted checkpoint covers (it must still be
+	// there) and those after it.
+	if err != nil || rep.From != 40 || rep.Records != 65 || r.after != 38 {
+		t.Fatalf("since 40: %+v %v (read records after %d)", rep, err, r.after)
+	}
+	full, err := audit.Verify(ctx, s, key.VerifierKey, nil)
+	if err != nil || full.Tree != rep.Tree {
+		t.Fatalf("full verify %+v %v, incremental %+v", full, err, rep.Tree)
+	}
+	latest, _ := s.LatestAuditCheckpoint(ctx)
+	if rep, err := audit.VerifySince(ctx, s, key.VerifierKey, latest, nil); err != nil || rep.Records != 65 || rep.From != 65 {
+		t.Errorf("since the latest: %+v %v", rep, err)
+	}
+	var p *audit.Problem
+	if _, err := audit.VerifySince(ctx, s, key.VerifierKey, sign(key, 40, tlog.Hash{1}), nil); !errors.As(err, &p) || !strings.Contains(p.Msg, "does not extend") {
+		t.Errorf("another history of 40 records: %v", err)
+	}
+	if _, err := audit.VerifySince(ctx, s, key.VerifierKey, sign(key, 1000, tlog.Hash{2}), nil); !errors.As(err, &p) {
+		t.Errorf("a checkpoint larger than the log: %v", err)
+	}
+	other, err := audit.LoadOrCreateKey(t.TempDir() + "/other.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.VerifySince(ctx, s, key.VerifierKey, sign(other, 40, full.Tree.Hash), nil); !errors.As(err, &p) || !strings.Contains(p.Msg, "trusted checkpoint") {
+		t.Errorf("signed with another key: %v", err)
 	}
 }
 
