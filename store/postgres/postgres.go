@@ -955,8 +955,8 @@ func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
 }
 
 // AuditCheckpoints returns every checkpoint, smallest first.
-func (s *Store) AuditCheckpoints(ctx context.Context) ([][]byte, error) {
-	rows, err := s.pool.Query(ctx, `SELECT note FROM audit_checkpoints ORDER BY size`)
+func (s *Store) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT note FROM audit_checkpoints WHERE size > $1 ORDER BY size`, after)
 	if err != nil {
 		return nil, err
 	}

@@ -604,8 +604,8 @@ func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
 }
 
 // AuditCheckpoints returns every stored checkpoint, smallest first.
-func (s *Store) AuditCheckpoints(ctx context.Context) ([][]byte, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT note FROM audit_checkpoints ORDER BY size`)
+func (s *Store) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT note FROM audit_checkpoints WHERE size > ? ORDER BY size`, after)
 	if err != nil {
 		return nil, err
 	}

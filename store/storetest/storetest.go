@@ -262,7 +262,7 @@ func checkEmptyLog(t *testing.T, s Store) {
 func checkCheckpoints(t *testing.T, s Store, want ...string) {
 	t.Helper()
 	ctx := context.Background()
-	cps, _ := s.AuditCheckpoints(ctx)
+	cps, _ := s.AuditCheckpoints(ctx, -1)
 	got := make([]string, len(cps))
 	for i, c := range cps {
 		got[i] = string(c)
@@ -813,15 +813,21 @@ func testWriters(t *testing.T, s Store) {
 	}
 }
 
-// recordsFrom notes the earliest position a verifier read records after.
+// recordsFrom notes the earliest positions a verifier read records and
+// checkpoints after.
 type recordsFrom struct {
 	audit.Reader
-	after int64
+	after, cpsAfter int64
 }
 
 func (r *recordsFrom) ReadAuditRecords(ctx context.Context, after int64, limit int) ([]audit.Record, error) {
 	r.after = min(r.after, after)
 	return r.Reader.ReadAuditRecords(ctx, after, limit)
+}
+
+func (r *recordsFrom) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
+	r.cpsAfter = min(r.cpsAfter, after)
+	return r.Reader.AuditCheckpoints(ctx, after)
 }
 
 // testVerifySince checks the part of a log after a trusted checkpoint:
@@ -858,12 +864,26 @@ func testVerifySince(t *testing.T, s Store) {
 		t.Fatalf("checkpoint after 40 records: %+v %v %v", tt, err, perr)
 	}
 	appendN(25)
-	r := &recordsFrom{Reader: s, after: math.MaxInt64}
+	r := &recordsFrom{Reader: s, after: math.MaxInt64, cpsAfter: math.MaxInt64}
 	rep, err := audit.VerifySince(ctx, r, key.VerifierKey, trusted, nil)
 	// Read: the last record the trusted checkpoint covers (it must still be
-	// there) and those after it.
-	if err != nil || rep.From != 40 || rep.Records != 65 || r.after != 38 {
-		t.Fatalf("since 40: %+v %v (read records after %d)", rep, err, r.after)
+	// there) and those after it; the checkpoints after it.
+	if err != nil || rep.From != 40 || rep.Records != 65 || r.after != 38 || r.cpsAfter != 40 {
+		t.Fatalf("since 40: %+v %v (read records after %d, checkpoints after %d)", rep, err, r.after, r.cpsAfter)
+	}
+	for after, want := range map[int64]bool{-1: true, 40: false} { // holds size 40?
+		cps, err := s.AuditCheckpoints(ctx, after)
+		found := false
+		for _, cp := range cps {
+			tt, perr := audit.ParseCheckpoint(cp, key.VerifierKey)
+			if perr != nil || tt.N <= after {
+				t.Errorf("checkpoints after %d: one of size %d (%v)", after, tt.N, perr)
+			}
+			found = found || tt.N == 40
+		}
+		if err != nil || found != want || len(cps) == 0 {
+			t.Errorf("checkpoints after %d: %d, size 40 among them %v, err %v", after, len(cps), found, err)
+		}
 	}
 	full, err := audit.Verify(ctx, s, key.VerifierKey, nil)
 	if err != nil || full.Tree != rep.Tree {
