@@ -525,6 +525,11 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		if w, _ := postgres.CheckTransport(cfg.Store, os.Getenv); w != "" {
 			logger.Warn("the store's connection is not verified", "detail", w)
 		}
+		if missing, err := pg.MissingPrivileges(ctx); err != nil {
+			return fail(fmt.Errorf("postgres: checking the role's privileges: %w", err))
+		} else if len(missing) > 0 {
+			return fail(fmt.Errorf("postgres: this database user lacks %s, which serve needs: run `agentg8 migrate --store <the owner's URL> --grant <this user>` (again after an upgrade)", strings.Join(missing, ", ")))
+		}
 		if why, err := pg.Unbounded(ctx); err != nil {
 			return fail(fmt.Errorf("postgres: checking the role's privileges: %w", err))
 		} else if why != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -86,4 +87,23 @@ func (s *Store) Unbounded(ctx context.Context) (string, error) {
 		return fmt.Sprintf("the gateway connects to PostgreSQL as %s, which owns the audit tables", user), nil
 	}
 	return "", nil
+}
+
+// MissingPrivileges lists what this store's role lacks of what the gateway
+// does (runtimePrivileges), as "PRIVILEGE on table": after an upgrade whose
+// migration added a table, a role granted before lacks it until `migrate
+// --grant` runs again — better refused at start than failing requests.
+func (s *Store) MissingPrivileges(ctx context.Context) ([]string, error) {
+	var tables, privs []string
+	for _, t := range slices.Sorted(maps.Keys(runtimePrivileges)) {
+		for _, p := range strings.Split(runtimePrivileges[t], ", ") {
+			tables, privs = append(tables, t), append(privs, p)
+		}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT p || ' on ' || t FROM unnest($1::text[], $2::text[]) AS x(t, p)
+		WHERE NOT has_table_privilege(current_user, t, p)`, tables, privs)
+	if err != nil {
+		return nil, fmt.Errorf("privileges: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
