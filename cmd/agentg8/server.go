@@ -421,6 +421,30 @@ type storage interface {
 	Close() error
 }
 
+// checkConnection refuses a PostgreSQL role that lacks a privilege serve
+// needs, and warns of a connection that does not verify the server and of
+// a role no grant binds (it could rewrite the audit log).
+func checkConnection(ctx context.Context, pg *postgres.Store, url string, logger *slog.Logger) error {
+	if w, _ := postgres.CheckTransport(url, os.Getenv); w != "" {
+		logger.Warn("the store's connection is not verified", "detail", w)
+	}
+	missing, err := pg.MissingPrivileges(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: checking the role's privileges: %w", err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("postgres: this database user lacks %s, which serve needs: run `agentg8 migrate --store <the owner's URL> --grant <this user>` (again after an upgrade)", strings.Join(missing, ", "))
+	}
+	why, err := pg.Unbounded(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: checking the role's privileges: %w", err)
+	}
+	if why != "" {
+		logger.Warn(why+": it could change or delete audit records, which audit verify would then only detect; run replicas as a role given `agentg8 migrate --grant ROLE`", "see", "docs/deployment.md")
+	}
+	return nil
+}
+
 // sameAuditKey refuses a signing key that did not sign the log's latest
 // checkpoint: a replica that created its own key (its key file was not
 // copied), or a restart with a lost key, would add checkpoints no single
@@ -471,10 +495,10 @@ func (c *Config) tokenKeysTimes() (touch, fresh time.Duration) {
 	return touch, 3 * touch
 }
 
-// touchTokenKeys marks this replica's token keys as in use, every touch,
-// until ctx ends.
-func (s *server) touchTokenKeys(ctx context.Context, touch time.Duration) {
-	every(ctx, touch, func() {
+// touchTokenKeys marks this replica's token keys as in use, every
+// s.tokenKeysTouch, until ctx ends.
+func (s *server) touchTokenKeys(ctx context.Context) {
+	every(ctx, s.tokenKeysTouch, func() {
 		if err := s.pg.TouchTokenKeys(ctx, s.credOpts.Keys.KeyIDs()); err != nil && ctx.Err() == nil {
 			s.logger.Warn("mark token keys in use", "err", err)
 		}
@@ -522,18 +546,8 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	if multi {
 		// Replicas decide expiry and leases by the database's clock.
 		clock = pg.Clock(clock)
-		if w, _ := postgres.CheckTransport(cfg.Store, os.Getenv); w != "" {
-			logger.Warn("the store's connection is not verified", "detail", w)
-		}
-		if missing, err := pg.MissingPrivileges(ctx); err != nil {
-			return fail(fmt.Errorf("postgres: checking the role's privileges: %w", err))
-		} else if len(missing) > 0 {
-			return fail(fmt.Errorf("postgres: this database user lacks %s, which serve needs: run `agentg8 migrate --store <the owner's URL> --grant <this user>` (again after an upgrade)", strings.Join(missing, ", ")))
-		}
-		if why, err := pg.Unbounded(ctx); err != nil {
-			return fail(fmt.Errorf("postgres: checking the role's privileges: %w", err))
-		} else if why != "" {
-			logger.Warn(why+": it could change or delete audit records, which audit verify would then only detect; run replicas as a role given `agentg8 migrate --grant ROLE`", "see", "docs/deployment.md")
+		if err := checkConnection(ctx, pg, cfg.Store, logger); err != nil {
+			return fail(err)
 		}
 	}
 	l, err := load(cfg, lookupEnv, true, st)
@@ -673,7 +687,7 @@ func (s *server) serve(ctx context.Context) error {
 	if s.pg != nil {
 		// Changes made by other replicas wake this one's pollers and worker.
 		go s.pg.Listen(workerCtx, s.service.Changed)
-		go s.touchTokenKeys(workerCtx, s.tokenKeysTouch)
+		go s.touchTokenKeys(workerCtx)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

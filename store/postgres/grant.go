@@ -15,7 +15,7 @@ import (
 // tables take inserts only: a role with these privileges cannot change or
 // remove a record, a tree hash or a checkpoint (verification would catch
 // it; this prevents it). Every table the migrations create is listed
-// (TestRuntimeRole checks).
+// (TestRuntimePrivilegesCoverEveryTable checks).
 var runtimePrivileges = map[string]string{
 	"schema_migrations": "SELECT",
 	"audit_records":     "SELECT, INSERT",
@@ -45,15 +45,15 @@ func (s *Store) GrantRuntime(ctx context.Context, role string) error {
 	}
 	defer tx.Rollback(ctx)
 	var schema string
-	var owns, super bool
-	err = tx.QueryRow(ctx, `SELECT current_schema(),
-		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'actions' AND tableowner = $1),
-		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = $1), false)`, role).Scan(&schema, &owns, &super)
-	if err != nil {
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		return fmt.Errorf("grant: %w", err)
 	}
 	// Privileges do not bind an owner or a superuser: granting to one
 	// would look like least privilege and be none.
+	super, owns, err := unbound(ctx, tx, role)
+	if err != nil {
+		return fmt.Errorf("grant: %w", err)
+	}
 	if owns || super {
 		return fmt.Errorf("grant: %s owns the schema's tables or is a superuser, so no grant can limit it; create a role of its own for the replicas", role)
 	}
@@ -75,9 +75,10 @@ func (s *Store) GrantRuntime(ctx context.Context, role string) error {
 // detects. Empty when the role is bounded.
 func (s *Store) Unbounded(ctx context.Context) (string, error) {
 	var user string
-	var super, owns bool
-	err := s.pool.QueryRow(ctx, `SELECT current_user::text, coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
-		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'audit_records' AND pg_has_role(current_user, tableowner, 'USAGE'))`).Scan(&user, &super, &owns)
+	if err := s.pool.QueryRow(ctx, `SELECT current_user::text`).Scan(&user); err != nil {
+		return "", err
+	}
+	super, owns, err := unbound(ctx, s.pool, user)
 	switch {
 	case err != nil:
 		return "", err
@@ -87,6 +88,14 @@ func (s *Store) Unbounded(ctx context.Context) (string, error) {
 		return fmt.Sprintf("the gateway connects to PostgreSQL as %s, which owns the audit tables", user), nil
 	}
 	return "", nil
+}
+
+// unbound reports whether role is a superuser, and whether it owns the
+// audit tables (or is a member of the role that does): no grant binds it.
+func unbound(ctx context.Context, q querier, role string) (super, owns bool, err error) {
+	err = q.QueryRow(ctx, `SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = $1), false),
+		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'audit_records' AND pg_has_role($1, tableowner, 'USAGE'))`, role).Scan(&super, &owns)
+	return super, owns, err
 }
 
 // MissingPrivileges lists what this store's role lacks of what the gateway

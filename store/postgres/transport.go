@@ -25,10 +25,14 @@ func CheckTransport(rawURL string, getenv func(string) string) (warning string, 
 		return "", err
 	}
 	var remote []string
-	for _, h := range append([]string{cfg.Host}, fallbackHosts(cfg)...) {
+	add := func(h string) {
 		if !localHost(h) && !slices.Contains(remote, h) {
 			remote = append(remote, h)
 		}
+	}
+	add(cfg.Host)
+	for _, f := range cfg.Fallbacks {
+		add(f.Host)
 	}
 	if len(remote) == 0 {
 		return "", nil
@@ -50,19 +54,10 @@ func CheckTransport(rawURL string, getenv func(string) string) (warning string, 
 	case "":
 		return "", fmt.Errorf("PostgreSQL at %s is not on this machine and the URL sets no sslmode, so the connection may be unencrypted and the server is not verified; "+
 			"add sslmode=verify-full (with sslrootcert=… for a private CA), or set sslmode=require or disable to accept the risk", hosts)
-	}
-	if mode == "require" {
+	case "require":
 		return fmt.Sprintf("sslmode=require encrypts but does not verify %s's certificate, so a machine on the path can pose as the database; use sslmode=verify-full", hosts), nil
 	}
 	return fmt.Sprintf("sslmode=%s lets the connection to %s be unencrypted and unverified, so a machine on the path can read and alter what the gateway stores; use sslmode=verify-full", mode, hosts), nil
-}
-
-func fallbackHosts(cfg *pgconn.Config) []string {
-	var out []string
-	for _, f := range cfg.Fallbacks {
-		out = append(out, f.Host)
-	}
-	return out
 }
 
 // localHost reports whether a pgx host is this machine: a Unix socket
