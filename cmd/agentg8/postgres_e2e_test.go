@@ -479,4 +479,33 @@ func TestMultiHostStoreURL(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "agentg8, a superuser: it could change or delete audit records") {
 		t.Errorf("no warning about an unbounded role: %s", e.logs.String())
 	}
+	// Every host is on this machine: sslmode=disable is nothing to warn of.
+	if strings.Contains(e.logs.String(), "not verified") {
+		t.Errorf("a warning about the transport to loopback hosts: %s", e.logs.String())
+	}
+}
+
+// TestServeWarnsOfWeakSSLMode: a store URL naming a host on another
+// machine with an sslmode that does not verify the server starts, and says
+// so in serve's log at start. The remote host is a fallback (TEST-NET-1,
+// never dialled, since the test cluster answers first).
+func TestServeWarnsOfWeakSSLMode(t *testing.T) {
+	u, _ := url.Parse(storetest.PostgresDB(t))
+	if u.Query().Get("sslmode") != "disable" {
+		t.Fatalf("the test cluster's URL should say sslmode=disable: %s", u.Redacted())
+	}
+	const remote = "192.0.2.1:5432"
+	multi := strings.Replace(u.String(), "@"+u.Host, "@"+u.Host+","+remote, 1)
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true})
+	replaceIn(t, e.cfgPath, "store: sqlite:data/agentg8.db", "store: "+multi)
+	e.start()
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	logs := e.logs.String()
+	for _, want := range []string{"the store's connection is not verified", "sslmode=disable lets the connection to 192.0.2.1 be unencrypted"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("serve's log lacks %q: %s", want, logs)
+		}
+	}
 }
