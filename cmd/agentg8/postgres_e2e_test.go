@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -32,7 +33,8 @@ import (
 // secret, a token it minted, an API key it was shown — reaches the
 // database in any form: not in its rows (pg_dump), not in its files, not
 // in the write-ahead log it wrote meanwhile (dead row versions and deleted
-// rows included), even when the upstream echoes the secret back. A marker
+// rows included), not among the parameters of any statement (the server
+// logs them all), even when the upstream echoes the secret back. A marker
 // sent the same way as the secrets is found in each, so the scans can fail.
 func TestSecretsNeverReachPostgres(t *testing.T) {
 	db := storetest.PostgresDB(t)
@@ -43,8 +45,18 @@ func TestSecretsNeverReachPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	var startLSN string
-	if err := admin.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&startLSN); err != nil {
+	var startLSN, dbName string
+	if err := admin.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, current_database()`).Scan(&startLSN, &dbName); err != nil {
+		t.Fatal(err)
+	}
+	// The server logs every statement on this database with its
+	// parameters, failing ones too (operators turn this on to debug):
+	// nothing the gateway sends may hold a secret either.
+	serverLog, logFrom := postgresLog(t, admin)
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName}.Sanitize()+` SET log_min_duration_statement = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName}.Sanitize()+` SET log_parameter_max_length_on_error = -1`); err != nil {
 		t.Fatal(err)
 	}
 
@@ -169,6 +181,55 @@ func TestSecretsNeverReachPostgres(t *testing.T) {
 		return nil
 	})
 	assertScanned(t, "the database's files", files, marker, secrets)
+
+	// The server's log since the test began (bytea parameters are logged
+	// in hex, which assertScanned looks for too).
+	if serverLog == "" {
+		t.Skip("PostgreSQL's log file was not found (the cluster scripts/pg-test.sh starts has one); CI scans it")
+	}
+	f, err := os.Open(serverLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(logFrom, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(hex.EncodeToString([]byte(marker)))) {
+		t.Errorf("the server log (%d bytes) does not hold the marker in hex: statements were not logged with their parameters", len(b))
+	}
+	assertScanned(t, "the server log", b, "execute", secrets)
+}
+
+// postgresLog returns the test cluster's log file and its size now: the
+// logging collector's current file, else the file scripts/pg-test.sh has
+// pg_ctl write beside the data folder. On CI a missing log fails the test.
+func postgresLog(t *testing.T, admin *pgx.Conn) (string, int64) {
+	t.Helper()
+	var dir string
+	var current *string
+	if err := admin.QueryRow(context.Background(), `SELECT current_setting('data_directory'), pg_current_logfile()`).Scan(&dir, &current); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(filepath.Dir(dir), "log")
+	if current != nil {
+		path = *current
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL's log: %v", err)
+		}
+		return "", 0
+	}
+	return path, info.Size()
 }
 
 // assertScanned fails if data holds any secret in a common encoding, or
