@@ -332,6 +332,12 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// ErrStoreUnavailable answers a request whose read or write of the store
+// failed (the database is down, say): 503, nothing was done, try again —
+// the same code as an audit write that failed. The cause is logged, never
+// shown.
+var ErrStoreUnavailable = &Error{Code: CodeAuditUnavailable, Message: "the store cannot be reached; nothing was done, try again"}
+
 // AsError returns the *Error in err's chain, or a generic internal error that
 // reveals nothing about err.
 func AsError(err error) *Error {

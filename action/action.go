@@ -287,6 +287,20 @@ type stored struct {
 // modified.
 var errAudit = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the audit log cannot be written; nothing was executed"}
 
+// unavailable passes nil, the store's own answers (ErrNotFound and the
+// other sentinels) and *agentg8.Error through; any other failure of op (a
+// read of a store that cannot be reached, say) is logged and answered with
+// agentg8.ErrStoreUnavailable, a 503 rather than an internal error.
+func (s *Service) unavailable(op string, err error) error {
+	var ae *agentg8.Error
+	if err == nil || errors.As(err, &ae) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrStateConflict) ||
+		errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) {
+		return err
+	}
+	s.c.Logger.Error("store unavailable", "op", op, "err", err)
+	return agentg8.ErrStoreUnavailable
+}
+
 // Propose runs a proposal through the pipeline. It returns the action
 // (succeeded, failed, denied, dry_run or pending_approval) and, for every
 // outcome but success, dry run and pending approval, an *agentg8.Error. The
@@ -314,7 +328,7 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	prev, err := s.c.Store.ClaimIdempotency(ctx, IdempotencyRecord{Agent: p.ID, Key: prop.IdempotencyKey, PayloadHash: hash, CreatedAt: s.c.Clock.Now()})
 	if err != nil {
-		return nil, fmt.Errorf("claim idempotency key: %w", err)
+		return nil, s.unavailable("claim idempotency key", err)
 	}
 	if prev != nil {
 		switch {

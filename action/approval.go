@@ -34,14 +34,14 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	if prev, err := s.c.Store.PendingByHash(ctx, hash); err == nil {
 		return prev, nil
 	} else if !errors.Is(err, ErrNotFound) {
-		return nil, err
+		return nil, s.unavailable("find a pending request", err)
 	}
 	rules := s.rules.Load()
 	// Counted here to refuse early, and again by the store as it writes
 	// (Change.MaxPending), where concurrent proposals cannot both pass.
 	n, err := s.c.Store.CountPending(ctx, a.Principal)
 	if err != nil {
-		return nil, err
+		return nil, s.unavailable("count pending approvals", err)
 	}
 	if n >= rules.MaxPending {
 		return nil, s.tooManyPending(ctx, a, n)
@@ -56,7 +56,8 @@ func (s *Service) requestApproval(ctx context.Context, task *registry.Task, a *a
 	ch := &Change{Action: a, Notify: s.queue(a, "approval_requested"), MaxPending: rules.MaxPending}
 	if err := s.commit(ctx, ch, proposed, ev); err != nil {
 		if errors.Is(err, ErrDuplicatePending) {
-			return s.c.Store.PendingByHash(ctx, hash)
+			prev, err := s.c.Store.PendingByHash(ctx, hash)
+			return prev, s.unavailable("find a pending request", err)
 		}
 		if errors.Is(err, ErrTooManyPending) {
 			return nil, s.tooManyPending(ctx, a, rules.MaxPending)
@@ -144,7 +145,7 @@ func (s *Service) Approvals(ctx context.Context, p agentg8.Principal) ([]*agentg
 	}
 	all, err := s.c.Store.ActionsInState(ctx, agentg8.StatePendingApproval)
 	if err != nil {
-		return nil, err
+		return nil, s.unavailable("list approvals", err)
 	}
 	out := []*agentg8.Action{}
 	for i := len(all) - 1; i >= 0; i-- {
@@ -164,7 +165,7 @@ func (s *Service) Approval(ctx context.Context, p agentg8.Principal, approvalID 
 	if errors.Is(err, ErrNotFound) || (err == nil && !isApprover(p, a) && !s.MayAudit(p)) {
 		return nil, agentg8.Errorf(agentg8.CodeNotFound, "no approval %q", clip(approvalID, 100))
 	}
-	return a, err
+	return a, s.unavailable("read an approval", err)
 }
 
 // CanDecide reports whether p may cast a vote on a now.
@@ -194,7 +195,7 @@ func (s *Service) Decide(ctx context.Context, p agentg8.Principal, approvalID st
 			return nil, agentg8.Errorf(agentg8.CodeNotFound, "no approval %q for you", clip(approvalID, 100))
 		}
 		if err != nil {
-			return nil, err
+			return nil, s.unavailable("read an approval", err)
 		}
 		if p.ID == a.OnBehalfOf || p.ID == a.Principal {
 			return nil, agentg8.Errorf(agentg8.CodeSelfApproval, "the requester and the user it acts for cannot approve their own action")

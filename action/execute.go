@@ -77,7 +77,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	if err := s.commit(ctx, ch, events...); err != nil {
 		if errors.Is(err, ErrStateConflict) {
 			// Someone else executes (or executed) it: report, never repeat.
-			return s.c.Store.GetAction(ctx, a.ID)
+			return s.lookup(ctx, a.ID)
 		}
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 			s.c.Logger.Error("audit unavailable", "action", a.ID, "err", aerr)
 		}
 		s.c.Logger.Warn("execution lease lost", "action_id", a.ID, "outcome_seen", a.Status)
-		return s.c.Store.GetAction(ctx, a.ID)
+		return s.lookup(ctx, a.ID)
 	}
 	if err != nil {
 		// The upstream call already happened. Without a durable outcome the
@@ -379,7 +379,7 @@ func (s *Service) lookup(ctx context.Context, id string) (*agentg8.Action, error
 	if errors.Is(err, ErrNotFound) {
 		return nil, notFound(id)
 	}
-	return a, err
+	return a, s.unavailable("read an action", err)
 }
 
 func notFound(id string) error {
@@ -396,7 +396,8 @@ func (s *Service) List(ctx context.Context, p agentg8.Principal, f Filter) ([]*a
 	if f.Limit <= 0 || f.Limit > 500 {
 		f.Limit = 100
 	}
-	return s.c.Store.ListActions(ctx, f)
+	acts, err := s.c.Store.ListActions(ctx, f)
+	return acts, s.unavailable("list actions", err)
 }
 
 // Cancel ends a pending action at its proposer's request.

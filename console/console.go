@@ -274,31 +274,43 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session) error
 
 // session returns the request's sign-in, or nil (signed out, or the
 // sessions cannot be read: fail closed).
-func (k *console) session(r *http.Request) *session {
+// session returns the request's signed-in session, nil when there is
+// none, or an error when the session store cannot be read (then the user
+// is told so, not sent to sign in again).
+func (k *console) session(r *http.Request) (*session, error) {
 	ck, err := r.Cookie(cookieName)
 	if err != nil || ck.Value == "" {
-		return nil
+		return nil, nil
 	}
 	s, err := k.c.Sessions.GetSession(r.Context(), ck.Value)
 	if err != nil {
-		k.c.Logger.Error("console sessions", "err", err)
-		return nil
+		return nil, k.unavailable("read a console session", err)
 	}
 	if s == nil || k.c.Now().After(s.Expires) {
-		return nil
+		return nil, nil
 	}
 	// The user as configured now: removed users are signed out, changed
 	// groups apply at once.
 	p, ok := k.c.Auth.User(s.Principal.ID)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	return &session{p: p, csrf: s.CSRF}
+	return &session{p: p, csrf: s.CSRF}, nil
+}
+
+// unavailable logs a failed read or write of the store and answers 503.
+func (k *console) unavailable(op string, err error) error {
+	k.c.Logger.Error("store unavailable", "op", op, "err", err)
+	return agentg8.ErrStoreUnavailable
 }
 
 func (k *console) auth(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := k.session(r)
+		s, err := k.session(r)
+		if err != nil {
+			k.render(w, "error", http.StatusServiceUnavailable, k.base(nil, "Error", nil, agentg8.AsError(err).Message))
+			return
+		}
 		if s == nil {
 			if r.Method == http.MethodGet {
 				http.Redirect(w, r, "/console/login", http.StatusSeeOther)
@@ -327,6 +339,8 @@ func (k *console) auth(h handler) http.Handler {
 				status = http.StatusForbidden
 			case agentg8.CodeInternal:
 				status = http.StatusInternalServerError
+			case agentg8.CodeAuditUnavailable:
+				status = http.StatusServiceUnavailable
 			}
 			k.render(w, "error", status, k.base(s, "Error", nil, e.Message))
 		}
@@ -368,7 +382,7 @@ func (k *console) login(w http.ResponseWriter, r *http.Request) {
 func (k *console) logout(w http.ResponseWriter, r *http.Request, s *session) error {
 	if ck, err := r.Cookie(cookieName); err == nil {
 		if err := k.c.Sessions.DeleteSession(r.Context(), ck.Value); err != nil {
-			return fmt.Errorf("sign out: %w", err)
+			return k.unavailable("sign out", err)
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/console", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
@@ -553,7 +567,7 @@ func (k *console) actionPage(w http.ResponseWriter, r *http.Request, s *session)
 func (k *console) renderAction(w http.ResponseWriter, r *http.Request, s *session, a *agentg8.Action, status int, errMsg string) error {
 	recs, err := k.c.Audit.AuditRecordsForAction(r.Context(), a.ID, -1, 200)
 	if err != nil {
-		return err
+		return k.unavailable("read an action's audit events", err)
 	}
 	canResolve := a.Status == agentg8.StateOutcomeUnknown && k.c.Actions.MayResolve(s.p)
 	k.render(w, "action", status, k.base(s, "Action "+a.ID, map[string]any{"A": a, "Events": k.events(recs), "CanResolve": canResolve}, errMsg))
@@ -598,7 +612,7 @@ func (k *console) auditData(r *http.Request) (map[string]any, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, k.unavailable("read the audit log", err)
 	}
 	evs := k.events(recs)
 	if typ := q.Get("type"); typ != "" {
@@ -615,7 +629,7 @@ func (k *console) auditData(r *http.Request) (map[string]any, error) {
 	}
 	cp, err := k.c.Audit.LatestAuditCheckpoint(r.Context())
 	if err != nil {
-		return nil, err
+		return nil, k.unavailable("read the latest checkpoint", err)
 	}
 	return map[string]any{"Events": evs, "Checkpoint": string(cp), "Q": q, "VerifierKey": k.c.VerifierKey}, nil
 }

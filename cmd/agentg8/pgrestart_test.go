@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -12,11 +13,29 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
+// cluster is a PostgreSQL cluster of one test's own.
+type cluster struct {
+	url string
+	// ctl runs pg_ctl with the cluster's folder, log and options, then args.
+	ctl func(args ...string)
+}
+
+// restart stops the cluster at once (as a crash would) and starts it again.
+func (c cluster) restart() { c.ctl("-m", "immediate", "-w", "restart") }
+
+// stop stops the cluster at once, as a crash would.
+func (c cluster) stop() { c.ctl("-m", "immediate", "-w", "stop") }
+
+// start starts a stopped cluster.
+func (c cluster) start() { c.ctl("-w", "start") }
+
 // ownCluster starts a PostgreSQL cluster of the test's own, so the test may
-// restart it without disturbing others. It returns the URL and a restart func.
-func ownCluster(t *testing.T) (string, func()) {
+// restart or stop it without disturbing others.
+func ownCluster(t *testing.T) cluster {
 	t.Helper()
 	if os.Getenv("AGENTG8_TEST_POSTGRES") == "" {
 		pgDB(t) // fails in CI, skips locally
@@ -58,19 +77,20 @@ func ownCluster(t *testing.T) (string, func()) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { run(bin+"/pg_ctl", "-D", dir+"/data", "-m", "immediate", "stop") })
-	restart := func() {
-		if err := run(bin+"/pg_ctl", "-D", dir+"/data", "-l", dir+"/log", "-o", opts, "-m", "immediate", "-w", "restart"); err != nil {
+	ctl := func(args ...string) {
+		if err := run(append([]string{bin + "/pg_ctl", "-D", dir + "/data", "-l", dir + "/log", "-o", opts}, args...)...); err != nil {
 			t.Error(err)
 		}
 	}
-	return fmt.Sprintf("postgres://agentg8@127.0.0.1:%d/postgres?sslmode=disable", port), restart
+	return cluster{url: fmt.Sprintf("postgres://agentg8@127.0.0.1:%d/postgres?sslmode=disable", port), ctl: ctl}
 }
 
 // TestPostgresRestartUnderLoad: an immediate PostgreSQL restart during load
 // loses no acknowledged action or approval; requests in flight complete or
 // fail cleanly with a problem document.
 func TestPostgresRestartUnderLoad(t *testing.T) {
-	db, restart := ownCluster(t)
+	pg := ownCluster(t)
+	db := pg.url
 	bin := buildBinary(t)
 	up := newRecorder(t)
 	dir := t.TempDir()
@@ -120,7 +140,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
-	restart()
+	pg.restart()
 	time.Sleep(2500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -147,6 +167,116 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 			approved++
 		}
 	}
+	p.cmd.Process.Signal(os.Interrupt)
+	<-p.done
+	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
+		t.Fatalf("verify: %s %s", out, errs)
+	}
+}
+
+// TestPostgresOutage: while the database is down, a replica says it is not
+// ready (so a load balancer sends nothing its way), every proposal fails
+// cleanly with 503 audit_unavailable and reaches no upstream; once the
+// database is back, the same process is ready and runs actions again
+// without a restart, and the log still verifies.
+func TestPostgresOutage(t *testing.T) {
+	pg := ownCluster(t)
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pg.url)
+	p := startProc(t, bin, cfg)
+	e := &testEnv{t: t, url: p.url}
+	client := &http.Client{Timeout: 5 * time.Second}
+	ready := func() int {
+		resp, err := client.Get(p.url + "/readyz")
+		if err != nil {
+			t.Fatalf("readyz did not answer: %v", err) // a hung check stalls the balancer
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"})
+	if st != 200 {
+		t.Fatalf("before: %d %v", st, a["_body"])
+	}
+	done := a["id"].(string)
+	pendID, aprID, hash := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 400000}))
+	fran := consoleSignIn(t, p.url, franKey)
+	agent := mcpSession(t, p.url, supportKey)
+	if st, _ := fran.get("/console/"); st != 200 {
+		t.Fatalf("console before: %d", st)
+	}
+	if st := ready(); st != 200 {
+		t.Fatalf("readyz before: %d", st)
+	}
+	calls := up.count()
+
+	pg.stop()
+	waitFor(t, "readyz to answer 503", 10*time.Second, func() bool { return ready() == 503 })
+	for i, c := range []struct {
+		task  string
+		input map[string]any
+	}{
+		{"crm.get_customer", map[string]any{"customer_id": "cus_2"}},
+		{"crm.add_note", map[string]any{"customer_id": "cus_2", "note": "while down"}},
+		{"ops.wire", map[string]any{"amount": 500000}}, // needs an approval
+	} {
+		st, a := e.propose(supportKey, c.task, c.input)
+		if st != 503 || a["code"] != "audit_unavailable" {
+			t.Errorf("proposal %d while the database is down: %d %v", i, st, a["_body"])
+		}
+	}
+	// Everything else that needs the database says so the same way.
+	for _, r := range []struct{ method, path, key string }{
+		{"GET", "/v1/actions/" + done, supportKey},
+		{"GET", "/v1/actions?limit=5", supportKey},
+		{"GET", "/v1/approvals", franKey},
+		{"GET", "/v1/approvals/" + aprID, franKey},
+		{"POST", "/v1/actions/" + pendID + "/cancel", supportKey},
+		{"GET", "/v1/audit?limit=5", aliceKey},
+		{"GET", "/v1/audit/checkpoint", aliceKey},
+	} {
+		if st, a := e.do(r.method, r.path, r.key, nil); st != 503 || a["code"] != "audit_unavailable" {
+			t.Errorf("%s %s while the database is down: %d %v", r.method, r.path, st, a["_body"])
+		}
+	}
+	if st, d := e.approve(franKey, aprID, hash, true); st != 503 || d["code"] != "audit_unavailable" {
+		t.Errorf("approve while the database is down: %d %v", st, d["_body"])
+	}
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_2"}, "Idempotency-Key", "k1"); st != 503 || a["code"] != "audit_unavailable" {
+		t.Errorf("idempotent proposal while the database is down: %d %v", st, a["_body"])
+	}
+	if n := up.count(); n != calls {
+		t.Errorf("%d upstream calls while the database was down", n-calls)
+	}
+	// An agent over MCP is told to try again.
+	res, err := agent.CallTool(t.Context(), &mcp.CallToolParams{Name: "crm.get_customer", Arguments: map[string]any{"customer_id": "cus_4"}})
+	if err != nil || !res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "audit_unavailable: ") {
+		t.Errorf("MCP tools/call while the database is down: %v %+v", err, res)
+	}
+	// A signed-in approver is told the store is unavailable, not sent to
+	// sign in again.
+	if st, body := fran.get("/console/"); st != 503 || !strings.Contains(body, "the store cannot be reached") {
+		t.Errorf("console while the database is down: %d %.300s", st, body)
+	}
+
+	pg.start()
+	waitFor(t, "readyz to answer 200 again", 20*time.Second, func() bool { return ready() == 200 })
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_3"}); st != 200 {
+		t.Fatalf("after: %d %v", st, a["_body"])
+	}
+	if n := up.count(); n != calls+1 {
+		t.Errorf("%d upstream calls after the database came back, want 1", n-calls)
+	}
+	if st, _ := fran.get("/console/"); st != 200 {
+		t.Errorf("console after: %d", st)
+	}
+	// The approval taken before the outage still stands and can be given.
+	if st, d := e.approve(franKey, aprID, hash, true); st != 200 {
+		t.Errorf("approve after: %d %v", st, d["_body"])
+	}
+	waitFor(t, "the approved action", 10*time.Second, func() bool { return e.status(pendID) == "succeeded" })
 	p.cmd.Process.Signal(os.Interrupt)
 	<-p.done
 	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
