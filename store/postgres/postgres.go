@@ -1168,33 +1168,49 @@ func (s *Store) Listen(ctx context.Context, fn func(actionID string, st agentg8.
 // the offset measured against now(), refreshed every 10 seconds, so
 // replicas with skewed clocks decide expiry alike.
 func (s *Store) Clock(local agentg8.Clock) agentg8.Clock {
-	return &dbClock{s: s, local: local}
+	c := &dbClock{s: s, local: local}
+	c.Now() // measured before anyone reads it
+	return c
 }
 
 type dbClock struct {
-	s      *Store
-	local  agentg8.Clock
-	mu     sync.Mutex
-	offset time.Duration
-	synced time.Time
+	s       *Store
+	local   agentg8.Clock
+	mu      sync.Mutex
+	offset  time.Duration
+	synced  time.Time // when the offset was last measured (or a try failed, less 9 s)
+	syncing bool
 }
 
+// Now is the local time corrected by the last measured offset to the
+// database's clock, measured again every 10 s. One caller measures while
+// the others go on with the offset they have: a database that does not
+// answer (a partition: up to 2 s per try) must not hold up every caller
+// of Now, one after another. A failed try is repeated a second later.
 func (c *dbClock) Now() time.Time {
+	local := c.local.Now()
+	c.mu.Lock()
+	due := !c.syncing && (local.Sub(c.synced) > 10*time.Second || local.Before(c.synced))
+	c.syncing = c.syncing || due
+	offset := c.offset
+	c.mu.Unlock()
+	if !due {
+		return local.Add(offset).UTC()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	db, err := c.s.Now(ctx)
+	cancel()
+	after := c.local.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	local := c.local.Now()
-	if local.Sub(c.synced) > 10*time.Second || local.Before(c.synced) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		db, err := c.s.Now(ctx)
-		cancel()
-		if err == nil {
-			after := c.local.Now()
-			c.offset = db.Sub(local.Add(after.Sub(local) / 2))
-			c.synced = after
-			local = after
-		}
+	c.syncing = false
+	if err != nil {
+		c.synced = after.Add(-9 * time.Second)
+		return after.Add(c.offset).UTC()
 	}
-	return local.Add(c.offset).UTC()
+	c.offset = db.Sub(local.Add(after.Sub(local) / 2))
+	c.synced = after
+	return after.Add(c.offset).UTC()
 }
 
 // PoolStat reports the connection pool's state, for metrics.

@@ -106,6 +106,62 @@ func TestClockFollowsTheDatabase(t *testing.T) {
 	}
 }
 
+// manualClock is a local clock the test moves.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *manualClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// While the database does not answer (a partition), one caller of the
+// clock measures it again and the others go on with the offset they have:
+// they used to queue behind the measurement, up to 2 s each in turn.
+func TestClockDoesNotWaitOnAPartition(t *testing.T) {
+	proxy, url := storetest.NewProxy(t, newTestDB(t))
+	s := openStore(t, url)
+	db, err := s.Now(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := &manualClock{t: db.Add(-time.Hour)} // an hour behind the database
+	c := s.Clock(local)
+	if got := c.Now(); got.Sub(db) < -2*time.Second || got.Sub(db) > 2*time.Second {
+		t.Fatalf("clock says %s, database %s", got, db)
+	}
+	proxy.Cut()
+	local.add(11 * time.Second) // the offset is due to be measured again
+	measuring := make(chan time.Time)
+	go func() { measuring <- c.Now() }()
+	waitUntil(t, "the measurement to reach the cut", func() bool { return proxy.Held() > 0 })
+	for i := 0; i < 5; i++ {
+		got := c.Now() // answers without waiting for the measurement
+		if d := got.Sub(db.Add(11 * time.Second)); d < -2*time.Second || d > 2*time.Second {
+			t.Errorf("during the measurement the clock says %s, want about %s", got, db.Add(11*time.Second))
+		}
+	}
+	select {
+	case <-measuring:
+		t.Fatal("the measurement ended while the database was cut off") // then the test proves nothing
+	default:
+	}
+	got := <-measuring // it gives up after 2 s, keeping the offset
+	if d := got.Sub(db.Add(11 * time.Second)); d < -2*time.Second || d > 2*time.Second {
+		t.Errorf("after a failed measurement the clock says %s", got)
+	}
+	proxy.Heal()
+}
+
 // Records a replica appended but did not live to seal stay uncovered —
 // verify says so — until the next log on the database seals them.
 func TestUnsealedRecordsAreSealedByTheNextLog(t *testing.T) {

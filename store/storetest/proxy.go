@@ -1,0 +1,149 @@
+package storetest
+
+import (
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+)
+
+// Proxy relays TCP connections to a database and can stop relaying, as a
+// network partition does: what either side sends meanwhile is held (the
+// other side's reads wait; nothing fails), and new connections are
+// accepted but reach the database only once the partition heals. A fake
+// at the transport boundary: the database behind it is real.
+type Proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	healed *sync.Cond
+	cut    bool
+	closed bool
+	held   int
+	conns  []net.Conn
+}
+
+// NewProxy relays to the host and port of the database URL dbURL and
+// returns the proxy and dbURL pointing at it. It stops with the test.
+func NewProxy(t testing.TB, dbURL string) (*Proxy, string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: u.Host}
+	p.healed = sync.NewCond(&p.mu)
+	go p.accept()
+	t.Cleanup(p.close)
+	u.Host = ln.Addr().String()
+	return p, u.String()
+}
+
+// Cut stops relaying.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	p.cut = true
+	p.mu.Unlock()
+}
+
+// Heal relays again, what was held first.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	p.cut = false
+	p.healed.Broadcast()
+	p.mu.Unlock()
+}
+
+// Held is how many bytes were received while cut and not relayed yet.
+func (p *Proxy) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+func (p *Proxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.cut = false
+	p.healed.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.relay(c)
+	}
+}
+
+// track remembers c to close it with the proxy; false once closed.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+func (p *Proxy) relay(client net.Conn) {
+	if !p.track(client) {
+		return
+	}
+	p.mu.Lock()
+	for p.cut {
+		p.healed.Wait()
+	}
+	p.mu.Unlock()
+	db, err := net.Dial("tcp", p.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	if !p.track(db) {
+		client.Close()
+		return
+	}
+	go p.pipe(db, client)
+	p.pipe(client, db)
+}
+
+// pipe copies src to dst, holding each chunk while the proxy is cut.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			if p.cut {
+				p.held += n
+				for p.cut {
+					p.healed.Wait()
+				}
+				p.held -= n
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil { // EOF or closed: the other side's pipe ends too
+			return
+		}
+	}
+}
