@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
 // cluster is a PostgreSQL cluster of one test's own.
@@ -282,4 +284,63 @@ func TestPostgresOutage(t *testing.T) {
 	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
 		t.Fatalf("verify: %s %s", out, errs)
 	}
+}
+
+// TestPostgresPartition: when the database stops answering without
+// refusing (a network partition), /readyz still answers, 503, within its
+// bound, so a load balancer takes the replica out instead of timing out;
+// a proposal made meanwhile waits for the partition to heal and then
+// completes, executed once; and the replica is ready again.
+func TestPostgresPartition(t *testing.T) {
+	proxy, db := storetest.NewProxy(t, storetest.PostgresDB(t))
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
+	p := startProc(t, bin, cfg)
+	e := &testEnv{t: t, url: p.url}
+	client := &http.Client{Timeout: readyTimeout + 3*time.Second}
+	ready := func() int {
+		resp, err := client.Get(p.url + "/readyz")
+		if err != nil {
+			t.Fatalf("readyz did not answer: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_1"}); st != 200 {
+		t.Fatalf("before: %d %v", st, a["_body"])
+	}
+	calls := up.count()
+
+	proxy.Cut()
+	if st := ready(); st != 503 {
+		t.Fatalf("readyz during the partition: %d", st)
+	}
+	type answer struct {
+		st int
+		a  map[string]any
+	}
+	got := make(chan answer, 1)
+	go func() {
+		st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_2"})
+		got <- answer{st, a}
+	}()
+	waitFor(t, "the proposal's intent to reach the cut", 10*time.Second, func() bool { return proxy.Held() > 0 })
+	if n := up.count(); n != calls {
+		t.Fatalf("%d upstream calls before the intent was durable", n-calls)
+	}
+	proxy.Heal()
+	select {
+	case r := <-got:
+		if r.st != 200 {
+			t.Errorf("the proposal made during the partition: %d %v", r.st, r.a["_body"])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the proposal made during the partition did not complete after it healed")
+	}
+	if n := up.count(); n != calls+1 {
+		t.Errorf("%d upstream calls for one proposal", n-calls)
+	}
+	waitFor(t, "readyz to answer 200 again", 10*time.Second, func() bool { return ready() == 200 })
 }

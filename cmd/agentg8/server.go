@@ -488,6 +488,9 @@ func sameTokenKeys(ctx context.Context, pg *postgres.Store, ks *credential.KeySe
 // running replica's.
 const defaultTokenKeysTouch = time.Minute
 
+// readyTimeout bounds /readyz's check of the store.
+const readyTimeout = 2 * time.Second
+
 // tokenKeysTimes returns how often this replica marks its token keys, and
 // how long marks last.
 func (c *Config) tokenKeysTimes() (touch, fresh time.Duration) {
@@ -629,6 +632,10 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		Actions: svc, Auth: keys, Audit: st, Logger: logger, MaxBody: cfg.Limits.MaxBodyBytes,
 		Metrics: promhttp.HandlerFor(preg, promhttp.HandlerOpts{}),
 		Ready: func(ctx context.Context) error {
+			// A database that does not answer (a partition) is not ready:
+			// the check must not hang until the load balancer gives up.
+			ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+			defer cancel()
 			if err := st.Ping(ctx); err != nil {
 				return err
 			}
