@@ -275,7 +275,19 @@ type Proposal struct {
 	// exchange (header → token). They are used for this execution only:
 	// never stored, logged or audited.
 	SubjectTokens map[string]string
+
+	// actionID is the ID an idempotency claim gave the action; "" for a
+	// new one.
+	actionID string
 }
+
+// claimAbandoned is how long an unanswered idempotency claim is taken to
+// be in progress. After it, a retry answers with the action the claim
+// created, or — none having been created, so nothing ran — proposes again
+// under the claim's action ID, which a late first attempt cannot also
+// create. (The first attempt died between its claim and its answer: a
+// crash, or the store lost before it could record either.)
+const claimAbandoned = time.Minute
 
 // stored is an idempotent answer.
 type stored struct {
@@ -326,9 +338,21 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	if err != nil {
 		return nil, &agentg8.Error{Code: agentg8.CodeInvalidInput, Message: "input is not acceptable JSON"}
 	}
-	prev, err := s.c.Store.ClaimIdempotency(ctx, IdempotencyRecord{Agent: p.ID, Key: prop.IdempotencyKey, PayloadHash: hash, CreatedAt: s.c.Clock.Now()})
+	prop.actionID = s.c.NewID("act")
+	prev, err := s.c.Store.ClaimIdempotency(ctx, IdempotencyRecord{Agent: p.ID, Key: prop.IdempotencyKey, PayloadHash: hash, ActionID: prop.actionID, CreatedAt: s.c.Clock.Now()})
 	if err != nil {
 		return nil, s.unavailable("claim idempotency key", err)
+	}
+	if prev != nil && prev.PayloadHash == hash && prev.Result == nil && prev.ActionID != "" && s.c.Clock.Now().Sub(prev.CreatedAt) >= claimAbandoned {
+		a, err := s.c.Store.GetAction(ctx, prev.ActionID)
+		if err == nil {
+			return s.answerAbandoned(ctx, p, prop.IdempotencyKey, a)
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, s.unavailable("read an action", err)
+		}
+		s.c.Logger.Warn("idempotency claim abandoned before it created its action; proposing again under it", "agent", p.ID, "action_id", prev.ActionID)
+		prop.actionID, prev = prev.ActionID, nil
 	}
 	if prev != nil {
 		switch {
@@ -348,7 +372,14 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	a, perr := s.propose(ctx, p, prop)
 	var ae *agentg8.Error
-	transient := perr != nil && (!errors.As(perr, &ae) || ae.Code == agentg8.CodeAuditUnavailable || ae.Code == agentg8.CodeInternal)
+	isErr := errors.As(perr, &ae)
+	// A request that ends without a final answer (the store failed, or
+	// "try again later") leaves the key to a retry, which keeps the
+	// claim's action ID: it answers with the action if one was created —
+	// one whose outcome could not be recorded must not run again — and
+	// proposes again under that ID otherwise.
+	transient := perr != nil && (!isErr || ae.Code == agentg8.CodeAuditUnavailable ||
+		ae.Code == agentg8.CodeInternal || ae.Code == agentg8.CodeRateLimited || ae.Code == agentg8.CodeTooManyPending)
 	bg := context.WithoutCancel(ctx)
 	if transient {
 		if err := s.c.Store.ReleaseIdempotency(bg, p.ID, prop.IdempotencyKey); err != nil {
@@ -368,6 +399,36 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		s.c.Logger.Error("store idempotent result", "err", err)
 	}
 	return a, perr
+}
+
+// answerAbandoned answers a retry whose first attempt created action a and
+// then died before answering: with a as it is now, and the error the
+// first answer would have carried. It is recorded as the key's answer
+// unless a is still executing (later retries then see its outcome).
+func (s *Service) answerAbandoned(ctx context.Context, p agentg8.Principal, key string, a *agentg8.Action) (*agentg8.Action, error) {
+	var aerr *agentg8.Error
+	switch a.Status {
+	case agentg8.StateDenied:
+		reason := ""
+		if a.Decision != nil {
+			reason = a.Decision.Reason
+		}
+		aerr = &agentg8.Error{Code: agentg8.CodePolicyDenied, Message: "policy denied this action: " + reason, ActionID: a.ID}
+	case agentg8.StateFailed:
+		aerr = a.Error
+	}
+	if a.Status.Terminal() || a.Status == agentg8.StatePendingApproval {
+		st := stored{Action: a, Error: aerr}
+		if b, err := json.Marshal(st); err == nil {
+			if err := s.c.Store.CompleteIdempotency(context.WithoutCancel(ctx), p.ID, key, b); err != nil {
+				s.c.Logger.Error("store idempotent result", "err", err)
+			}
+		}
+	}
+	if aerr != nil {
+		return a, aerr
+	}
+	return a, nil
 }
 
 func payloadHash(prop Proposal) (string, error) {
@@ -415,10 +476,13 @@ func (s *Service) propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	var compact bytes.Buffer
 	_ = json.Compact(&compact, prop.Input) // valid: ParseInput accepted it
+	if prop.actionID == "" {
+		prop.actionID = s.c.NewID("act")
+	}
 
 	now := s.c.Clock.Now()
 	a := &agentg8.Action{
-		ID: s.c.NewID("act"), Task: task.Name, Input: compact.Bytes(), Principal: p.ID,
+		ID: prop.actionID, Task: task.Name, Input: compact.Bytes(), Principal: p.ID,
 		OnBehalfOf: prop.OnBehalfOf, Reason: clip(prop.Reason, 2000), TaskHash: task.Hash,
 		CreatedAt: now, UpdatedAt: now,
 	}

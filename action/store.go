@@ -34,6 +34,9 @@ type IdempotencyRecord struct {
 	Agent       string
 	Key         string
 	PayloadHash string
+	// ActionID is the ID the claiming request gives the action it creates
+	// (if it gets that far); "" for claims stored by earlier versions.
+	ActionID string
 	// Result is the stored answer; nil while the first request is in flight.
 	Result    []byte
 	CreatedAt time.Time
@@ -81,6 +84,11 @@ type Store interface {
 	// otherwise it returns the existing record and stores nothing.
 	ClaimIdempotency(ctx context.Context, rec IdempotencyRecord) (*IdempotencyRecord, error)
 	CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error
+	// ReleaseIdempotency gives up an unanswered claim whose request created
+	// nothing: it reads as abandoned (CreatedAt the zero Unix time) and
+	// keeps its action ID, so every later attempt under the key uses that
+	// ID and at most one action can ever exist for it. A claim without an
+	// action ID (made by an earlier version) is deleted.
 	ReleaseIdempotency(ctx context.Context, agent, key string) error
 }
 

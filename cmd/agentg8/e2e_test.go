@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -318,6 +319,120 @@ func TestIdempotencyKey(t *testing.T) {
 	wg.Wait()
 	if st != 409 || p["code"] != "idempotency_in_progress" {
 		t.Errorf("in flight: %d %v", st, p["_body"])
+	}
+}
+
+// claimedActionID is the action ID an idempotency claim holds.
+func claimedActionID(t *testing.T, e *testEnv, agent, key string) string {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var id string
+	if err := db.QueryRow(`SELECT action_id FROM idempotency WHERE agent = ? AND key = ?`, agent, key).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// An answer that says "try again later" (too many pending approvals) is
+// not the key's answer for good: a retry with the key runs once the
+// agent has room, under the action ID the first claim named.
+func TestIdempotencyRetryAfterTryAgainLater(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: "approvals:\n  max_pending_per_agent: 1\n"})
+	firstID, _, _ := e.pend(e.propose(supportKey, "ops.refund", map[string]any{"amount": 5000}))
+	st, p := e.propose(supportKey, "ops.refund", map[string]any{"amount": 6000}, "Idempotency-Key", "k")
+	if st != 429 || p["code"] != "too_many_pending" {
+		t.Fatalf("second pending: %d %v", st, p["_body"])
+	}
+	claimed := claimedActionID(t, e, "support-bot", "k")
+	if st, a := e.do("POST", "/v1/actions/"+firstID+"/cancel", supportKey, nil); st != 200 {
+		t.Fatalf("cancel: %d %v", st, a["_body"])
+	}
+	id, _, _ := e.pend(e.propose(supportKey, "ops.refund", map[string]any{"amount": 6000}, "Idempotency-Key", "k"))
+	if id != claimed {
+		t.Errorf("the retry created %s; the claim named %s", id, claimed)
+	}
+	// And that is now the key's answer.
+	if again, _, _ := e.pend(e.propose(supportKey, "ops.refund", map[string]any{"amount": 6000}, "Idempotency-Key", "k")); again != id {
+		t.Errorf("replay: %s, want %s", again, id)
+	}
+}
+
+// A request that created its action and then died before answering (here:
+// still stuck at the upstream past claimAbandoned) leaves the key in
+// progress for a while; after that a retry answers with the action as it
+// is, and never runs it again.
+func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
+	clock := &testClock{t: time.Now().UTC()}
+	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Write([]byte(`{"note":{}}`))
+	})
+	in := map[string]any{"customer_id": "cus_1", "note": "slow"}
+	first := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+		a["_status"] = st
+		first <- a
+	}()
+	<-entered
+	if st, p := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k"); st != 409 || p["code"] != "idempotency_in_progress" {
+		t.Errorf("retry while in progress: %d %v", st, p["_body"])
+	}
+	clock.Advance(2 * time.Minute)
+	st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	if st != 200 || a["status"] != "executing" || a["id"] != claimedActionID(t, e, "support-bot", "k") {
+		t.Errorf("retry after the claim was abandoned: %d %v", st, a["_body"])
+	}
+	close(release)
+	f := <-first
+	if f["_status"] != 200 || f["status"] != "succeeded" || f["id"] != a["id"] {
+		t.Errorf("the first attempt: %v %v", f["_status"], f["_body"])
+	}
+	if st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k"); st != 200 || a["status"] != "succeeded" {
+		t.Errorf("replay after the first attempt answered: %d %v", st, a["_body"])
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls for one key", n)
+	}
+}
+
+// An action that ran but whose outcome could not be recorded answers
+// 503; a retry with the same key must learn about that action, not run
+// the request again (the key used to be freed for a retry, which then
+// called the upstream a second time). The database refuses the outcome
+// with a trigger.
+func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
+		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]any{"customer_id": "cus_1", "note": "once"}
+	st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	if st != 503 || a["code"] != "audit_unavailable" {
+		t.Fatalf("first attempt: %d %v", st, a["_body"])
+	}
+	for i := 0; i < 2; i++ {
+		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+		if st != 200 || a["status"] != "executing" || a["id"] != claimedActionID(t, e, "support-bot", "k") {
+			t.Errorf("retry %d: %d %v", i, st, a["_body"])
+		}
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls for one key", n)
 	}
 }
 

@@ -472,8 +472,8 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 
 // ClaimIdempotency inserts a claim or returns the existing one.
 func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyRecord) (*action.IdempotencyRecord, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO idempotency (agent, key, payload_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-		rec.Agent, rec.Key, rec.PayloadHash, rec.CreatedAt.UnixNano())
+	tag, err := s.pool.Exec(ctx, `INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+		rec.Agent, rec.Key, rec.PayloadHash, rec.ActionID, rec.CreatedAt.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("claim idempotency: %w", err)
 	}
@@ -482,8 +482,8 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyReco
 	}
 	var prev action.IdempotencyRecord
 	var created int64
-	err = s.pool.QueryRow(ctx, `SELECT agent, key, payload_hash, result, created_at FROM idempotency WHERE agent = $1 AND key = $2`,
-		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.Result, &created)
+	err = s.pool.QueryRow(ctx, `SELECT agent, key, payload_hash, action_id, result, created_at FROM idempotency WHERE agent = $1 AND key = $2`,
+		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.ActionID, &prev.Result, &created)
 	if err != nil {
 		return nil, fmt.Errorf("read idempotency: %w", err)
 	}
@@ -497,9 +497,11 @@ func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, resu
 	return err
 }
 
-// ReleaseIdempotency deletes an unanswered claim.
+// ReleaseIdempotency marks an unanswered claim abandoned (it keeps its
+// action ID), or deletes one made before claims had action IDs.
 func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM idempotency WHERE agent = $1 AND key = $2 AND result IS NULL`, agent, key)
+	_, err := s.pool.Exec(ctx, `WITH kept AS (UPDATE idempotency SET created_at = 0 WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id <> '')
+		DELETE FROM idempotency WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id = ''`, agent, key)
 	return err
 }
 

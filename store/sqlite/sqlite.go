@@ -362,8 +362,8 @@ func updateAction(ctx context.Context, st *sql.Stmt, ch *action.Change) error {
 
 // ClaimIdempotency inserts the claim or returns the existing record.
 func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyRecord) (*action.IdempotencyRecord, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO idempotency (agent, key, payload_hash, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		rec.Agent, rec.Key, rec.PayloadHash, rec.CreatedAt.UnixNano())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		rec.Agent, rec.Key, rec.PayloadHash, rec.ActionID, rec.CreatedAt.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("claim idempotency: %w", err)
 	}
@@ -372,8 +372,8 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyReco
 	}
 	var prev action.IdempotencyRecord
 	var created int64
-	err = s.db.QueryRowContext(ctx, `SELECT agent, key, payload_hash, result, created_at FROM idempotency WHERE agent = ? AND key = ?`,
-		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.Result, &created)
+	err = s.db.QueryRowContext(ctx, `SELECT agent, key, payload_hash, action_id, result, created_at FROM idempotency WHERE agent = ? AND key = ?`,
+		rec.Agent, rec.Key).Scan(&prev.Agent, &prev.Key, &prev.PayloadHash, &prev.ActionID, &prev.Result, &created)
 	if err != nil {
 		return nil, fmt.Errorf("read idempotency: %w", err)
 	}
@@ -387,9 +387,13 @@ func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, resu
 	return err
 }
 
-// ReleaseIdempotency deletes an unanswered claim so the agent may retry.
+// ReleaseIdempotency marks an unanswered claim abandoned (it keeps its
+// action ID), or deletes one made before claims had action IDs.
 func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE agent = ? AND key = ? AND result IS NULL`, agent, key)
+	if _, err := s.db.ExecContext(ctx, `UPDATE idempotency SET created_at = 0 WHERE agent = ? AND key = ? AND result IS NULL AND action_id <> ''`, agent, key); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE agent = ? AND key = ? AND result IS NULL AND action_id = ''`, agent, key)
 	return err
 }
 

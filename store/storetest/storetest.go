@@ -221,7 +221,25 @@ func testIdempotency(t *testing.T, s Store) {
 	}
 	s.ReleaseIdempotency(ctx, "other", "k")
 	if prev, _ := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "other", Key: "k", PayloadHash: "h", CreatedAt: t0}); prev != nil {
-		t.Error("release did not free the claim")
+		t.Error("release did not free a claim without an action ID")
+	}
+	// A claim names its action ID; a later claim learns it, and releasing
+	// keeps it (so every attempt under the key uses one ID), marking the
+	// claim abandoned.
+	named := action.IdempotencyRecord{Agent: "bot", Key: "named", PayloadHash: "h", ActionID: "act_named", CreatedAt: t0}
+	if prev, err := s.ClaimIdempotency(ctx, named); err != nil || prev != nil {
+		t.Fatalf("named claim: %+v %v", prev, err)
+	}
+	later := named
+	later.ActionID, later.CreatedAt = "act_other", t0.Add(time.Minute)
+	if prev, _ := s.ClaimIdempotency(ctx, later); prev == nil || prev.ActionID != "act_named" || !prev.CreatedAt.Equal(t0) {
+		t.Errorf("claim after a named one: %+v", prev)
+	}
+	if err := s.ReleaseIdempotency(ctx, "bot", "named"); err != nil {
+		t.Fatal(err)
+	}
+	if prev, _ := s.ClaimIdempotency(ctx, later); prev == nil || prev.ActionID != "act_named" || prev.Result != nil || prev.CreatedAt.UnixNano() != 0 {
+		t.Errorf("released named claim: %+v", prev)
 	}
 	// Concurrent claims: exactly one wins.
 	var wins atomic.Int32
