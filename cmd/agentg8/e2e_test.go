@@ -300,13 +300,7 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 	}
 	// While the first request is in flight, a second gets 409.
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-release
-		w.Write([]byte(`{"note":{}}`))
-	})
+	entered, release := holdUpstream(e)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -320,6 +314,18 @@ func TestIdempotencyKey(t *testing.T) {
 	if st != 409 || p["code"] != "idempotency_in_progress" {
 		t.Errorf("in flight: %d %v", st, p["_body"])
 	}
+}
+
+// holdUpstream makes the upstream hold each request until release is
+// closed; entered gets a value as each arrives.
+func holdUpstream(e *testEnv) (entered chan struct{}, release chan struct{}) {
+	entered, release = make(chan struct{}, 1), make(chan struct{})
+	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Write([]byte(`{"note":{}}`))
+	})
+	return entered, release
 }
 
 // claimedActionID is the action ID an idempotency claim holds.
@@ -368,13 +374,7 @@ func TestIdempotencyRetryAfterTryAgainLater(t *testing.T) {
 func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 	clock := &testClock{t: time.Now().UTC()}
 	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock})
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-release
-		w.Write([]byte(`{"note":{}}`))
-	})
+	entered, release := holdUpstream(e)
 	in := map[string]any{"customer_id": "cus_1", "note": "slow"}
 	first := make(chan map[string]any, 1)
 	go func() {
