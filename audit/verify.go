@@ -17,9 +17,9 @@ type Reader interface {
 	// after the record at position after (-1 for the start).
 	ReadAuditRecords(ctx context.Context, after int64, limit int) ([]Record, error)
 	ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
-	// AuditCheckpoints returns the signed checkpoints of sizes over after,
-	// smallest first.
-	AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error)
+	// AuditCheckpoints returns up to limit signed checkpoints of sizes
+	// over after, smallest first.
+	AuditCheckpoints(ctx context.Context, after int64, limit int) ([][]byte, error)
 }
 
 // Problem is the first thing verification found wrong.
@@ -85,18 +85,21 @@ func VerifySince(ctx context.Context, r Reader, vkey string, trusted, saved []by
 	return verify(ctx, r, vkey, saved, t, trusted)
 }
 
+// checkpointPage is how many checkpoints verification reads at a time.
+const checkpointPage = 1000
+
 // verify checks the log after from (a verified tree, signed in fromNote;
-// zero for the whole log).
+// zero for the whole log). It streams: records are read and hashed in
+// order, and each checkpoint is checked when the records reach its size,
+// keeping only the tree hashes still needed (see frontier), so its memory
+// does not grow with the log.
 func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.Tree, fromNote []byte) (*Report, error) {
-	// Tree hashes from base on are recomputed here; those before it (the
-	// trusted part) are the store's, read as needed.
-	base := tlog.StoredHashIndex(0, from.N)
-	var hashes []tlog.Hash
-	prior := map[int64]tlog.Hash{} // read from the store, before base
-	mem := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+	// The trusted part's tree hashes are the store's, read as needed.
+	prior := map[int64]tlog.Hash{}
+	stored := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		var need []int64
 		for _, x := range idx {
-			if _, ok := prior[x]; x < base && !ok {
+			if _, ok := prior[x]; !ok {
 				need = append(need, x)
 			}
 		}
@@ -111,19 +114,13 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 		}
 		out := make([]tlog.Hash, len(idx))
 		for i, x := range idx {
-			switch {
-			case x < base:
-				out[i] = prior[x]
-			case x-base < int64(len(hashes)):
-				out[i] = hashes[x-base]
-			default:
-				return nil, fmt.Errorf("hash %d not computed", x)
-			}
+			out[i] = prior[x]
 		}
 		return out, nil
 	})
+	f := newFrontier()
 	if from.N > 0 {
-		got, err := tlog.TreeHash(from.N, mem)
+		got, err := tlog.TreeHash(from.N, stored)
 		if err != nil {
 			return nil, err
 		}
@@ -140,23 +137,26 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 		if len(recs) == 0 || recs[0].Seq != last {
 			return nil, &Problem{Seq: last, Msg: fmt.Sprintf("log truncated: the trusted checkpoint covers %d records and record %d is gone", from.N, last)}
 		}
-		proof, err := tlog.ProveRecord(from.N, last, mem)
+		proof, err := tlog.ProveRecord(from.N, last, stored)
 		if err != nil {
 			return nil, err
 		}
 		if tlog.CheckRecord(proof, from.N, from.Hash, last, tlog.RecordHash(recs[0].Data)) != nil {
 			return nil, &Problem{Seq: last, Msg: "record differs from the one the trusted checkpoint covers (modified)"}
 		}
+		// The stream continues from the trusted tree's subtree roots.
+		if err := f.start(from.N, stored); err != nil {
+			return nil, err
+		}
 	}
-	n := from.N
-	var firstStoredMismatch int64 = -1
-	after := n - 1
-	// readTo reads records until there are at least want (all, if want < 0).
+	after := from.N - 1
+	// readTo reads records until the tree has want (all there are, if want
+	// < 0), never more: a checkpoint of size want is checked next.
 	readTo := func(want int64) error {
-		for want < 0 || n < want {
+		for want < 0 || f.n < want {
 			limit := int64(1000)
 			if want >= 0 {
-				limit = min(limit, want-n)
+				limit = min(limit, want-f.n)
 			}
 			recs, err := r.ReadAuditRecords(ctx, after, int(limit))
 			if err != nil {
@@ -167,13 +167,14 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 			}
 			idx := make([]int64, len(recs))
 			for i := range recs {
-				idx[i] = tlog.StoredHashIndex(0, n+int64(i))
+				idx[i] = tlog.StoredHashIndex(0, f.n+int64(i))
 			}
-			stored, err := r.ReadAuditHashes(ctx, idx)
+			leaves, err := r.ReadAuditHashes(ctx, idx)
 			if err != nil {
-				stored = nil // missing stored hashes (not sealed yet): rely on checkpoints
+				leaves = nil // not sealed yet: the checkpoints decide
 			}
 			for i, rec := range recs {
+				n := f.n
 				var hdr struct {
 					Seq *int64 `json:"seq"`
 				}
@@ -184,80 +185,103 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 					return &Problem{Seq: n, Msg: fmt.Sprintf("expected event %d here, found event %d (records removed, reordered or inserted)", n, *hdr.Seq)}
 				}
 				h := tlog.RecordHash(rec.Data)
-				if stored != nil && firstStoredMismatch < 0 && !bytes.Equal(stored[i][:], h[:]) {
-					firstStoredMismatch = n
+				if leaves != nil && !bytes.Equal(leaves[i][:], h[:]) {
+					return &Problem{Seq: n, Msg: "record differs from the hash stored when it was appended (modified)"}
 				}
-				hs, err := tlog.StoredHashesForRecordHash(n, h, mem)
+				hs, err := tlog.StoredHashesForRecordHash(n, h, f)
 				if err != nil {
 					return err
 				}
-				hashes = append(hashes, hs...)
-				n++
+				f.add(hs)
 			}
 			after = recs[len(recs)-1].Seq
 		}
 		return nil
 	}
-	// Checkpoints first: every one read now covers records already there,
-	// so one that covers more than the records read is truncation.
-	// Those the trusted checkpoint covers are not read (all, from -1).
-	cpsAfter := cmp.Or(from.N, -1)
-	cps, err := r.AuditCheckpoints(ctx, cpsAfter)
-	if err != nil {
-		return nil, err
+	lastGood := from.N
+	// check reads the records t covers and compares their tree with it.
+	check := func(t tlog.Tree, what string) error {
+		if t.N < from.N { // within the trusted part: the store's hashes
+			if got, err := tlog.TreeHash(t.N, stored); err != nil || got != t.Hash {
+				return &Problem{Seq: -1, Msg: fmt.Sprintf("the %s signed at size %d does not match the trusted part of the log (%v)", what, t.N, err)}
+			}
+			return nil
+		}
+		if err := readTo(t.N); err != nil {
+			return err
+		}
+		if f.n < t.N {
+			return &Problem{Seq: f.n, Msg: fmt.Sprintf("log truncated: %s covers %d records but only %d remain", what, t.N, f.n)}
+		}
+		got, err := tlog.TreeHash(t.N, f)
+		if err != nil {
+			return err
+		}
+		if got != t.Hash {
+			return &Problem{Seq: -1, Msg: fmt.Sprintf("a record in %d..%d was modified: the records do not match the %s signed at size %d", lastGood, t.N-1, what, t.N)}
+		}
+		lastGood = max(lastGood, t.N)
+		f.checked(t.N)
+		return nil
 	}
+	var savedTree *tlog.Tree
+	if saved != nil {
+		t, err := ParseCheckpoint(saved, vkey)
+		if err != nil {
+			return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("saved checkpoint: %v", err)}
+		}
+		savedTree = &t
+	}
+	rep := &Report{From: from.N, Tree: from, Checkpoint: fromNote}
+	// The stored checkpoints in order of size, the saved one in its place;
+	// those the trusted checkpoint covers are not read (all, from -1).
+	cpsAfter := cmp.Or(from.N, -1)
+	next := func() ([][]byte, error) {
+		page, err := r.AuditCheckpoints(ctx, cpsAfter, checkpointPage)
+		if err != nil {
+			return nil, err
+		}
+		for _, cp := range page {
+			t, err := ParseCheckpoint(cp, vkey)
+			if err != nil {
+				return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("checkpoint: %v", err)}
+			}
+			if savedTree != nil && savedTree.N <= t.N {
+				if err := check(*savedTree, "saved checkpoint"); err != nil {
+					return nil, err
+				}
+				savedTree = nil
+			}
+			if err := check(t, "checkpoint"); err != nil {
+				return nil, err
+			}
+			rep.Checkpoints++
+			rep.Tree, rep.Checkpoint = t, cp
+			cpsAfter = t.N
+		}
+		return page, nil
+	}
+	for {
+		page, err := next()
+		if err != nil {
+			return nil, err
+		}
+		if len(page) < checkpointPage {
+			break
+		}
+	}
+	// Every record there now must be covered: read the rest, then wait for
+	// newer checkpoints that cover them, checking each.
 	if err := readTo(-1); err != nil {
 		return nil, err
 	}
-	lastGood := from.N
-	check := func(cp []byte, what string) (tlog.Tree, error) {
-		t, err := ParseCheckpoint(cp, vkey)
-		if err != nil {
-			return t, &Problem{Seq: -1, Msg: fmt.Sprintf("%s: %v", what, err)}
-		}
-		if t.N > n {
-			return t, &Problem{Seq: n, Msg: fmt.Sprintf("log truncated: %s covers %d records but only %d remain", what, t.N, n)}
-		}
-		got, err := tlog.TreeHash(t.N, mem)
-		if err != nil {
-			return t, err
-		}
-		if got != t.Hash {
-			seq := int64(-1)
-			if firstStoredMismatch >= 0 && firstStoredMismatch < t.N {
-				seq = firstStoredMismatch
-			}
-			msg := fmt.Sprintf("a record in %d..%d was modified: the records do not match the %s signed at size %d", lastGood, t.N-1, what, t.N)
-			if seq >= 0 {
-				msg = fmt.Sprintf("modified: the records do not match the %s signed at size %d", what, t.N)
-			}
-			return t, &Problem{Seq: seq, Msg: msg}
-		}
-		lastGood = max(lastGood, t.N)
-		return t, nil
-	}
-	if firstStoredMismatch >= 0 {
-		return nil, &Problem{Seq: firstStoredMismatch, Msg: "record differs from the hash stored when it was appended (modified)"}
-	}
-	rep := &Report{From: from.N, Tree: from, Checkpoint: fromNote}
-	for _, cp := range cps {
-		t, err := check(cp, "checkpoint")
-		if err != nil {
+	if savedTree != nil {
+		if err := check(*savedTree, "saved checkpoint"); err != nil {
 			return nil, err
 		}
-		rep.Checkpoints++
-		if t.N >= rep.Tree.N {
-			rep.Tree, rep.Checkpoint = t, cp
-		}
+		savedTree = nil
 	}
-	if saved != nil {
-		if _, err := check(saved, "saved checkpoint"); err != nil {
-			return nil, err
-		}
-	}
-	// Records not covered yet: wait for a newer checkpoint, read the records
-	// it covers, and check it too.
-	target := n
+	target := f.n
 	for deadline := time.Now().Add(SealWait); rep.Tree.N < target; {
 		if time.Now().After(deadline) {
 			return nil, &Problem{Seq: rep.Tree.N, Msg: "record is not covered by any signed checkpoint (inserted, or no gateway is running to seal it)"}
@@ -267,32 +291,91 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
-		latest, err := r.AuditCheckpoints(ctx, cpsAfter)
-		if err != nil {
+		if _, err := next(); err != nil {
 			return nil, err
 		}
-		if len(latest) < len(cps) {
-			return nil, &Problem{Seq: -1, Msg: "checkpoints were removed while verifying"}
-		}
-		for _, cp := range latest[len(cps):] {
-			t, err := ParseCheckpoint(cp, vkey)
-			if err != nil {
-				return nil, &Problem{Seq: -1, Msg: fmt.Sprintf("checkpoint: %v", err)}
-			}
-			if err := readTo(t.N); err != nil {
-				return nil, err
-			}
-			if firstStoredMismatch >= 0 {
-				return nil, &Problem{Seq: firstStoredMismatch, Msg: "record differs from the hash stored when it was appended (modified)"}
-			}
-			if _, err := check(cp, "checkpoint"); err != nil {
-				return nil, err
-			}
-			rep.Checkpoints++
-			rep.Tree, rep.Checkpoint = t, cp
-		}
-		cps = latest
 	}
 	rep.Records = rep.Tree.N
 	return rep, nil
+}
+
+// frontier is the tree hashes verification still needs: the roots of the
+// complete subtrees of the last checked checkpoint's tree, and every hash
+// computed for the records after it (a newer checkpoint's tree, and the
+// next record's hashes, read only these). Each checked checkpoint drops
+// the rest, so it holds O(log n) hashes plus those of the records not yet
+// covered.
+type frontier struct {
+	n      int64 // records hashed
+	hashes map[int64]tlog.Hash
+}
+
+func newFrontier() *frontier { return &frontier{hashes: map[int64]tlog.Hash{}} }
+
+// start begins after a verified tree of n records, reading its subtree
+// roots from r.
+func (f *frontier) start(n int64, r tlog.HashReader) error {
+	idx := roots(n)
+	hs, err := r.ReadHashes(idx)
+	if err != nil {
+		return err
+	}
+	for i, x := range idx {
+		f.hashes[x] = hs[i]
+	}
+	f.n = n
+	return nil
+}
+
+// ReadHashes serves tlog from the frontier.
+func (f *frontier) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		h, ok := f.hashes[x]
+		if !ok {
+			return nil, fmt.Errorf("audit: tree hash %d is not kept", x)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// add keeps the stored hashes of the next record.
+func (f *frontier) add(hs []tlog.Hash) {
+	base := tlog.StoredHashIndex(0, f.n)
+	for i, h := range hs {
+		f.hashes[base+int64(i)] = h
+	}
+	f.n++
+}
+
+// checked drops what a tree of n records (just checked) and the records
+// after it no longer need.
+func (f *frontier) checked(n int64) {
+	keep := map[int64]bool{}
+	for _, x := range roots(n) {
+		keep[x] = true
+	}
+	// Hashes computed for records from n on stay (tlog stores a record's
+	// hashes after those of the records before it); so do n's roots.
+	first := tlog.StoredHashIndex(0, n)
+	for x := range f.hashes {
+		if !keep[x] && x < first {
+			delete(f.hashes, x)
+		}
+	}
+}
+
+// roots are the stored-hash indexes of the complete subtrees that make up
+// a tree of n records, largest first.
+func roots(n int64) []int64 {
+	var out []int64
+	var start int64
+	for level := 62; level >= 0; level-- {
+		if size := int64(1) << level; n&size != 0 {
+			out = append(out, tlog.StoredHashIndex(level, start>>level))
+			start += size
+		}
+	}
+	return out
 }

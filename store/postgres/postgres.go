@@ -956,9 +956,10 @@ func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-// AuditCheckpoints returns every checkpoint, smallest first.
-func (s *Store) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
-	rows, err := s.pool.Query(ctx, `SELECT note FROM audit_checkpoints WHERE size > $1 ORDER BY size`, after)
+// AuditCheckpoints returns up to limit checkpoints larger than after,
+// smallest first.
+func (s *Store) AuditCheckpoints(ctx context.Context, after int64, limit int) ([][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT note FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err
 	}

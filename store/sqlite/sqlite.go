@@ -607,9 +607,10 @@ func (s *Store) LatestAuditCheckpoint(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-// AuditCheckpoints returns every stored checkpoint, smallest first.
-func (s *Store) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT note FROM audit_checkpoints WHERE size > ? ORDER BY size`, after)
+// AuditCheckpoints returns up to limit checkpoints larger than after,
+// smallest first.
+func (s *Store) AuditCheckpoints(ctx context.Context, after int64, limit int) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT note FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -280,7 +280,7 @@ func checkEmptyLog(t *testing.T, s Store) {
 func checkCheckpoints(t *testing.T, s Store, want ...string) {
 	t.Helper()
 	ctx := context.Background()
-	cps, _ := s.AuditCheckpoints(ctx, -1)
+	cps, _ := s.AuditCheckpoints(ctx, -1, 1000)
 	got := make([]string, len(cps))
 	for i, c := range cps {
 		got[i] = string(c)
@@ -843,9 +843,9 @@ func (r *recordsFrom) ReadAuditRecords(ctx context.Context, after int64, limit i
 	return r.Reader.ReadAuditRecords(ctx, after, limit)
 }
 
-func (r *recordsFrom) AuditCheckpoints(ctx context.Context, after int64) ([][]byte, error) {
+func (r *recordsFrom) AuditCheckpoints(ctx context.Context, after int64, limit int) ([][]byte, error) {
 	r.cpsAfter = min(r.cpsAfter, after)
-	return r.Reader.AuditCheckpoints(ctx, after)
+	return r.Reader.AuditCheckpoints(ctx, after, limit)
 }
 
 // testVerifySince checks the part of a log after a trusted checkpoint:
@@ -890,7 +890,7 @@ func testVerifySince(t *testing.T, s Store) {
 		t.Fatalf("since 40: %+v %v (read records after %d, checkpoints after %d)", rep, err, r.after, r.cpsAfter)
 	}
 	for after, want := range map[int64]bool{-1: true, 40: false} { // holds size 40?
-		cps, err := s.AuditCheckpoints(ctx, after)
+		cps, err := s.AuditCheckpoints(ctx, after, 1000)
 		found := false
 		for _, cp := range cps {
 			tt, perr := audit.ParseCheckpoint(cp, key.VerifierKey)
