@@ -9,9 +9,10 @@ import (
 )
 
 // The frontier gives the same tree hashes as keeping every hash, for
-// every size checked along the way, while holding no more than the
-// subtree roots of the last checked size plus the hashes of the records
-// after it — so a full verify's memory does not grow with the log.
+// every size checked along the way, while holding a bounded number of
+// hashes (once pruned: only the subtree roots of the last checked size
+// plus the hashes of the records after it) — so a full verify's memory
+// does not grow with the log.
 func TestFrontierKeepsOnlyWhatIsNeeded(t *testing.T) {
 	all := map[int64]tlog.Hash{} // every hash, as the store keeps them
 	full := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
@@ -26,7 +27,8 @@ func TestFrontierKeepsOnlyWhatIsNeeded(t *testing.T) {
 		return out, nil
 	})
 	f := newFrontier()
-	const records, every = 5000, 7 // a checkpoint every 7 records
+	const records, every = 20000, 7 // a checkpoint every 7 records
+	most := 0
 	for n := int64(0); n < records; n++ {
 		h := tlog.RecordHash([]byte(fmt.Sprint("record ", n)))
 		want, err := tlog.StoredHashesForRecordHash(n, h, full)
@@ -51,11 +53,19 @@ func TestFrontierKeepsOnlyWhatIsNeeded(t *testing.T) {
 			if err != nil || gotRoot != wantRoot {
 				t.Fatalf("size %d: root %v %v", size, gotRoot, err)
 			}
-			f.checked(size)
-			if max := bits.OnesCount64(uint64(size)); len(f.hashes) > max {
-				t.Fatalf("size %d: %d hashes kept, want at most %d (its subtree roots)", size, len(f.hashes), max)
+			f.check(size)
+			most = max(most, len(f.hashes))
+			if size%(every*100) == 0 {
+				f.prune()
+				if roots := bits.OnesCount64(uint64(size)); len(f.hashes) != roots {
+					t.Fatalf("size %d pruned: %d hashes kept, want its %d subtree roots", size, len(f.hashes), roots)
+				}
 			}
 		}
+	}
+	// 20,000 records store ~40,000 hashes; the frontier held a bounded few.
+	if most > frontierPrune+2*every+64 {
+		t.Errorf("the frontier held up to %d hashes", most)
 	}
 	// A tree between two checked sizes is served too (a checkpoint written
 	// after the records ahead of it were read).
@@ -64,7 +74,8 @@ func TestFrontierKeepsOnlyWhatIsNeeded(t *testing.T) {
 		hs, _ := tlog.StoredHashesForRecordHash(n, tlog.RecordHash([]byte(fmt.Sprint("record ", n))), f2)
 		f2.add(hs)
 		if n+1 == 40 {
-			f2.checked(40)
+			f2.check(40)
+			f2.prune()
 		}
 	}
 	for _, size := range []int64{41, 64, 77, 100} {

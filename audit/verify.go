@@ -150,15 +150,12 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 		}
 	}
 	after := from.N - 1
-	// readTo reads records until the tree has want (all there are, if want
-	// < 0), never more: a checkpoint of size want is checked next.
+	// readTo reads records, 1,000 at a time, until the tree has at least
+	// want (all there are, if want < 0). Reading past a checkpoint's size
+	// is fine: the frontier keeps what its tree needs.
 	readTo := func(want int64) error {
 		for want < 0 || f.n < want {
-			limit := int64(1000)
-			if want >= 0 {
-				limit = min(limit, want-f.n)
-			}
-			recs, err := r.ReadAuditRecords(ctx, after, int(limit))
+			recs, err := r.ReadAuditRecords(ctx, after, 1000)
 			if err != nil {
 				return err
 			}
@@ -221,7 +218,7 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 			return &Problem{Seq: -1, Msg: fmt.Sprintf("a record in %d..%d was modified: the records do not match the %s signed at size %d", lastGood, t.N-1, what, t.N)}
 		}
 		lastGood = max(lastGood, t.N)
-		f.checked(t.N)
+		f.check(t.N)
 		return nil
 	}
 	var savedTree *tlog.Tree
@@ -302,13 +299,19 @@ func verify(ctx context.Context, r Reader, vkey string, saved []byte, from tlog.
 // frontier is the tree hashes verification still needs: the roots of the
 // complete subtrees of the last checked checkpoint's tree, and every hash
 // computed for the records after it (a newer checkpoint's tree, and the
-// next record's hashes, read only these). Each checked checkpoint drops
-// the rest, so it holds O(log n) hashes plus those of the records not yet
-// covered.
+// next record's hashes, read only these). The rest is dropped once it
+// holds more than frontierPrune hashes, so it stays under that plus the
+// hashes of the records not yet covered by a checked checkpoint.
 type frontier struct {
-	n      int64 // records hashed
-	hashes map[int64]tlog.Hash
+	n       int64 // records hashed
+	checked int64 // size of the last checked tree
+	hashes  map[int64]tlog.Hash
 }
+
+// frontierPrune is how many hashes the frontier holds before it drops
+// those no longer needed (pruning after every checkpoint cost a fifth of
+// verify's time: checkpoints come every few dozen records).
+const frontierPrune = 4096
 
 func newFrontier() *frontier { return &frontier{hashes: map[int64]tlog.Hash{}} }
 
@@ -323,7 +326,7 @@ func (f *frontier) start(n int64, r tlog.HashReader) error {
 	for i, x := range idx {
 		f.hashes[x] = hs[i]
 	}
-	f.n = n
+	f.n, f.checked = n, n
 	return nil
 }
 
@@ -349,9 +352,19 @@ func (f *frontier) add(hs []tlog.Hash) {
 	f.n++
 }
 
-// checked drops what a tree of n records (just checked) and the records
-// after it no longer need.
-func (f *frontier) checked(n int64) {
+// check notes that the tree of n records was checked: what it and the
+// records after it do not need may go.
+func (f *frontier) check(n int64) {
+	f.checked = n
+	if len(f.hashes) > frontierPrune {
+		f.prune()
+	}
+}
+
+// prune drops the hashes the last checked tree and the records after it
+// do not need.
+func (f *frontier) prune() {
+	n := f.checked
 	keep := map[int64]bool{}
 	for _, x := range roots(n) {
 		keep[x] = true
