@@ -15,6 +15,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
 
 // RFC 8693 token type identifiers.
@@ -27,20 +28,53 @@ const (
 	defaultSubjectHd = "X-Subject-Token"
 )
 
-// jwksCache fetches an issuer's keys through OIDC discovery.
+// jwksCache fetches an issuer's keys through OIDC discovery. Callers
+// needing an issuer's keys at once share one fetch, and no lock is held
+// across it: an identity provider that is slow or down must not make
+// every caller wait in turn, nor hold up other issuers.
 type jwksCache struct {
 	mu      sync.Mutex
 	keys    map[string]jose.JSONWebKeySet
 	fetched map[string]time.Time
 	client  *http.Client
+	group   singleflight.Group
+}
+
+func (c *jwksCache) cached(issuer string, now time.Time) (jose.JSONWebKeySet, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ks, ok := c.keys[issuer]
+	return ks, ok && now.Sub(c.fetched[issuer]) < 5*time.Minute
 }
 
 func (c *jwksCache) get(ctx context.Context, issuer string, now time.Time) (jose.JSONWebKeySet, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ks, ok := c.keys[issuer]; ok && now.Sub(c.fetched[issuer]) < 5*time.Minute {
+	if ks, ok := c.cached(issuer, now); ok {
 		return ks, nil
 	}
+	v, err, _ := c.group.Do(issuer, func() (any, error) {
+		if ks, ok := c.cached(issuer, now); ok {
+			return ks, nil
+		}
+		// The fetch must not die with the first caller's context.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		ks, err := c.fetch(fctx, issuer)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.keys[issuer], c.fetched[issuer] = ks, now
+		c.mu.Unlock()
+		return ks, nil
+	})
+	if err != nil {
+		return jose.JSONWebKeySet{}, err
+	}
+	return v.(jose.JSONWebKeySet), nil
+}
+
+// fetch reads an issuer's keys.
+func (c *jwksCache) fetch(ctx context.Context, issuer string) (jose.JSONWebKeySet, error) {
 	var disc struct {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
@@ -55,7 +89,6 @@ func (c *jwksCache) get(ctx context.Context, issuer string, now time.Time) (jose
 	if err := c.getJSON(ctx, disc.JWKSURI, &ks); err != nil {
 		return ks, fmt.Errorf("issuer keys: %w", err)
 	}
-	c.keys[issuer], c.fetched[issuer] = ks, now
 	return ks, nil
 }
 
