@@ -104,6 +104,10 @@ type VaultConfig struct {
 	Addr  string `yaml:"addr"`
 	Token string `yaml:"token"` // secret reference
 	Mount string `yaml:"mount"` // default "secret"
+	// Timeout bounds each read of a secret, retries included (default 10s):
+	// a Vault that hangs fails the action (credential_unavailable) rather
+	// than holding it for the client's defaults (60 s a try, 3 tries).
+	Timeout string `yaml:"timeout"`
 }
 
 // TokensConfig configures tokens AgentG8 mints per action.
@@ -279,6 +283,11 @@ func (c *Config) Validate() error {
 		if err := credential.CheckRef(c.Vault.Token); err != nil || strings.HasPrefix(c.Vault.Token, "vault:") {
 			bad("vault.token", "must be an env:, file: or store: reference")
 		}
+		if c.Vault.Timeout != "" {
+			if d, err := time.ParseDuration(c.Vault.Timeout); err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+				bad("vault.timeout", "must be a duration from 100ms to 5m")
+			}
+		}
 	}
 	if c.Execution.LeaseTTL != "" {
 		if d, err := time.ParseDuration(c.Execution.LeaseTTL); err != nil || d < time.Second {
@@ -359,6 +368,14 @@ func yamlErr(path string, err error) error {
 
 func (c *Config) tokenKeysPath() string {
 	return c.rel(strings.TrimPrefix(c.Tokens.Keys, "file:"))
+}
+
+// vaultTimeout is vault.timeout, 10 s by default.
+func (c *Config) vaultTimeout() time.Duration {
+	if d, err := time.ParseDuration(c.Vault.Timeout); err == nil {
+		return d
+	}
+	return 10 * time.Second
 }
 
 func (c *Config) leaseTTL() time.Duration {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,7 +419,13 @@ func TestOAuthClientCredentials(t *testing.T) {
 func TestStoredAndVaultSecrets(t *testing.T) {
 	// A small in-repo fake of Vault's KV v2 HTTP API (the real client talks to it).
 	var vaultHits int
+	hung := make(chan struct{})
+	var hangs atomic.Bool
 	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hangs.Load() {
+			<-hung // a Vault that does not answer
+			return
+		}
 		if r.Header.Get("X-Vault-Token") != "vault-root-token" || r.URL.Path != "/v1/kv/data/apps/crm" {
 			w.WriteHeader(403)
 			w.Write([]byte(`{"errors":["permission denied"]}`))
@@ -429,9 +436,10 @@ func TestStoredAndVaultSecrets(t *testing.T) {
 			"metadata": map[string]any{"version": 3}}})
 	}))
 	defer vault.Close()
+	defer close(hung) // before Close, which waits for the hung handler
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	e := newTestEnv(t, envOpts{allowPrivate: true,
-		extraConfig: fmt.Sprintf("secrets:\n  key: env:SECRETS_KEY\nvault:\n  addr: %s\n  token: env:VAULT_TOKEN\n  mount: kv\n", vault.URL),
+		extraConfig: fmt.Sprintf("secrets:\n  key: env:SECRETS_KEY\nvault:\n  addr: %s\n  token: env:VAULT_TOKEN\n  mount: kv\n  timeout: 1s\n", vault.URL),
 		extraCreds:  "  stored: {type: api_key, secret: \"store:crm-key\", header: X-Api-Key}\n  fromvault: {type: api_key, secret: \"vault:apps/crm#api_key\", header: X-Api-Key}\n",
 		extraTasks: `
 - {name: s.stored, description: Uses a stored secret., risk: read, input: {type: object}, credential: stored, request: {method: GET, url: "UPSTREAM/s"}}
@@ -458,6 +466,27 @@ func TestStoredAndVaultSecrets(t *testing.T) {
 	}
 	if st, a := e.propose(supportKey, "s.vault", map[string]any{}); st != 200 || e.up.last().Header.Get("X-Api-Key") != "vault-held-key-123" {
 		t.Errorf("vault secret: %d %v", st, a["_body"])
+	}
+	// A Vault that does not answer fails the action after vault.timeout
+	// (1s here), not after the client's defaults (60 s a try, 3 tries).
+	calls := e.up.count()
+	hangs.Store(true)
+	answered := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "s.vault", map[string]any{})
+		a["_status"] = st
+		answered <- a
+	}()
+	select {
+	case a := <-answered:
+		if a["_status"] != 502 || a["code"] != "credential_unavailable" {
+			t.Errorf("hung vault: %v %v", a["_status"], a["_body"])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a hung Vault held the action past 20 s")
+	}
+	if e.up.count() != calls {
+		t.Error("the upstream was called without its credential")
 	}
 	e.stop()
 	// The stored secret is encrypted at rest.

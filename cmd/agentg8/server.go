@@ -211,7 +211,7 @@ func (l *loaded) wireSecrets(store credential.SecretStore) error {
 		if err != nil {
 			return fmt.Errorf("vault.token: %w", err)
 		}
-		if l.resolver.Vault, err = credential.NewVaultKV(l.cfg.Vault.Addr, tok, l.cfg.Vault.Mount); err != nil {
+		if l.resolver.Vault, err = credential.NewVaultKV(l.cfg.Vault.Addr, tok, l.cfg.Vault.Mount, l.cfg.vaultTimeout()); err != nil {
 			return err
 		}
 	}
