@@ -173,6 +173,10 @@ type Service struct {
 	running map[string]bool // approved actions this process is executing
 	limits  map[string]*rate.Limiter
 	wg      sync.WaitGroup
+	// delivering is set while notifications are being sent, apart from
+	// the sweep (a channel that hangs must not hold up expiry, approved
+	// executions or lease take-over).
+	delivering atomic.Bool
 }
 
 // New returns a service.

@@ -381,7 +381,16 @@ func (s *Service) sweep(ctx context.Context) {
 			}
 		}
 	}
-	s.deliver(ctx)
+	// Sends take up to 15 s each: they run beside the sweep, one round at
+	// a time, so the next sweep is not held up by a channel that hangs.
+	if s.delivering.CompareAndSwap(false, true) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.delivering.Store(false)
+			s.deliver(ctx)
+		}()
+	}
 }
 
 // runApproved executes an approved action after checking, again, that it is

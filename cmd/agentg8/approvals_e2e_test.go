@@ -98,6 +98,27 @@ func (w *webhook) received() []map[string]any {
 	return append([]map[string]any(nil), w.got...)
 }
 
+// A notification channel that does not answer (each send waits up to its
+// timeout) must not hold up the worker's other duties: an action approved
+// meanwhile runs at once, not after the hung sends.
+func TestHangingChannelDoesNotHoldUpApprovals(t *testing.T) {
+	entered := make(chan struct{}, 16)
+	release := make(chan struct{})
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	defer hook.Close()
+	defer close(release) // before Close, which waits for the handlers
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n", hook.URL)})
+	id, aprID, hash := e.pend(e.propose(supportKey, "ops.refund", map[string]any{"amount": 5000, "ref": "r1"}))
+	<-entered // the notice's send hangs
+	if st, d := e.approve(franKey, aprID, hash, true); st != 200 {
+		t.Fatalf("approve: %d %v", st, d["_body"])
+	}
+	waitFor(t, "the approved action to run while the channel hangs", 5*time.Second, func() bool { return e.status(id) == "succeeded" })
+}
+
 func TestApprovalFlow(t *testing.T) {
 	hook := newWebhook(t)
 	slack := newWebhook(t)
