@@ -272,8 +272,6 @@ func (k *console) render(w http.ResponseWriter, name string, status int, pg page
 
 type handler func(w http.ResponseWriter, r *http.Request, s *session) error
 
-// session returns the request's sign-in, or nil (signed out, or the
-// sessions cannot be read: fail closed).
 // session returns the request's signed-in session, nil when there is
 // none, or an error when the session store cannot be read (then the user
 // is told so, not sent to sign in again).
