@@ -26,6 +26,8 @@ if [ ! -f "$root/data/PG_VERSION" ]; then
   as_pg "$bin/initdb" -D "$root/data" -A trust -U agentg8 >/dev/null
 fi
 if ! as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
+  # One earlier log is kept; a long-lived checkout's log would grow for ever.
+  if [ -f "$root/log" ]; then mv -f "$root/log" "$root/log.1"; fi
   # Another cluster may take the port between the check above and the
   # start (a second clone's tests, say): move on to the next free one.
   for try in 1 2 3 4 5; do
