@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -337,6 +338,13 @@ func Errorf(code, format string, args ...any) *Error {
 // the same code as an audit write that failed. The cause is logged, never
 // shown.
 var ErrStoreUnavailable = &Error{Code: CodeAuditUnavailable, Message: "the store cannot be reached; nothing was done, try again"}
+
+// StoreFailed logs a failed read or write of the store (op says which)
+// and returns ErrStoreUnavailable, the caller's answer.
+func StoreFailed(log *slog.Logger, op string, err error) error {
+	log.Error("store unavailable", "op", op, "err", err)
+	return ErrStoreUnavailable
+}
 
 // AsError returns the *Error in err's chain, or a generic internal error that
 // reveals nothing about err.

@@ -313,8 +313,7 @@ func (s *Service) unavailable(op string, err error) error {
 		errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) {
 		return err
 	}
-	s.c.Logger.Error("store unavailable", "op", op, "err", err)
-	return agentg8.ErrStoreUnavailable
+	return agentg8.StoreFailed(s.c.Logger, op, err)
 }
 
 // Propose runs a proposal through the pipeline. It returns the action

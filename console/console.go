@@ -282,7 +282,7 @@ func (k *console) session(r *http.Request) (*session, error) {
 	}
 	s, err := k.c.Sessions.GetSession(r.Context(), ck.Value)
 	if err != nil {
-		return nil, k.unavailable("read a console session", err)
+		return nil, agentg8.StoreFailed(k.c.Logger, "read a console session", err)
 	}
 	if s == nil || k.c.Now().After(s.Expires) {
 		return nil, nil
@@ -294,12 +294,6 @@ func (k *console) session(r *http.Request) (*session, error) {
 		return nil, nil
 	}
 	return &session{p: p, csrf: s.CSRF}, nil
-}
-
-// unavailable logs a failed read or write of the store and answers 503.
-func (k *console) unavailable(op string, err error) error {
-	k.c.Logger.Error("store unavailable", "op", op, "err", err)
-	return agentg8.ErrStoreUnavailable
 }
 
 func (k *console) auth(h handler) http.Handler {
@@ -380,7 +374,7 @@ func (k *console) login(w http.ResponseWriter, r *http.Request) {
 func (k *console) logout(w http.ResponseWriter, r *http.Request, s *session) error {
 	if ck, err := r.Cookie(cookieName); err == nil {
 		if err := k.c.Sessions.DeleteSession(r.Context(), ck.Value); err != nil {
-			return k.unavailable("sign out", err)
+			return agentg8.StoreFailed(k.c.Logger, "sign out", err)
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/console", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
@@ -565,7 +559,7 @@ func (k *console) actionPage(w http.ResponseWriter, r *http.Request, s *session)
 func (k *console) renderAction(w http.ResponseWriter, r *http.Request, s *session, a *agentg8.Action, status int, errMsg string) error {
 	recs, err := k.c.Audit.AuditRecordsForAction(r.Context(), a.ID, -1, 200)
 	if err != nil {
-		return k.unavailable("read an action's audit events", err)
+		return agentg8.StoreFailed(k.c.Logger, "read an action's audit events", err)
 	}
 	canResolve := a.Status == agentg8.StateOutcomeUnknown && k.c.Actions.MayResolve(s.p)
 	k.render(w, "action", status, k.base(s, "Action "+a.ID, map[string]any{"A": a, "Events": k.events(recs), "CanResolve": canResolve}, errMsg))
@@ -610,7 +604,7 @@ func (k *console) auditData(r *http.Request) (map[string]any, error) {
 		}
 	}
 	if err != nil {
-		return nil, k.unavailable("read the audit log", err)
+		return nil, agentg8.StoreFailed(k.c.Logger, "read the audit log", err)
 	}
 	evs := k.events(recs)
 	if typ := q.Get("type"); typ != "" {
@@ -627,7 +621,7 @@ func (k *console) auditData(r *http.Request) (map[string]any, error) {
 	}
 	cp, err := k.c.Audit.LatestAuditCheckpoint(r.Context())
 	if err != nil {
-		return nil, k.unavailable("read the latest checkpoint", err)
+		return nil, agentg8.StoreFailed(k.c.Logger, "read the latest checkpoint", err)
 	}
 	return map[string]any{"Events": evs, "Checkpoint": string(cp), "Q": q, "VerifierKey": k.c.VerifierKey}, nil
 }

@@ -116,12 +116,6 @@ func New(c Config) http.Handler {
 	return mux
 }
 
-// unavailable logs a failed read of the store and answers 503.
-func (a *api) unavailable(op string, err error) error {
-	a.c.Logger.Error("store unavailable", "op", op, "err", err)
-	return agentg8.ErrStoreUnavailable
-}
-
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.c.Ready != nil {
 		if err := a.c.Ready(r.Context()); err != nil {
@@ -349,7 +343,7 @@ func (a *api) auditEvents(w http.ResponseWriter, r *http.Request, p agentg8.Prin
 		recs, err = a.c.Audit.ReadAuditRecords(r.Context(), after, limit)
 	}
 	if err != nil {
-		return a.unavailable("read the audit log", err)
+		return agentg8.StoreFailed(a.c.Logger, "read the audit log", err)
 	}
 	events := make([]json.RawMessage, 0, len(recs))
 	for _, rec := range recs {
@@ -365,7 +359,7 @@ func (a *api) checkpoint(w http.ResponseWriter, r *http.Request, p agentg8.Princ
 	}
 	cp, err := a.c.Audit.LatestAuditCheckpoint(r.Context())
 	if err != nil {
-		return a.unavailable("read the latest checkpoint", err)
+		return agentg8.StoreFailed(a.c.Logger, "read the latest checkpoint", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write(cp)
