@@ -180,7 +180,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 // ready (so a load balancer sends nothing its way), every proposal fails
 // cleanly with 503 audit_unavailable and reaches no upstream; once the
 // database is back, the same process is ready and runs actions again
-// without a restart, and the log still verifies.
+// without a restart; stopped while the database is down, it exits at
+// once; and the log still verifies.
 func TestPostgresOutage(t *testing.T) {
 	pg := ownCluster(t)
 	bin := buildBinary(t)
@@ -279,11 +280,22 @@ func TestPostgresOutage(t *testing.T) {
 		t.Errorf("approve after: %d %v", st, d["_body"])
 	}
 	waitFor(t, "the approved action", 10*time.Second, func() bool { return e.status(pendID) == "succeeded" })
+	// Stopping while the database is down does not hang on it.
+	pg.stop()
 	p.cmd.Process.Signal(os.Interrupt)
-	<-p.done
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve still running 15 s after SIGINT with the database down")
+	}
+	// A gateway started on it seals whatever the stopped one left.
+	pg.start()
+	p2 := startProc(t, bin, cfg)
 	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
 		t.Fatalf("verify: %s %s", out, errs)
 	}
+	p2.cmd.Process.Signal(os.Interrupt)
+	<-p2.done
 }
 
 // TestPostgresPartition: when the database stops answering without
