@@ -254,7 +254,7 @@ func TestApprovalBoundsAndJoining(t *testing.T) {
 }
 
 func TestApprovalExpiresOnTheClock(t *testing.T) {
-	clock := &testClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	clock := newTestClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock, extraConfig: "approvals:\n  default_ttl: 2h\n"})
 	id, aprID, hash := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 1}))
 	clock.Advance(119 * time.Minute)

@@ -339,7 +339,7 @@ func (op *oidcOP) count(scope string) int {
 
 func TestOAuthClientCredentials(t *testing.T) {
 	op := startOIDC(t)
-	clock := &testClock{t: time.Now().UTC()}
+	clock := newTestClock(time.Now().UTC())
 	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock, extraCreds: fmt.Sprintf(`  notes: {type: oauth2_client_credentials, token_url: %q, client_id: sid1, client_secret: "env:CC_SECRET", scopes: ["notes:read", "notes:write"], resource: "https://notes.example"}
   notes_bad: {type: oauth2_client_credentials, token_url: %q, client_id: sid1, client_secret: "env:CC_WRONG"}
 `, op.proxy.URL+"/oauth/token", op.proxy.URL+"/oauth/token"),

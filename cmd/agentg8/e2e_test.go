@@ -372,7 +372,7 @@ func TestIdempotencyRetryAfterTryAgainLater(t *testing.T) {
 // progress for a while; after that a retry answers with the action as it
 // is, and never runs it again.
 func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
-	clock := &testClock{t: time.Now().UTC()}
+	clock := newTestClock(time.Now().UTC())
 	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock})
 	entered, release := holdUpstream(e)
 	in := map[string]any{"customer_id": "cus_1", "note": "slow"}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
 // Keys and secrets used by the end-to-end tests.
@@ -222,22 +224,9 @@ type envOpts struct {
 }
 
 // testClock is a settable clock for expiry tests.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type testClock = storetest.Clock
 
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newTestClock(t time.Time) *testClock { return storetest.NewClock(t) }
 
 // testEnv is a real server on 127.0.0.1:0 with a temp SQLite store and a
 // recording upstream.

@@ -331,7 +331,7 @@ func TestReloadRules(t *testing.T) {
 func TestNotificationsKeepToTheirChannel(t *testing.T) {
 	a, b := newWebhook(t), newWebhook(t)
 	a.fails.Store(1) // the first delivery fails: the notice waits for a retry
-	clock := &testClock{t: time.Now().UTC()}
+	clock := newTestClock(time.Now().UTC())
 	line := func(w *webhook) string { return fmt.Sprintf("  - {type: webhook, url: %q}\n", w.srv.URL) }
 	s, e, _, path := reloadableGatewayAt(t, newRecorder(t).srv.URL, clock, func(_, path string) {
 		appendFile(t, path, "notify:\n"+line(a))
@@ -452,7 +452,7 @@ func countReloads(e *testEnv, detail string) int {
 func TestNotificationsLeaveTheOutbox(t *testing.T) {
 	down, up := newWebhook(t), newWebhook(t)
 	down.fails.Store(1000) // never answers well
-	clock := &testClock{t: time.Now().UTC()}
+	clock := newTestClock(time.Now().UTC())
 	_, e, dir, _ := reloadableGatewayAt(t, newRecorder(t).srv.URL, clock, func(_, path string) {
 		appendFile(t, path, fmt.Sprintf("notify:\n  - {type: webhook, url: %q}\n  - {type: webhook, url: %q}\n", down.srv.URL, up.srv.URL))
 	})

@@ -106,24 +106,6 @@ func TestClockFollowsTheDatabase(t *testing.T) {
 	}
 }
 
-// manualClock is a local clock the test moves.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // While the database does not answer (a partition), one caller of the
 // clock measures it again and the others go on with the offset they have:
 // they used to queue behind the measurement, up to 2 s each in turn.
@@ -134,13 +116,13 @@ func TestClockDoesNotWaitOnAPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := &manualClock{t: db.Add(-time.Hour)} // an hour behind the database
+	local := storetest.NewClock(db.Add(-time.Hour)) // an hour behind the database
 	c := s.Clock(local)
 	if got := c.Now(); got.Sub(db) < -2*time.Second || got.Sub(db) > 2*time.Second {
 		t.Fatalf("clock says %s, database %s", got, db)
 	}
 	proxy.Cut()
-	local.add(11 * time.Second) // the offset is due to be measured again
+	local.Advance(11 * time.Second) // the offset is due to be measured again
 	measuring := make(chan time.Time)
 	go func() { measuring <- c.Now() }()
 	waitUntil(t, "the measurement to reach the cut", func() bool { return proxy.Held() > 0 })
