@@ -171,8 +171,12 @@ type Service struct {
 	waiters map[string][]chan struct{}
 	kick    chan struct{}
 	running map[string]bool // approved actions this process is executing
-	limits  map[string]*rate.Limiter
-	wg      sync.WaitGroup
+	// unsettled are executions the store did not confirm, by action ID,
+	// which the worker records once it can (settle.go).
+	unsettled map[string]*unsettled
+	attempts  atomic.Uint64 // execution attempts, naming their leases
+	limits    map[string]*rate.Limiter
+	wg        sync.WaitGroup
 	// delivering is set while notifications are being sent, apart from
 	// the sweep (a channel that hangs must not hold up expiry, approved
 	// executions or lease take-over).
@@ -203,7 +207,7 @@ func New(c Config) *Service {
 		c.Replica = NewID("replica")
 	}
 	s := &Service{c: c, waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1), running: map[string]bool{},
-		limits: map[string]*rate.Limiter{}}
+		unsettled: map[string]*unsettled{}, limits: map[string]*rate.Limiter{}}
 	s.cat.Store(&Catalog{Registry: c.Registry, Policy: c.Policy, Credentials: c.Credentials})
 	s.people.Store(&People{Users: c.Users, Agents: c.Agents})
 	s.SetRules(c.Rules)
@@ -374,6 +378,16 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		return st.Action, nil
 	}
 	a, perr := s.propose(ctx, p, prop)
+	if errors.Is(perr, ErrActionExists) {
+		// Another request under this key took the claim over (this one
+		// was slow enough to be taken for dead) and created the action
+		// first: answer with that action, as the other request does.
+		a, err := s.c.Store.GetAction(ctx, prop.actionID)
+		if err != nil {
+			return nil, s.unavailable("read an action", err)
+		}
+		return s.answerAbandoned(ctx, p, prop.IdempotencyKey, a)
+	}
 	var ae *agentg8.Error
 	isErr := errors.As(perr, &ae)
 	// A request that ends without a final answer (the store failed, or
@@ -594,7 +608,7 @@ func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.Aud
 		s.notify(ch.Action.ID)
 		return nil
 	}
-	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) {
+	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) || errors.Is(err, ErrActionExists) {
 		return err
 	}
 	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)

@@ -329,6 +329,7 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.wg.Wait()
+			s.unsettledAtStop()
 			return
 		case <-t.C:
 		case <-s.kick:
@@ -337,6 +338,7 @@ func (s *Service) Run(ctx context.Context) {
 }
 
 func (s *Service) sweep(ctx context.Context) {
+	s.settle(ctx)
 	now := s.c.Clock.Now()
 	if pending, err := s.c.Store.ActionsInState(ctx, agentg8.StatePendingApproval); err != nil {
 		s.c.Logger.Error("worker: list pending", "err", err)
@@ -352,8 +354,13 @@ func (s *Service) sweep(ctx context.Context) {
 	} else {
 		for _, a := range approved {
 			s.mu.Lock()
-			busy := s.running[a.ID]
-			s.running[a.ID] = true
+			// An approved action this replica tried to run but whose
+			// intent the store did not confirm waits to be settled: if the
+			// intent did commit, the action is not approved any more.
+			busy := s.running[a.ID] || s.unsettled[a.ID] != nil
+			if !busy {
+				s.running[a.ID] = true
+			}
 			s.mu.Unlock()
 			if busy {
 				continue
@@ -371,7 +378,7 @@ func (s *Service) sweep(ctx context.Context) {
 	} else {
 		for _, a := range expired {
 			s.mu.Lock()
-			mine := s.running[a.ID]
+			mine := s.running[a.ID] || s.unsettled[a.ID] != nil // this replica knows what happened
 			s.mu.Unlock()
 			if mine {
 				continue

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +34,10 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		header.Set(task.Request.IdempotencyHeader, idempotencyValue(a.ID))
 	}
 	var events []*agentg8.AuditEvent
-	ch := &Change{Action: a, From: agentg8.StateApproved, Lease: &Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL}}
+	// Each execution attempt holds its lease under a name of its own, so
+	// that settling one attempt (settle.go) can never end another.
+	lease := &Lease{Owner: s.c.Replica + "/" + strconv.FormatUint(s.attempts.Add(1), 10), TTL: s.c.LeaseTTL}
+	ch := &Change{Action: a, From: agentg8.StateApproved, Lease: lease}
 	if proposed != nil {
 		events = append(events, proposed)
 		ch.From = ""
@@ -79,9 +83,15 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 			// Someone else executes (or executed) it: report, never repeat.
 			return s.lookup(ctx, a.ID)
 		}
+		if errors.Is(err, ErrActionExists) {
+			return nil, err // Propose answers with that action
+		}
+		// The store may have committed the intent all the same; this
+		// replica knows nothing was sent and records so when it can.
+		s.notSent(a, ch)
 		return nil, err
 	}
-	stopRenew := s.renewLease(ctx, a.ID)
+	stopRenew := s.renewLease(ctx, a.ID, *lease)
 	defer stopRenew()
 
 	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
@@ -100,16 +110,16 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 			e = agentg8.Errorf(ce.Code, "%s", ce.Msg)
 		}
 		s.c.Logger.Warn("upstream call failed", "action", a.ID, "task", a.Task, "err", redactor.RedactString(err.Error()))
-		return s.finish(ctx, a, nil, e, info, redactor)
+		return s.finish(ctx, a, lease.Owner, nil, e, info, redactor)
 	}
 	body := redactor.Redact(resp.Body)
 	output := shapeOutput(task, body)
 	if resp.Status < 200 || resp.Status > 299 {
 		a.UpstreamStatus = resp.Status
-		return s.finish(ctx, a, output, agentg8.Errorf(agentg8.CodeUpstreamError, "upstream answered %d %s", resp.Status, http.StatusText(resp.Status)), info, redactor)
+		return s.finish(ctx, a, lease.Owner, output, agentg8.Errorf(agentg8.CodeUpstreamError, "upstream answered %d %s", resp.Status, http.StatusText(resp.Status)), info, redactor)
 	}
 	a.UpstreamStatus = resp.Status
-	return s.finish(ctx, a, output, nil, info, redactor)
+	return s.finish(ctx, a, lease.Owner, output, nil, info, redactor)
 }
 
 // shapeOutput applies output.select and output.redact; a body that is not
@@ -132,8 +142,8 @@ func shapeOutput(task *registry.Task, body []byte) json.RawMessage {
 	return out
 }
 
-// finish records the outcome of an execution.
-func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.RawMessage, e *agentg8.Error, info *agentg8.UpstreamInfo, red *credential.Redactor) (*agentg8.Action, error) {
+// finish records the outcome of an execution under owner's lease.
+func (s *Service) finish(ctx context.Context, a *agentg8.Action, owner string, output json.RawMessage, e *agentg8.Error, info *agentg8.UpstreamInfo, red *credential.Redactor) (*agentg8.Action, error) {
 	a.Output = output
 	a.UpdatedAt = s.c.Clock.Now()
 	ev := &agentg8.AuditEvent{ActionID: a.ID, Task: a.Task, Principal: a.Principal, OnBehalfOf: a.OnBehalfOf, Output: output, Upstream: info}
@@ -151,25 +161,25 @@ func (s *Service) finish(ctx context.Context, a *agentg8.Action, output json.Raw
 		ev.Error = e
 	}
 	ev.Status = a.Status
-	err := s.commit(ctx, &Change{Action: a, From: agentg8.StateExecuting}, ev)
+	ch := &Change{Action: a, From: agentg8.StateExecuting}
+	err := s.commit(ctx, ch, ev)
 	if errors.Is(err, ErrStateConflict) {
 		// Our lease ran out and another replica declared the outcome
 		// unknown. Say what we saw, then report the stored state.
-		lost := &agentg8.AuditEvent{Type: agentg8.EventLeaseLost, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
-			Status: a.Status, Upstream: info, Detail: "execution lease of " + s.c.Replica + " was lost before the outcome was recorded; upstream outcome seen: " + string(a.Status)}
-		if aerr := s.c.Audit.Append(ctx, lost); aerr != nil {
-			s.c.Logger.Error("audit unavailable", "action", a.ID, "err", aerr)
-		}
-		s.c.Logger.Warn("execution lease lost", "action_id", a.ID, "outcome_seen", a.Status)
+		s.leaseLost(ctx, a, info)
 		return s.lookup(ctx, a.ID)
 	}
 	if err != nil {
-		// The upstream call already happened. Without a durable outcome the
-		// action stays executing and becomes outcome_unknown once its lease
-		// expires; the agent still learns what the upstream answered.
-		s.c.Logger.Error("outcome not recorded", "action", a.ID, "status", a.Status, "err", err)
+		// The upstream call already happened. The worker records the
+		// outcome once the store answers again (the action reads executing
+		// meanwhile); only if this process stops first does it become
+		// outcome_unknown when its lease expires.
+		s.c.Logger.Error("outcome not recorded yet", "action", a.ID, "status", a.Status, "err", err)
+		held := *a
+		ch.Action, ch.Owner = &held, owner
+		s.hold(&unsettled{ch: ch, ev: ev, sent: true})
 		return a, &agentg8.Error{Code: agentg8.CodeAuditUnavailable, ActionID: a.ID,
-			Message: "the action ran but its outcome could not be recorded; it will read as outcome_unknown"}
+			Message: "the action ran but its outcome could not be recorded yet; it is recorded once the store can be reached (until then the action reads executing)"}
 	}
 	s.logAction(a)
 	if e != nil {
@@ -264,14 +274,14 @@ func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, o
 // renewLease keeps this replica's execution lease alive until stopped. A
 // timer, not a goroutine: most executions end long before the first
 // renewal is due.
-func (s *Service) renewLease(ctx context.Context, id string) func() {
+func (s *Service) renewLease(ctx context.Context, id string, l Lease) func() {
 	var mu sync.Mutex
 	stopped := false
 	var t *time.Timer
 	mu.Lock() // t is set before the first renewal reads it
 	defer mu.Unlock()
 	t = time.AfterFunc(s.c.LeaseTTL/3, func() {
-		ok, err := s.c.Store.RenewLease(context.WithoutCancel(ctx), id, Lease{Owner: s.c.Replica, TTL: s.c.LeaseTTL})
+		ok, err := s.c.Store.RenewLease(context.WithoutCancel(ctx), id, l)
 		if err != nil {
 			s.c.Logger.Warn("lease renewal failed", "action_id", id, "err", err)
 		} else if !ok {

@@ -18,6 +18,9 @@ var (
 	// ErrTooManyPending refuses a new pending action whose principal has
 	// Change.MaxPending pending already.
 	ErrTooManyPending = errors.New("too many actions pending approval")
+	// ErrActionExists refuses creating an action whose ID is taken: two
+	// requests under one idempotency claim, and only one may create it.
+	ErrActionExists = errors.New("an action with this ID exists")
 )
 
 // Filter selects actions to list.
@@ -105,6 +108,11 @@ type Change struct {
 	// lease expires (measured on the store's clock); without it any lease
 	// is cleared.
 	Lease *Lease
+	// Owner, when set, also requires an update to find the stored
+	// action's execution lease held by Owner: a replica settling an
+	// execution whose record it could not confirm must not end someone
+	// else's execution of the same action at the same version.
+	Owner string
 	// MaxPending, when creating a pending action, bounds its principal's
 	// pending actions: the store refuses the change (ErrTooManyPending)
 	// if that many are pending already, counting in the same transaction

@@ -408,7 +408,8 @@ func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 // 503; a retry with the same key must learn about that action, not run
 // the request again (the key used to be freed for a retry, which then
 // called the upstream a second time). The database refuses the outcome
-// with a trigger.
+// with a trigger; once it is dropped, the worker records the outcome the
+// gateway saw.
 func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
@@ -431,8 +432,34 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 			t.Errorf("retry %d: %d %v", i, st, a["_body"])
 		}
 	}
+	// Once the store takes writes again, the worker records the outcome
+	// this gateway saw — the action does not wait to read outcome_unknown
+	// — and a retry gets it as the key's answer.
+	if _, err := db.Exec(`DROP TRIGGER refuse_outcome`); err != nil {
+		t.Fatal(err)
+	}
+	id := claimedActionID(t, e, "support-bot", "k")
+	waitFor(t, "the outcome to be recorded", 10*time.Second, func() bool {
+		_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
+		return g["status"] == "succeeded"
+	})
+	st, a = e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	if st != 200 || a["status"] != "succeeded" || a["id"] != id || a["output"] == nil {
+		t.Errorf("retry after the outcome was recorded: %d %v", st, a["_body"])
+	}
+	_, ev := e.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
+	var types []string
+	for _, x := range ev["events"].([]any) {
+		types = append(types, x.(map[string]any)["type"].(string))
+	}
+	if strings.Join(types, " ") != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %v", types)
+	}
 	if n := e.up.count(); n != 1 {
 		t.Errorf("%d upstream calls for one key", n)
+	}
+	if code, out, errs := e.cli(nil, "audit", "verify", "--config", e.cfgPath); code != 0 {
+		t.Errorf("verify: %s %s", out, errs)
 	}
 }
 

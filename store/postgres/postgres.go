@@ -217,10 +217,17 @@ func updateSQL(ch *action.Change) (string, []any, error) {
 	a, from := ch.Action, ch.From
 	aprID, hash := keys(a)
 	owner, ttl := leaseArgs(ch.Lease)
-	return `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
+	args := []any{string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version}
+	sql := `UPDATE actions SET status = $1, updated_at = $2, data = $3, version = version + 1, approval_id = $4, request_hash = $5,
 		lease_owner = $6, lease_until = CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 microsecond' END
-		WHERE id = $8 AND (status, version) IS NOT DISTINCT FROM ($9::text, $10::bigint)`,
-		[]any{string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, ttl, a.ID, string(from), a.Version}, nil
+		WHERE id = $8 AND (status, version) IS NOT DISTINCT FROM ($9::text, $10::bigint)`
+	if ch.Owner != "" {
+		// Rare (settling an unconfirmed execution): a statement of its own
+		// rather than one more parameter on every update.
+		sql += ` AND lease_owner = $11`
+		args = append(args, ch.Owner)
+	}
+	return sql, args, nil
 }
 
 // refused explains a change whose statement touched no row.
@@ -231,7 +238,7 @@ func refused(ch *action.Change) error {
 	if ch.Action.Approval != nil && ch.Action.Status == agentg8.StatePendingApproval {
 		return action.ErrDuplicatePending
 	}
-	return fmt.Errorf("insert action %s: already exists", ch.Action.ID)
+	return action.ErrActionExists
 }
 
 func applyOne(ctx context.Context, q querier, ch *action.Change) error {
@@ -658,11 +665,13 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		slots = append(slots, slot{index: -1})
 	}
 	// Creates, then updates (order is sorted so): each kind as one set
-	// statement when the batch has several, else one statement per change.
+	// statement when the batch has several, else one statement per change
+	// (always for updates when one requires a lease owner: rare, and only
+	// updateSQL checks it).
 	planned := false
 	for k, part := range [][]int{order[:creates], order[creates:]} {
 		// Bounded creates are guarded one by one (the guard names its change).
-		if !sets || len(part) < minSet || k == 0 && len(bounded) > 0 {
+		if !sets || len(part) < minSet || k == 0 && len(bounded) > 0 || k == 1 && slices.ContainsFunc(part, func(i int) bool { return changes[i].(*action.Change).Owner != "" }) {
 			for _, i := range part {
 				ch := changes[i].(*action.Change)
 				sql, args, err := changeSQL(ch)

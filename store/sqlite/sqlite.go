@@ -90,7 +90,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.st.insert, `INSERT INTO actions (id, principal, task, status, created_at, updated_at, data, version, approval_id, request_hash, lease_owner, lease_until)
 			VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`},
 		{&s.st.update, `UPDATE actions SET status = ?, updated_at = ?, data = ?, version = version + 1, approval_id = ?, request_hash = ?, lease_owner = ?, lease_until = ?
-			WHERE id = ? AND status = ? AND version = ?`},
+			WHERE id = ? AND status = ? AND version = ? AND (?11 IS NULL OR lease_owner = ?11)`},
 	} {
 		st, err := s.db.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -211,6 +211,9 @@ func insertAction(ctx context.Context, st *sql.Stmt, ch *action.Change) error {
 	if err != nil {
 		if strings.Contains(err.Error(), "actions.request_hash") {
 			return action.ErrDuplicatePending
+		}
+		if strings.Contains(err.Error(), "actions.id") {
+			return action.ErrActionExists
 		}
 		return fmt.Errorf("insert action: %w", err)
 	}
@@ -343,7 +346,8 @@ func updateAction(ctx context.Context, st *sql.Stmt, ch *action.Change) error {
 	a, from := ch.Action, ch.From
 	aprID, hash := approvalKeys(a)
 	owner, until := leaseCols(ch.Lease)
-	res, err := st.ExecContext(ctx, string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, until, a.ID, string(from), a.Version)
+	held := sql.NullString{String: ch.Owner, Valid: ch.Owner != ""}
+	res, err := st.ExecContext(ctx, string(a.Status), a.UpdatedAt.UnixNano(), data, aprID, hash, owner, until, a.ID, string(from), a.Version, held)
 	if err != nil {
 		if strings.Contains(err.Error(), "actions.request_hash") {
 			return action.ErrDuplicatePending

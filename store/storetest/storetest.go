@@ -459,6 +459,23 @@ func testChanges(t *testing.T, s Store) {
 	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
 		t.Errorf("update: %s", got.Status)
 	}
+	// Creating an action whose ID is taken is refused as such (two
+	// requests under one idempotency claim), alone or among several
+	// creates.
+	if err := s.CreateAction(ctx, newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)); !errors.Is(err, action.ErrActionExists) {
+		t.Errorf("create over an existing ID: %v", err)
+	}
+	var taken []any
+	for i := range 4 {
+		taken = append(taken, &action.Change{Action: newAction(fmt.Sprintf("act_n%d", i), "bot", "crm.x", agentg8.StateExecuting, t0)})
+	}
+	err = commitChanges(ctx, s, append(taken, &action.Change{Action: newAction("act_c", "bot", "crm.x", agentg8.StateExecuting, t0)})...)
+	if !errors.As(err, &ce) || ce.Index != 4 || !errors.Is(err, action.ErrActionExists) {
+		t.Fatalf("want ChangeError{4, ErrActionExists}, got %v", err)
+	}
+	if got, _ := s.GetAction(ctx, "act_c"); got.Status != agentg8.StateSucceeded {
+		t.Errorf("a refused create changed the action: %s", got.Status)
+	}
 	// A refused insert (an identical request is already pending) fails its
 	// batch too, naming the change, and the store takes the next batch.
 	if err := s.CreateAction(ctx, pendingAction("act_p1", "bot", "sha256:dup")); err != nil {
@@ -953,12 +970,42 @@ func testLeases(t *testing.T, s Store) {
 	if err != nil || len(ex) != 1 || ex[0].ID != "act_l" {
 		t.Fatalf("expired: %v %v", ids(ex), err)
 	}
-	// A write without a lease (the outcome) clears it.
-	ex[0].Status = agentg8.StateSucceeded
-	if err := s.UpdateAction(ctx, ex[0], agentg8.StateExecuting); err != nil {
-		t.Fatal(err)
+	// An update that requires the lease's owner (settling an execution
+	// whose record was not confirmed) is refused for anyone else — also
+	// in a batch of several updates, which a store may write as one
+	// statement — and the batch with it; it applies for the owner.
+	var others []any
+	for i := range 4 {
+		o := newAction(fmt.Sprintf("act_l%d", i), "bot", "ops.x", agentg8.StateExecuting, t0)
+		if err := s.CreateAction(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		o.Status = agentg8.StateSucceeded
+		others = append(others, &action.Change{Action: o, From: agentg8.StateExecuting})
 	}
+	settled := *ex[0]
+	settled.Status = agentg8.StateFailed
+	err = commitChanges(ctx, s, append(others, &action.Change{Action: &settled, From: agentg8.StateExecuting, Owner: "r2"})...)
+	var ce *audit.ChangeError
+	if !errors.As(err, &ce) || ce.Index != 4 || !errors.Is(err, action.ErrStateConflict) {
+		t.Fatalf("another owner's settling: want ChangeError{4, ErrStateConflict}, got %v", err)
+	}
+	if got, _ := s.GetAction(ctx, "act_l"); got.Status != agentg8.StateExecuting {
+		t.Errorf("refused settling wrote %s", got.Status)
+	}
+	if err := commitChanges(ctx, s, append(others, &action.Change{Action: &settled, From: agentg8.StateExecuting, Owner: "r1"})...); err != nil {
+		t.Fatalf("owner's settling: %v", err)
+	}
+	if got, _ := s.GetAction(ctx, "act_l"); got.Status != agentg8.StateFailed {
+		t.Errorf("owner's settling: %s", got.Status)
+	}
+	// A write without a lease (the outcome) clears it.
 	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {
-		t.Errorf("finished action still listed")
+		t.Errorf("finished action still listed: %v", ids(ex))
+	}
+	// Without a lease, no owner is found.
+	settled.Status = agentg8.StateSucceeded
+	if err := commitChanges(ctx, s, &action.Change{Action: &settled, From: agentg8.StateFailed, Owner: "r1"}); !errors.Is(err, action.ErrStateConflict) {
+		t.Errorf("settling an action without a lease: %v", err)
 	}
 }

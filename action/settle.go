@@ -1,0 +1,125 @@
+package action
+
+import (
+	"context"
+	"errors"
+
+	"github.com/agentg8/agentg8"
+)
+
+// unsettled is what this replica knows of an execution that the store did
+// not confirm: the outcome the upstream gave, or that nothing was sent
+// because the intent's commit was not confirmed (it may still have
+// committed). Left alone, such an action would read executing until its
+// lease ran out and then outcome_unknown — though this replica knows.
+type unsettled struct {
+	ch     *Change
+	ev     *agentg8.AuditEvent
+	sent   bool // the request went upstream; ch records what it answered
+	warned bool // the first failed try was logged
+}
+
+// notSent remembers that a's execution, whose intent record (ch, moving
+// it to executing under the attempt's lease) the store did not confirm,
+// never reached the upstream. If the intent did commit, the sweep ends the
+// action failed; if it did not, the settling change is refused and
+// forgotten (an approved action then runs again as usual).
+func (s *Service) notSent(a *agentg8.Action, ch *Change) {
+	failed := *a
+	failed.Version++ // the version the intent would have written
+	if ch.From == "" {
+		failed.Version = 1
+	}
+	failed.Status = agentg8.StateFailed
+	failed.Error = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, ActionID: a.ID,
+		Message: "not sent: the store did not confirm the execution record, so the request never went upstream"}
+	failed.UpdatedAt = s.c.Clock.Now()
+	s.hold(&unsettled{
+		ch: &Change{Action: &failed, From: agentg8.StateExecuting, Owner: ch.Lease.Owner},
+		ev: &agentg8.AuditEvent{Type: agentg8.EventFailed, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+			Status: failed.Status, Error: failed.Error, Detail: "not sent: the execution record was not confirmed by the store"},
+	})
+}
+
+func (s *Service) hold(u *unsettled) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unsettled[u.ch.Action.ID] = u
+}
+
+// settle tries to record every unsettled execution; what still cannot be
+// recorded waits for the next sweep.
+func (s *Service) settle(ctx context.Context) {
+	s.mu.Lock()
+	list := make([]*unsettled, 0, len(s.unsettled))
+	for _, u := range s.unsettled {
+		list = append(list, u)
+	}
+	s.mu.Unlock()
+	for _, u := range list {
+		if !s.settleOne(ctx, u) {
+			continue
+		}
+		s.mu.Lock()
+		delete(s.unsettled, u.ch.Action.ID)
+		s.mu.Unlock()
+	}
+}
+
+// settleOne records u; true when there is nothing more to do.
+func (s *Service) settleOne(ctx context.Context, u *unsettled) bool {
+	a := u.ch.Action
+	err := s.commit(ctx, u.ch, u.ev)
+	switch {
+	case err == nil:
+		s.c.Logger.Info("execution settled after the store recovered", "action_id", a.ID, "status", a.Status, "sent", u.sent)
+		s.logAction(a)
+		return true
+	case !errors.Is(err, ErrStateConflict):
+		if !u.warned {
+			u.warned = true
+			s.c.Logger.Warn("execution not settled yet; trying again", "action_id", a.ID, "status", a.Status, "sent", u.sent, "err", err)
+		}
+		return false
+	case !u.sent:
+		// The intent never committed (or the action is past executing):
+		// there is nothing to correct.
+		return true
+	}
+	// The outcome may have been recorded after all (its commit's answer was
+	// lost), or the lease ran out and another replica ended the action
+	// outcome_unknown: then say what this replica saw.
+	stored, err := s.lookup(ctx, a.ID)
+	if err != nil {
+		return false
+	}
+	if stored.Status == a.Status && stored.Version == a.Version+1 {
+		return true
+	}
+	return s.leaseLost(ctx, a, u.ev.Upstream) == nil
+}
+
+// leaseLost records what this replica saw of an execution whose lease it
+// lost before the outcome was recorded (another replica ended the action
+// outcome_unknown): the person settling it learns the upstream's answer.
+func (s *Service) leaseLost(ctx context.Context, a *agentg8.Action, info *agentg8.UpstreamInfo) error {
+	lost := &agentg8.AuditEvent{Type: agentg8.EventLeaseLost, ActionID: a.ID, Task: a.Task, Principal: a.Principal,
+		Status: a.Status, Upstream: info, Detail: "execution lease of " + s.c.Replica + " was lost before the outcome was recorded; upstream outcome seen: " + string(a.Status)}
+	if err := s.c.Audit.Append(ctx, lost); err != nil {
+		s.c.Logger.Error("audit unavailable", "action", a.ID, "err", err)
+		return err
+	}
+	s.c.Logger.Warn("execution lease lost", "action_id", a.ID, "outcome_seen", a.Status)
+	return nil
+}
+
+// unsettledAtStop logs what this replica knew and could not record, for
+// the person who settles those actions once they read outcome_unknown.
+func (s *Service) unsettledAtStop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, u := range s.unsettled {
+		s.c.Logger.Error("stopping with an execution not recorded; it will read outcome_unknown",
+			"action_id", id, "sent", u.sent, "status_seen", u.ch.Action.Status)
+	}
+}
