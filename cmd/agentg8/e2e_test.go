@@ -463,6 +463,70 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	}
 }
 
+// An intent the store refused leaves the gateway unsure whether it was
+// written; it remembers that nothing was sent, to end the action failed if
+// it was. A retry under the same Idempotency-Key then runs the action
+// (it was not written) under the same ID — and the remembered "not sent"
+// must not end that second execution: each attempt holds its lease under
+// its own name, and settling requires the lease. Triggers refuse the
+// intent, then the settling, until the second attempt is under way.
+func TestNotSentDoesNotEndARetry(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`CREATE TRIGGER refuse_intent BEFORE INSERT ON actions WHEN NEW.status = 'executing' BEGIN SELECT RAISE(ABORT, 'intent refused by the test'); END`,
+		`CREATE TRIGGER refuse_failed BEFORE UPDATE ON actions WHEN NEW.status = 'failed' BEGIN SELECT RAISE(ABORT, 'settling refused by the test'); END`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := map[string]any{"customer_id": "cus_1", "note": "retried"}
+	if st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k"); st != 503 || a["code"] != "audit_unavailable" {
+		t.Fatalf("first attempt: %d %v", st, a["_body"])
+	}
+	if _, err := db.Exec(`DROP TRIGGER refuse_intent`); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := holdUpstream(e)
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the upstream's Close, which waits for it
+	got := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+		a["_status"] = st
+		got <- a
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retry did not reach the upstream")
+	}
+	id := claimedActionID(t, e, "support-bot", "k")
+	if _, err := db.Exec(`DROP TRIGGER refuse_failed`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // two sweeps try to settle the first attempt
+	if st := e.status(id); st != "executing" {
+		t.Errorf("the retry's execution was ended while in flight: %s", st)
+	}
+	free()
+	if a := <-got; a["_status"] != 200 || a["status"] != "succeeded" || a["id"] != id {
+		t.Errorf("retry: %v %v", a["_status"], a["_body"])
+	}
+	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %s", got)
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls", n)
+	}
+}
+
 func TestPendingApprovalDoesNotExecute(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
 	st, a := e.propose(supportKey, "ops.refund", map[string]any{"amount": 5000})

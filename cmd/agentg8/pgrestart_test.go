@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentg8/agentg8/store/storetest"
@@ -355,4 +357,134 @@ func TestPostgresPartition(t *testing.T) {
 		t.Errorf("%d upstream calls for one proposal", n-calls)
 	}
 	waitFor(t, "readyz to answer 200 again", 10*time.Second, func() bool { return ready() == 200 })
+}
+
+// auditTypes lists the types of an action's audit events, in order.
+func auditTypes(e *testEnv, id string) string {
+	_, ev := e.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
+	var types []string
+	for _, x := range ev["events"].([]any) {
+		types = append(types, x.(map[string]any)["type"].(string))
+	}
+	return strings.Join(types, " ")
+}
+
+// TestOutcomeRecordedAfterAnOutage: the database goes down while an
+// action's upstream call is in flight, so its outcome cannot be recorded
+// (the agent is told so, 503). Once the database is back, the replica
+// records the outcome it saw: the action reads succeeded, with its output,
+// instead of waiting out its lease to read outcome_unknown.
+func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
+	pg := ownCluster(t)
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pg.url)
+	p := startProc(t, bin, cfg)
+	e := &testEnv{t: t, url: p.url, up: up}
+	entered, release := holdUpstream(e)
+	got := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "in flight"})
+		a["_status"] = st
+		got <- a
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proposal did not reach the upstream")
+	}
+	pg.stop()
+	close(release)
+	var a map[string]any
+	select {
+	case a = <-got:
+	case <-time.After(40 * time.Second):
+		t.Fatal("the proposal did not answer while the database was down")
+	}
+	var id string
+	if act, ok := a["action"].(map[string]any); ok {
+		id, _ = act["id"].(string)
+	}
+	if a["_status"] != 503 || a["code"] != "audit_unavailable" || id == "" || !strings.Contains(a["detail"].(string), "once the store can be reached") {
+		t.Fatalf("answer while the database is down: %v %v", a["_status"], a["_body"])
+	}
+	pg.start()
+	waitFor(t, "the outcome to be recorded", 20*time.Second, func() bool { return e.status(id) == "succeeded" })
+	if _, g := e.do("GET", "/v1/actions/"+id, supportKey, nil); g["output"] == nil || g["error"] != nil {
+		t.Errorf("recorded outcome: %v", g["_body"])
+	}
+	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %s", got)
+	}
+	if n := up.count(); n != 1 {
+		t.Errorf("%d upstream calls", n)
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	<-p.done
+	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
+		t.Fatalf("verify: %s %s", out, errs)
+	}
+}
+
+// TestUnconfirmedIntentEndsNotSent: an intent record the database commits
+// but whose answer the network loses leaves an action executing that no
+// one sent. The replica knows it sent nothing, answers 503, and once the
+// database answers again ends the action failed ("not sent") instead of
+// leaving it to read outcome_unknown when its lease runs out.
+func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
+	direct := storetest.PostgresDB(t)
+	proxy, db := storetest.NewProxy(t, direct)
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
+	p := startProc(t, bin, cfg)
+	e := &testEnv{t: t, url: p.url, up: up}
+	conn, err := pgx.Connect(t.Context(), direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	proxy.CutAnswersAfter("unconfirmed") // the note, in the intent's records
+	got := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "unconfirmed"})
+		a["_status"] = st
+		got <- a
+	}()
+	var id string
+	waitFor(t, "the intent to commit", 10*time.Second, func() bool {
+		return conn.QueryRow(t.Context(), `SELECT id FROM actions WHERE status = 'executing'`).Scan(&id) == nil
+	})
+	proxy.Drop() // the commit's answer is lost with its connection
+	select {
+	case a := <-got:
+		if a["_status"] != 503 || a["code"] != "audit_unavailable" {
+			t.Fatalf("answer to the unconfirmed proposal: %v %v", a["_status"], a["_body"])
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("the proposal did not answer after its connection was dropped")
+	}
+	waitFor(t, "the action to end failed", 10*time.Second, func() bool { return e.status(id) == "failed" })
+	_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
+	if ge, _ := g["error"].(map[string]any); ge == nil || ge["code"] != "audit_unavailable" || !strings.HasPrefix(ge["message"].(string), "not sent") {
+		t.Errorf("the action's error: %v", g["_body"])
+	}
+	if got := auditTypes(e, id); got != "proposed credential_issued executing failed" {
+		t.Errorf("audit of the action: %s", got)
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("%d upstream calls for an action never sent", n)
+	}
+	// The replica carries on.
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "after"}); st != 200 || up.count() != 1 {
+		t.Errorf("after: %d %v (%d upstream calls)", st, a["_body"], up.count())
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	<-p.done
+	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
+		t.Fatalf("verify: %s %s", out, errs)
+	}
 }

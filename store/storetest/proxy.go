@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"net"
 	"net/url"
 	"sync"
@@ -10,14 +11,19 @@ import (
 // Proxy relays TCP connections to a database and can stop relaying, as a
 // network partition does: what either side sends meanwhile is held (the
 // other side's reads wait; nothing fails), and new connections are
-// accepted but reach the database only once the partition heals. A fake
-// at the transport boundary: the database behind it is real.
+// accepted but reach the database only once the partition heals. It can
+// also hold only the database's answers (what the client sends still
+// arrives and commits), and drop every connection, as a network that
+// loses them does. A fake at the transport boundary: the database behind
+// it is real.
 type Proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	healed *sync.Cond
 	cut    bool
+	quiet  bool   // the database's answers are held
+	marker []byte // once a client sends it, quiet
 	closed bool
 	held   int
 	conns  []net.Conn
@@ -50,10 +56,32 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 }
 
+// CutAnswersAfter stops relaying what the database sends from the moment
+// a client sends marker (a statement's parameter, say), which still
+// reaches the database: it runs, and its answer is held.
+func (p *Proxy) CutAnswersAfter(marker string) {
+	p.mu.Lock()
+	p.marker = []byte(marker)
+	p.mu.Unlock()
+}
+
 // Heal relays again, what was held first.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
-	p.cut = false
+	p.cut, p.quiet, p.marker = false, false, nil
+	p.healed.Broadcast()
+	p.mu.Unlock()
+}
+
+// Drop closes every connection relayed so far, losing what was held, and
+// relays new ones.
+func (p *Proxy) Drop() {
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.cut, p.quiet, p.marker = false, false, nil
 	p.healed.Broadcast()
 	p.mu.Unlock()
 }
@@ -72,7 +100,7 @@ func (p *Proxy) close() {
 	for _, c := range p.conns {
 		c.Close()
 	}
-	p.cut = false
+	p.cut, p.quiet, p.marker = false, false, nil
 	p.healed.Broadcast()
 	p.mu.Unlock()
 }
@@ -117,12 +145,13 @@ func (p *Proxy) relay(client net.Conn) {
 		client.Close()
 		return
 	}
-	go p.pipe(db, client)
-	p.pipe(client, db)
+	go p.pipe(db, client, false)
+	p.pipe(client, db, true)
 }
 
-// pipe copies src to dst, holding each chunk while the proxy is cut.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst, holding each chunk while the proxy is cut (or,
+// for the database's answers, quiet).
+func (p *Proxy) pipe(dst, src net.Conn, answers bool) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -130,9 +159,12 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			if p.cut {
+			if !answers && p.marker != nil && bytes.Contains(buf[:n], p.marker) {
+				p.quiet, p.marker = true, nil // before the database can answer
+			}
+			if p.cut || answers && p.quiet {
 				p.held += n
-				for p.cut {
+				for p.cut || answers && p.quiet {
 					p.healed.Wait()
 				}
 				p.held -= n
