@@ -499,6 +499,67 @@ func TestStoredAndVaultSecrets(t *testing.T) {
 	}
 }
 
+// A request under an Idempotency-Key that is slow before it creates its
+// action (here: its first Vault read hangs) is taken for dead after a
+// minute; a retry takes its claim over and runs the action under the
+// claim's ID. When the slow request goes on, its action exists: it answers
+// with that action, as the retry did — not 503 "the audit log cannot be
+// written" — and nothing runs twice.
+func TestSlowRequestLosesItsClaimCleanly(t *testing.T) {
+	var armed atomic.Bool // the next read hangs
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if armed.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-release
+		}
+		json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"data": map[string]any{"api_key": "vault-held-key-123"},
+			"metadata": map[string]any{"version": 1}}})
+	}))
+	defer vault.Close()
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // before Close, which waits for the held handler
+	clock := newTestClock(time.Now())
+	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock, noStart: true,
+		extraConfig: fmt.Sprintf("vault:\n  addr: %s\n  token: env:VAULT_TOKEN\n  mount: kv\n", vault.URL),
+		extraCreds:  "  fromvault: {type: api_key, secret: \"vault:apps/crm#api_key\", header: X-Api-Key}\n",
+		extraTasks: `
+- {name: s.vault, description: Uses a Vault secret., risk: read, input: {type: object}, credential: fromvault, request: {method: GET, url: "UPSTREAM/v"}}
+`})
+	e.env["VAULT_TOKEN"] = "vault-root-token"
+	e.start() // reads the secret once, to check it
+	armed.Store(true)
+	first := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(supportKey, "s.vault", map[string]any{}, "Idempotency-Key", "slow")
+		a["_status"] = st
+		first <- a
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request did not read Vault")
+	}
+	clock.Advance(2 * time.Minute)
+	st, a := e.propose(supportKey, "s.vault", map[string]any{}, "Idempotency-Key", "slow")
+	if st != 200 || a["status"] != "succeeded" {
+		t.Fatalf("the retry that took the claim over: %d %v", st, a["_body"])
+	}
+	free()
+	select {
+	case f := <-first:
+		if f["_status"] != 200 || f["status"] != "succeeded" || f["id"] != a["id"] {
+			t.Errorf("the slow first request: %v %v", f["_status"], f["_body"])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the slow first request did not answer")
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls for one key", n)
+	}
+}
+
 func TestTokenExchange(t *testing.T) {
 	op := startOIDC(t)
 	tokenURL := op.proxy.URL + "/oauth/token"
