@@ -47,6 +47,15 @@ func (s *Service) hold(u *unsettled) {
 	s.unsettled[u.ch.Action.ID] = u
 }
 
+// Unsettled is how many executions this replica knows the store has not
+// recorded (a gauge for operators: stopping now leaves them
+// outcome_unknown).
+func (s *Service) Unsettled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unsettled)
+}
+
 // settle tries to record every unsettled execution; what still cannot be
 // recorded waits for the next sweep.
 func (s *Service) settle(ctx context.Context) {

@@ -432,6 +432,18 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 			t.Errorf("retry %d: %d %v", i, st, a["_body"])
 		}
 	}
+	unsettled := func() string {
+		_, m := e.do("GET", "/metrics", "", nil)
+		for _, l := range strings.Split(m["_body"].(string), "\n") {
+			if v, ok := strings.CutPrefix(l, "agentg8_unsettled_executions "); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	if v := unsettled(); v != "1" {
+		t.Errorf("agentg8_unsettled_executions while the outcome is refused: %s", v)
+	}
 	// Once the store takes writes again, the worker records the outcome
 	// this gateway saw — the action does not wait to read outcome_unknown
 	// — and a retry gets it as the key's answer.
@@ -443,6 +455,9 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 		_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
 		return g["status"] == "succeeded"
 	})
+	if v := unsettled(); v != "0" {
+		t.Errorf("agentg8_unsettled_executions once recorded: %s", v)
+	}
 	st, a = e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
 	if st != 200 || a["status"] != "succeeded" || a["id"] != id || a["output"] == nil {
 		t.Errorf("retry after the outcome was recorded: %d %v", st, a["_body"])

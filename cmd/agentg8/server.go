@@ -620,6 +620,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), Limiter: limiter, Notifier: notifier, PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,
 	})
+	preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentg8_unsettled_executions",
+		Help: "Executions whose outcome (or that they were never sent) this replica knows but the store has not recorded yet; stopping the replica now leaves them outcome_unknown."},
+		func() float64 { return float64(svc.Unsettled()) }))
 	if n, err := svc.Recover(ctx); err != nil {
 		alog.Close()
 		ln.Close()
