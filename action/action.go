@@ -595,24 +595,35 @@ func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agen
 // commit writes a change and its events atomically. A refused change keeps
 // its cause (ErrStateConflict); any other failure is audit_unavailable.
 func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
+	err := s.write(ctx, ch, events...)
+	if err != nil && !refusal(err) {
+		s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
+		return errAudit
+	}
+	return err
+}
+
+// write is commit without the error's translation (or its log line).
+func (s *Service) write(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
 	if data, err := json.Marshal(ch.Action); err == nil {
 		ch.Data = data
 	}
-	err := s.c.Audit.Commit(ctx, ch, events...)
-	if err == nil {
-		if ch.From == "" {
-			ch.Action.Version = 1
-		} else {
-			ch.Action.Version++
-		}
-		s.notify(ch.Action.ID)
-		return nil
-	}
-	if errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) || errors.Is(err, ErrActionExists) {
+	if err := s.c.Audit.Commit(ctx, ch, events...); err != nil {
 		return err
 	}
-	s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
-	return errAudit
+	if ch.From == "" {
+		ch.Action.Version = 1
+	} else {
+		ch.Action.Version++
+	}
+	s.notify(ch.Action.ID)
+	return nil
+}
+
+// refusal reports whether err is the store refusing a change, as opposed
+// to failing to write it.
+func refusal(err error) bool {
+	return errors.Is(err, ErrStateConflict) || errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) || errors.Is(err, ErrActionExists)
 }
 
 // errLimiter is returned when the shared rate limit cannot be checked.

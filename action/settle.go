@@ -2,7 +2,6 @@ package action
 
 import (
 	"context"
-	"errors"
 
 	"github.com/agentg8/agentg8"
 )
@@ -78,13 +77,13 @@ func (s *Service) settle(ctx context.Context) {
 // settleOne records u; true when there is nothing more to do.
 func (s *Service) settleOne(ctx context.Context, u *unsettled) bool {
 	a := u.ch.Action
-	err := s.commit(ctx, u.ch, u.ev)
+	err := s.write(ctx, u.ch, u.ev) // failures are logged once, below, not every sweep
 	switch {
 	case err == nil:
 		s.c.Logger.Info("execution settled after the store recovered", "action_id", a.ID, "status", a.Status, "sent", u.sent)
 		s.logAction(a)
 		return true
-	case !errors.Is(err, ErrStateConflict):
+	case !refusal(err):
 		if !u.warned {
 			u.warned = true
 			s.c.Logger.Warn("execution not settled yet; trying again", "action_id", a.ID, "status", a.Status, "sent", u.sent, "err", err)
