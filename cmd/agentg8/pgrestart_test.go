@@ -371,9 +371,12 @@ func auditTypes(e *testEnv, id string) string {
 
 // TestOutcomeRecordedAfterAnOutage: the database goes down while an
 // action's upstream call is in flight, so its outcome cannot be recorded
-// (the agent is told so, 503). Once the database is back, the replica
-// records the outcome it saw: the action reads succeeded, with its output,
-// instead of waiting out its lease to read outcome_unknown.
+// (the agent is told so, 503). The outage lasts longer than the audit
+// log's seal grace (10 s, after which nothing is appended until a seal
+// succeeds). Once the database is back, the replica is ready again without
+// a restart and records the outcome it saw: the action reads succeeded,
+// with its output, instead of waiting out its lease to read
+// outcome_unknown; new proposals run.
 func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
 	pg := ownCluster(t)
 	bin := buildBinary(t)
@@ -409,7 +412,15 @@ func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
 	if a["_status"] != 503 || a["code"] != "audit_unavailable" || id == "" || !strings.Contains(a["detail"].(string), "once the store can be reached") {
 		t.Fatalf("answer while the database is down: %v %v", a["_status"], a["_body"])
 	}
+	time.Sleep(12 * time.Second) // past the seal grace
+	if st, _ := e.do("GET", "/readyz", "", nil); st != 503 {
+		t.Errorf("readyz with the database down: %d", st)
+	}
 	pg.start()
+	waitFor(t, "readyz to answer 200 again", 20*time.Second, func() bool {
+		st, _ := e.do("GET", "/readyz", "", nil)
+		return st == 200
+	})
 	waitFor(t, "the outcome to be recorded", 20*time.Second, func() bool { return e.status(id) == "succeeded" })
 	if _, g := e.do("GET", "/v1/actions/"+id, supportKey, nil); g["output"] == nil || g["error"] != nil {
 		t.Errorf("recorded outcome: %v", g["_body"])
@@ -419,6 +430,10 @@ func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
 	}
 	if n := up.count(); n != 1 {
 		t.Errorf("%d upstream calls", n)
+	}
+	up.setHandler(nil)
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "after"}); st != 200 || up.count() != 2 {
+		t.Errorf("after the outage: %d %v", st, a["_body"])
 	}
 	p.cmd.Process.Signal(os.Interrupt)
 	<-p.done
