@@ -471,19 +471,9 @@ func TestStoredAndVaultSecrets(t *testing.T) {
 	// (1s here), not after the client's defaults (60 s a try, 3 tries).
 	calls := e.up.count()
 	hangs.Store(true)
-	answered := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "s.vault", map[string]any{})
-		a["_status"] = st
-		answered <- a
-	}()
-	select {
-	case a := <-answered:
-		if a["_status"] != 502 || a["code"] != "credential_unavailable" {
-			t.Errorf("hung vault: %v %v", a["_status"], a["_body"])
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("a hung Vault held the action past 20 s")
+	answered := e.proposeLater(supportKey, "s.vault", map[string]any{})
+	if a := await(t, answered, 20*time.Second, "an action whose Vault hangs"); a["_status"] != 502 || a["code"] != "credential_unavailable" {
+		t.Errorf("hung vault: %v %v", a["_status"], a["_body"])
 	}
 	if e.up.count() != calls {
 		t.Error("the upstream was called without its credential")
@@ -530,12 +520,7 @@ func TestSlowRequestLosesItsClaimCleanly(t *testing.T) {
 	e.env["VAULT_TOKEN"] = "vault-root-token"
 	e.start() // reads the secret once, to check it
 	armed.Store(true)
-	first := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "s.vault", map[string]any{}, "Idempotency-Key", "slow")
-		a["_status"] = st
-		first <- a
-	}()
+	first := e.proposeLater(supportKey, "s.vault", map[string]any{}, "Idempotency-Key", "slow")
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
@@ -547,13 +532,8 @@ func TestSlowRequestLosesItsClaimCleanly(t *testing.T) {
 		t.Fatalf("the retry that took the claim over: %d %v", st, a["_body"])
 	}
 	free()
-	select {
-	case f := <-first:
-		if f["_status"] != 200 || f["status"] != "succeeded" || f["id"] != a["id"] {
-			t.Errorf("the slow first request: %v %v", f["_status"], f["_body"])
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the slow first request did not answer")
+	if f := await(t, first, 20*time.Second, "the slow first request"); f["_status"] != 200 || f["status"] != "succeeded" || f["id"] != a["id"] {
+		t.Errorf("the slow first request: %v %v", f["_status"], f["_body"])
 	}
 	if n := e.up.count(); n != 1 {
 		t.Errorf("%d upstream calls for one key", n)

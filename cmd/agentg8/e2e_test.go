@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -331,11 +330,7 @@ func holdUpstream(e *testEnv) (entered chan struct{}, release chan struct{}) {
 // claimedActionID is the action ID an idempotency claim holds.
 func claimedActionID(t *testing.T, e *testEnv, agent, key string) string {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openSQLite()
 	var id string
 	if err := db.QueryRow(`SELECT action_id FROM idempotency WHERE agent = ? AND key = ?`, agent, key).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -376,13 +371,8 @@ func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock})
 	entered, release := holdUpstream(e)
 	in := map[string]any{"customer_id": "cus_1", "note": "slow"}
-	first := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
-		a["_status"] = st
-		first <- a
-	}()
-	<-entered
+	first := e.proposeLater(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	waitEntered(t, entered, "the first attempt")
 	if st, p := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k"); st != 409 || p["code"] != "idempotency_in_progress" {
 		t.Errorf("retry while in progress: %d %v", st, p["_body"])
 	}
@@ -392,7 +382,7 @@ func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 		t.Errorf("retry after the claim was abandoned: %d %v", st, a["_body"])
 	}
 	close(release)
-	f := <-first
+	f := await(t, first, 10*time.Second, "the first attempt")
 	if f["_status"] != 200 || f["status"] != "succeeded" || f["id"] != a["id"] {
 		t.Errorf("the first attempt: %v %v", f["_status"], f["_body"])
 	}
@@ -412,11 +402,7 @@ func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 // gateway saw.
 func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openSQLite()
 	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
 		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
 		t.Fatal(err)
@@ -487,11 +473,7 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 // intent, then the settling, until the second attempt is under way.
 func TestNotSentDoesNotEndARetry(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openSQLite()
 	for _, q := range []string{
 		`CREATE TRIGGER refuse_intent BEFORE INSERT ON actions WHEN NEW.status = 'executing' BEGIN SELECT RAISE(ABORT, 'intent refused by the test'); END`,
 		`CREATE TRIGGER refuse_failed BEFORE UPDATE ON actions WHEN NEW.status = 'failed' BEGIN SELECT RAISE(ABORT, 'settling refused by the test'); END`,
@@ -511,17 +493,8 @@ func TestNotSentDoesNotEndARetry(t *testing.T) {
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free) // before the upstream's Close, which waits for it
-	got := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
-		a["_status"] = st
-		got <- a
-	}()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the retry did not reach the upstream")
-	}
+	got := e.proposeLater(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	waitEntered(t, entered, "the retry")
 	id := claimedActionID(t, e, "support-bot", "k")
 	if _, err := db.Exec(`DROP TRIGGER refuse_failed`); err != nil {
 		t.Fatal(err)
@@ -531,7 +504,7 @@ func TestNotSentDoesNotEndARetry(t *testing.T) {
 		t.Errorf("the retry's execution was ended while in flight: %s", st)
 	}
 	free()
-	if a := <-got; a["_status"] != 200 || a["status"] != "succeeded" || a["id"] != id {
+	if a := await(t, got, 10*time.Second, "the retry"); a["_status"] != 200 || a["status"] != "succeeded" || a["id"] != id {
 		t.Errorf("retry: %v %v", a["_status"], a["_body"])
 	}
 	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -388,4 +389,49 @@ func (e *testEnv) cli(env map[string]string, args ...string) (int, string, strin
 	m.Stdout, m.Stderr, m.LookupEnv = &out, &errb, lookup(env)
 	code := m.Run(context.Background(), args)
 	return code, out.String(), errb.String()
+}
+
+// proposeLater proposes in the background; the answer arrives on the
+// channel with its HTTP status as "_status".
+func (e *testEnv) proposeLater(key, task string, input map[string]any, hdr ...string) <-chan map[string]any {
+	ch := make(chan map[string]any, 1)
+	go func() {
+		st, a := e.propose(key, task, input, hdr...)
+		a["_status"] = st
+		ch <- a
+	}()
+	return ch
+}
+
+// await is the answer from ch, failing the test after d.
+func await(t *testing.T, ch <-chan map[string]any, d time.Duration, what string) map[string]any {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(d):
+		t.Fatalf("%s did not answer within %s", what, d)
+		return nil
+	}
+}
+
+// entered waits for a held upstream to receive its request.
+func waitEntered(t *testing.T, entered <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not reach the upstream", what)
+	}
+}
+
+// openSQLite opens the test gateway's SQLite database beside it.
+func (e *testEnv) openSQLite() *sql.DB {
+	e.t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "data", "agentg8.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -94,14 +94,7 @@ func ownCluster(t *testing.T) cluster {
 // fail cleanly with a problem document.
 func TestPostgresRestartUnderLoad(t *testing.T) {
 	pg := ownCluster(t)
-	db := pg.url
-	bin := buildBinary(t)
-	up := newRecorder(t)
-	dir := t.TempDir()
-	cfg := writeConfig(t, dir, up.srv.URL, envOpts{allowPrivate: true, extraConfig: "approvals:\n  max_pending_per_agent: 10000\n"})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
-	p := startProc(t, bin, cfg)
-	e := &testEnv{t: t, url: p.url}
+	p, e, cfg := serveOn(t, pg.url, "approvals:\n  max_pending_per_agent: 10000\n")
 
 	type ack struct{ id, status, apr, hash string }
 	var mu sync.Mutex
@@ -186,12 +179,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 // once; and the log still verifies.
 func TestPostgresOutage(t *testing.T) {
 	pg := ownCluster(t)
-	bin := buildBinary(t)
-	up := newRecorder(t)
-	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pg.url)
-	p := startProc(t, bin, cfg)
-	e := &testEnv{t: t, url: p.url}
+	p, e, cfg := serveOn(t, pg.url, "")
+	up := e.up
 	client := &http.Client{Timeout: 5 * time.Second}
 	ready := func() int {
 		resp, err := client.Get(p.url + "/readyz")
@@ -292,7 +281,7 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	// A gateway started on it seals whatever the stopped one left.
 	pg.start()
-	p2 := startProc(t, bin, cfg)
+	p2 := startProc(t, p.cmd.Path, cfg) // the same binary
 	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
 		t.Fatalf("verify: %s %s", out, errs)
 	}
@@ -307,12 +296,8 @@ func TestPostgresOutage(t *testing.T) {
 // completes, executed once; and the replica is ready again.
 func TestPostgresPartition(t *testing.T) {
 	proxy, db := storetest.NewProxy(t, storetest.PostgresDB(t))
-	bin := buildBinary(t)
-	up := newRecorder(t)
-	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
-	p := startProc(t, bin, cfg)
-	e := &testEnv{t: t, url: p.url}
+	p, e, _ := serveOn(t, db, "")
+	up := e.up
 	client := &http.Client{Timeout: readyTimeout + 3*time.Second}
 	ready := func() int {
 		resp, err := client.Get(p.url + "/readyz")
@@ -379,32 +364,14 @@ func auditTypes(e *testEnv, id string) string {
 // outcome_unknown; new proposals run.
 func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
 	pg := ownCluster(t)
-	bin := buildBinary(t)
-	up := newRecorder(t)
-	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+pg.url)
-	p := startProc(t, bin, cfg)
-	e := &testEnv{t: t, url: p.url, up: up}
+	p, e, cfg := serveOn(t, pg.url, "")
+	up := e.up
 	entered, release := holdUpstream(e)
-	got := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "in flight"})
-		a["_status"] = st
-		got <- a
-	}()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the proposal did not reach the upstream")
-	}
+	got := e.proposeLater(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "in flight"})
+	waitEntered(t, entered, "the proposal")
 	pg.stop()
 	close(release)
-	var a map[string]any
-	select {
-	case a = <-got:
-	case <-time.After(40 * time.Second):
-		t.Fatal("the proposal did not answer while the database was down")
-	}
+	a := await(t, got, 40*time.Second, "the proposal, with the database down,")
 	var id string
 	if act, ok := a["action"].(map[string]any); ok {
 		id, _ = act["id"].(string)
@@ -450,12 +417,8 @@ func TestOutcomeRecordedAfterAnOutage(t *testing.T) {
 func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
 	direct := storetest.PostgresDB(t)
 	proxy, db := storetest.NewProxy(t, direct)
-	bin := buildBinary(t)
-	up := newRecorder(t)
-	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true})
-	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
-	p := startProc(t, bin, cfg)
-	e := &testEnv{t: t, url: p.url, up: up}
+	p, e, cfg := serveOn(t, db, "")
+	up := e.up
 	conn, err := pgx.Connect(t.Context(), direct)
 	if err != nil {
 		t.Fatal(err)
@@ -463,24 +426,14 @@ func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
 	defer conn.Close(context.Background())
 
 	proxy.CutAnswersAfter("unconfirmed") // the note, in the intent's records
-	got := make(chan map[string]any, 1)
-	go func() {
-		st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "unconfirmed"})
-		a["_status"] = st
-		got <- a
-	}()
+	got := e.proposeLater(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "unconfirmed"})
 	var id string
 	waitFor(t, "the intent to commit", 10*time.Second, func() bool {
 		return conn.QueryRow(t.Context(), `SELECT id FROM actions WHERE status = 'executing'`).Scan(&id) == nil
 	})
 	proxy.Drop() // the commit's answer is lost with its connection
-	select {
-	case a := <-got:
-		if a["_status"] != 503 || a["code"] != "audit_unavailable" {
-			t.Fatalf("answer to the unconfirmed proposal: %v %v", a["_status"], a["_body"])
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("the proposal did not answer after its connection was dropped")
+	if a := await(t, got, 40*time.Second, "the proposal whose connection was dropped"); a["_status"] != 503 || a["code"] != "audit_unavailable" {
+		t.Fatalf("answer to the unconfirmed proposal: %v %v", a["_status"], a["_body"])
 	}
 	waitFor(t, "the action to end failed", 10*time.Second, func() bool { return e.status(id) == "failed" })
 	_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
@@ -502,4 +455,16 @@ func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
 	if code, out, errs := (&testEnv{t: t}).cli(testEnvVars(), "audit", "verify", "--config", cfg); code != 0 {
 		t.Fatalf("verify: %s %s", out, errs)
 	}
+}
+
+// serveOn starts agentg8 serve (the built binary) on the PostgreSQL store
+// at db, with a recording upstream; extra is appended to the config.
+func serveOn(t *testing.T, db, extra string) (*proc, *testEnv, string) {
+	t.Helper()
+	bin := buildBinary(t)
+	up := newRecorder(t)
+	cfg := writeConfig(t, t.TempDir(), up.srv.URL, envOpts{allowPrivate: true, extraConfig: extra})
+	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
+	p := startProc(t, bin, cfg)
+	return p, &testEnv{t: t, url: p.url, up: up}, cfg
 }
