@@ -399,9 +399,7 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		ae.Code == agentg8.CodeInternal || ae.Code == agentg8.CodeRateLimited || ae.Code == agentg8.CodeTooManyPending)
 	bg := context.WithoutCancel(ctx)
 	if transient {
-		if err := s.c.Store.ReleaseIdempotency(bg, p.ID, prop.IdempotencyKey); err != nil {
-			s.c.Logger.Error("release idempotency key", "err", err)
-		}
+		s.release(bg, p.ID, prop.IdempotencyKey)
 		return a, perr
 	}
 	st := stored{Action: a}
@@ -416,6 +414,22 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		s.c.Logger.Error("store idempotent result", "err", err)
 	}
 	return a, perr
+}
+
+// release gives up a claim for a retry. A failure here would hold every
+// retry under the key at 409 for claimAbandoned, and the failure that got
+// us here (a lost connection) often leaves other pooled connections dead
+// too, each failing once: so a few tries, within a few seconds.
+func (s *Service) release(ctx context.Context, agent, key string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	for try := 0; try < 5 && ctx.Err() == nil; try++ {
+		if err = s.c.Store.ReleaseIdempotency(ctx, agent, key); err == nil {
+			return
+		}
+	}
+	s.c.Logger.Error("release idempotency key; retries wait until the claim counts as abandoned", "agent", agent, "err", err)
 }
 
 // answerAbandoned answers a retry whose first attempt created action a and
@@ -595,7 +609,12 @@ func (s *Service) record(ctx context.Context, a *agentg8.Action, events ...*agen
 // commit writes a change and its events atomically. A refused change keeps
 // its cause (ErrStateConflict); any other failure is audit_unavailable.
 func (s *Service) commit(ctx context.Context, ch *Change, events ...*agentg8.AuditEvent) error {
-	err := s.write(ctx, ch, events...)
+	return s.failed(ch, s.write(ctx, ch, events...))
+}
+
+// failed is commit's answer for write's error err: refusals as they are,
+// any other failure logged and audit_unavailable.
+func (s *Service) failed(ch *Change, err error) error {
 	if err != nil && !refusal(err) {
 		s.c.Logger.Error("audit unavailable", "action", ch.Action.ID, "err", err)
 		return errAudit

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/connector/httpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/registry"
@@ -78,7 +79,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	events = append(events, &agentg8.AuditEvent{Type: agentg8.EventExecuting, ActionID: a.ID, Task: a.Task,
 		Principal: a.Principal, OnBehalfOf: a.OnBehalfOf, Status: a.Status, Upstream: info})
 	// The intent record: no durable "executing", no request.
-	if err := s.commit(ctx, ch, events...); err != nil {
+	if err := s.write(ctx, ch, events...); err != nil {
 		if errors.Is(err, ErrStateConflict) {
 			// Someone else executes (or executed) it: report, never repeat.
 			return s.lookup(ctx, a.ID)
@@ -86,10 +87,13 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		if errors.Is(err, ErrActionExists) {
 			return nil, err // Propose answers with that action
 		}
-		// The store may have committed the intent all the same; this
-		// replica knows nothing was sent and records so when it can.
-		s.notSent(a, ch)
-		return nil, err
+		if !errors.Is(err, audit.ErrNotWritten) {
+			// The store may have committed the intent all the same (its
+			// answer was lost); this replica knows nothing was sent and
+			// records so when it can.
+			s.notSent(a, ch)
+		}
+		return nil, s.failed(ch, err)
 	}
 	stopRenew := s.renewLease(ctx, a.ID, *lease)
 	defer stopRenew()

@@ -62,6 +62,13 @@ func HashRuns(hs []IndexedHash) (starts []int64, runs [][]byte) {
 	return starts, runs
 }
 
+// ErrNotWritten marks an error after which nothing of the batch can have
+// been committed: the batch never reached the store, or the store rolled
+// it back and said so. An error from Commit without it may hide a batch
+// that was committed (the connection was lost before the store's answer
+// arrived). Stores wrap their errors with it when they can tell.
+var ErrNotWritten = errors.New("nothing was written")
+
 // ChangeError is a store's refusal of one change in a batch.
 type ChangeError struct {
 	Index int
@@ -276,13 +283,13 @@ func (l *Log) Append(ctx context.Context, events ...*agentg8.AuditEvent) error {
 func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEvent) (err error) {
 	defer func() {
 		if r := recover(); r != nil { // appending after Close
-			err = errors.New("audit: log is closed")
+			err = fmt.Errorf("audit: log is closed: %w", ErrNotWritten)
 		}
 	}()
 	// Records no checkpoint covers are not tamper-evident: when sealing
 	// keeps failing, nothing more is appended, so nothing more executes.
 	if err := l.Health(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNotWritten, err)
 	}
 	req := &appendReq{ctx: ctx, change: change, events: events, bodies: make([][]byte, len(events)), done: make(chan error, 1)}
 	for i, ev := range events {
@@ -293,7 +300,7 @@ func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEv
 	select {
 	case l.reqs <- req:
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: %w", ErrNotWritten, ctx.Err())
 	}
 	// Wait even if ctx ends: the batch may already be committing, and the
 	// caller must learn whether its intent is durable.
@@ -348,7 +355,7 @@ func (l *Log) commit(batch []*appendReq) {
 		if !errors.As(err, &ce) || ce.Index < 0 || ce.Index >= len(batch) {
 			break
 		}
-		batch[ce.Index].done <- ce.Err
+		batch[ce.Index].done <- fmt.Errorf("%w: %w", ErrNotWritten, ce.Err) // the store rolled the batch back
 		batch = append(batch[:ce.Index:ce.Index], batch[ce.Index+1:]...)
 	}
 	if len(batch) == 0 {

@@ -418,16 +418,7 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 			t.Errorf("retry %d: %d %v", i, st, a["_body"])
 		}
 	}
-	unsettled := func() string {
-		_, m := e.do("GET", "/metrics", "", nil)
-		for _, l := range strings.Split(m["_body"].(string), "\n") {
-			if v, ok := strings.CutPrefix(l, "agentg8_unsettled_executions "); ok {
-				return v
-			}
-		}
-		return "absent"
-	}
-	if v := unsettled(); v != "1" {
+	if v := e.metric("agentg8_unsettled_executions"); v != "1" {
 		t.Errorf("agentg8_unsettled_executions while the outcome is refused: %s", v)
 	}
 	// Once the store takes writes again, the worker records the outcome
@@ -441,7 +432,7 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 		_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
 		return g["status"] == "succeeded"
 	})
-	if v := unsettled(); v != "0" {
+	if v := e.metric("agentg8_unsettled_executions"); v != "0" {
 		t.Errorf("agentg8_unsettled_executions once recorded: %s", v)
 	}
 	st, a = e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
@@ -464,54 +455,30 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	}
 }
 
-// An intent the store refused leaves the gateway unsure whether it was
-// written; it remembers that nothing was sent, to end the action failed if
-// it was. A retry under the same Idempotency-Key then runs the action
-// (it was not written) under the same ID — and the remembered "not sent"
-// must not end that second execution: each attempt holds its lease under
-// its own name, and settling requires the lease. Triggers refuse the
-// intent, then the settling, until the second attempt is under way.
-func TestNotSentDoesNotEndARetry(t *testing.T) {
-	e := newTestEnv(t, envOpts{allowPrivate: true})
-	db := e.openSQLite()
-	for _, q := range []string{
-		`CREATE TRIGGER refuse_intent BEFORE INSERT ON actions WHEN NEW.status = 'executing' BEGIN SELECT RAISE(ABORT, 'intent refused by the test'); END`,
-		`CREATE TRIGGER refuse_failed BEFORE UPDATE ON actions WHEN NEW.status = 'failed' BEGIN SELECT RAISE(ABORT, 'settling refused by the test'); END`,
+// An intent the store refused certainly wrote nothing (an error SQLite
+// reports rolls the transaction back): the agent gets 503, no action
+// exists, and there is nothing to settle later. Triggers refuse the
+// action's row, then the audit record.
+func TestRefusedIntentLeavesNothingToSettle(t *testing.T) {
+	for _, trigger := range []string{
+		`CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.status = 'executing' BEGIN SELECT RAISE(ABORT, 'intent refused by the test'); END`,
+		`CREATE TRIGGER refuse BEFORE INSERT ON audit_records WHEN CAST(NEW.data AS TEXT) LIKE '%"executing"%' BEGIN SELECT RAISE(ABORT, 'record refused by the test'); END`,
 	} {
-		if _, err := db.Exec(q); err != nil {
+		e := newTestEnv(t, envOpts{allowPrivate: true})
+		db := e.openSQLite()
+		if _, err := db.Exec(trigger); err != nil {
 			t.Fatal(err)
 		}
-	}
-	in := map[string]any{"customer_id": "cus_1", "note": "retried"}
-	if st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k"); st != 503 || a["code"] != "audit_unavailable" {
-		t.Fatalf("first attempt: %d %v", st, a["_body"])
-	}
-	if _, err := db.Exec(`DROP TRIGGER refuse_intent`); err != nil {
-		t.Fatal(err)
-	}
-	entered, release := holdUpstream(e)
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(free) // before the upstream's Close, which waits for it
-	got := e.proposeLater(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
-	waitEntered(t, entered, "the retry")
-	id := claimedActionID(t, e, "support-bot", "k")
-	if _, err := db.Exec(`DROP TRIGGER refuse_failed`); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2500 * time.Millisecond) // two sweeps try to settle the first attempt
-	if st := e.status(id); st != "executing" {
-		t.Errorf("the retry's execution was ended while in flight: %s", st)
-	}
-	free()
-	if a := await(t, got, 10*time.Second, "the retry"); a["_status"] != 200 || a["status"] != "succeeded" || a["id"] != id {
-		t.Errorf("retry: %v %v", a["_status"], a["_body"])
-	}
-	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {
-		t.Errorf("audit of the action: %s", got)
-	}
-	if n := e.up.count(); n != 1 {
-		t.Errorf("%d upstream calls", n)
+		if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "refused"}); st != 503 || a["code"] != "audit_unavailable" {
+			t.Fatalf("refused intent: %d %v", st, a["_body"])
+		}
+		if v := e.metric("agentg8_unsettled_executions"); v != "0" {
+			t.Errorf("agentg8_unsettled_executions after a refused intent: %s (%.60s)", v, trigger)
+		}
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM actions`).Scan(&n); err != nil || n != 0 || e.up.count() != 0 {
+			t.Errorf("%d actions (%v), %d upstream calls", n, err, e.up.count())
+		}
 	}
 }
 

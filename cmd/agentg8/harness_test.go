@@ -435,3 +435,14 @@ func (e *testEnv) openSQLite() *sql.DB {
 	e.t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// metric is the value of an unlabelled metric on /metrics, or "absent".
+func (e *testEnv) metric(name string) string {
+	_, m := e.do("GET", "/metrics", "", nil)
+	for _, l := range strings.Split(m["_body"].(string), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return v
+		}
+	}
+	return "absent"
+}

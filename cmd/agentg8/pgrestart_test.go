@@ -255,8 +255,22 @@ func TestPostgresOutage(t *testing.T) {
 		t.Errorf("console while the database is down: %d %.300s", st, body)
 	}
 
+	// A proposal sent on a pooled connection the crash had closed is in
+	// doubt (the database might have committed it before it went down):
+	// one per such connection is remembered, to settle. Proposals that
+	// find no connection certainly wrote nothing and add none.
+	held := e.metric("agentg8_unsettled_executions")
+	for i := range 5 {
+		if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": fmt.Sprint("cus_d", i)}); st != 503 {
+			t.Errorf("proposal while down: %d %v", st, a["_body"])
+		}
+	}
+	if v := e.metric("agentg8_unsettled_executions"); v != held {
+		t.Errorf("agentg8_unsettled_executions went from %s to %s with proposals that reached no database", held, v)
+	}
 	pg.start()
 	waitFor(t, "readyz to answer 200 again", 20*time.Second, func() bool { return ready() == 200 })
+	waitFor(t, "nothing left to settle", 10*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
 	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_3"}); st != 200 {
 		t.Fatalf("after: %d %v", st, a["_body"])
 	}
@@ -435,6 +449,9 @@ func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
 	if a := await(t, got, 40*time.Second, "the proposal whose connection was dropped"); a["_status"] != 503 || a["code"] != "audit_unavailable" {
 		t.Fatalf("answer to the unconfirmed proposal: %v %v", a["_status"], a["_body"])
 	}
+	if v := e.metric("agentg8_unsettled_executions"); v != "1" && e.status(id) == "executing" {
+		t.Errorf("agentg8_unsettled_executions after the lost answer: %s", v)
+	}
 	waitFor(t, "the action to end failed", 10*time.Second, func() bool { return e.status(id) == "failed" })
 	_, g := e.do("GET", "/v1/actions/"+id, supportKey, nil)
 	if ge, _ := g["error"].(map[string]any); ge == nil || ge["code"] != "audit_unavailable" || !strings.HasPrefix(ge["message"].(string), "not sent") {
@@ -445,6 +462,9 @@ func TestUnconfirmedIntentEndsNotSent(t *testing.T) {
 	}
 	if n := up.count(); n != 0 {
 		t.Errorf("%d upstream calls for an action never sent", n)
+	}
+	if v := e.metric("agentg8_unsettled_executions"); v != "0" {
+		t.Errorf("agentg8_unsettled_executions once settled: %s", v)
 	}
 	// The replica carries on.
 	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "after"}); st != 200 || up.count() != 1 {
@@ -467,4 +487,70 @@ func serveOn(t *testing.T, db, extra string) (*proc, *testEnv, string) {
 	replaceIn(t, cfg, "store: sqlite:data/agentg8.db", "store: "+db)
 	p := startProc(t, bin, cfg)
 	return p, &testEnv{t: t, url: p.url, up: up}, cfg
+}
+
+// TestNotSentDoesNotEndARetry: an intent lost with its connection after
+// it was sent leaves the replica unsure whether it committed; it remembers
+// that nothing was sent, to end the action failed if it did. Here it did
+// not, and a retry under the same Idempotency-Key runs the action under
+// the same ID — which the remembered "not sent" must not end: each attempt
+// holds its lease under its own name, and settling requires the lease. A
+// trigger refuses the settling until the retry is under way, so that the
+// settling is tried against the retry's execution.
+func TestNotSentDoesNotEndARetry(t *testing.T) {
+	direct := storetest.PostgresDB(t)
+	proxy, db := storetest.NewProxy(t, direct)
+	_, e, _ := serveOn(t, db, "")
+	conn, err := pgx.Connect(t.Context(), direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, q := range []string{
+		`CREATE FUNCTION refuse_failed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'settling refused by the test'; END $$`,
+		`CREATE TRIGGER refuse_failed BEFORE UPDATE ON actions FOR EACH ROW WHEN (NEW.status = 'failed') EXECUTE FUNCTION refuse_failed()`,
+	} {
+		if _, err := conn.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := map[string]any{"customer_id": "cus_1", "note": "retried"}
+	proxy.CutAt("retried") // the note, in the intent's records
+	first := e.proposeLater(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	waitFor(t, "the intent to reach the cut", 10*time.Second, func() bool { return proxy.Held() > 0 })
+	proxy.Drop() // sent, and lost with its connection: in doubt
+	if a := await(t, first, 40*time.Second, "the first attempt"); a["_status"] != 503 || a["code"] != "audit_unavailable" {
+		t.Fatalf("first attempt: %v %v", a["_status"], a["_body"])
+	}
+	entered, release := holdUpstream(e)
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the upstream's Close, which waits for it
+	got := e.proposeLater(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
+	select {
+	case <-entered:
+	case a := <-got:
+		t.Fatalf("the retry answered without reaching the upstream: %v %v", a["_status"], a["_body"])
+	}
+	var id string
+	if err := conn.QueryRow(t.Context(), `SELECT id FROM actions WHERE status = 'executing'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `DROP TRIGGER refuse_failed ON actions`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // two sweeps try to settle the first attempt
+	if st := e.status(id); st != "executing" {
+		t.Errorf("the retry's execution was ended while in flight: %s", st)
+	}
+	free()
+	if a := await(t, got, 10*time.Second, "the retry"); a["_status"] != 200 || a["status"] != "succeeded" || a["id"] != id {
+		t.Errorf("retry: %v %v", a["_status"], a["_body"])
+	}
+	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %s", got)
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls", n)
+	}
 }

@@ -581,6 +581,7 @@ func (s *Store) ReadAuditHashes(ctx context.Context, idx []int64) ([]tlog.Hash, 
 // Batches lock rows in one order, so deadlocks between replicas' batches
 // should not happen; this covers other sessions on the same rows.
 func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes []any) (start int64, err error) {
+	defer func() { err = notWritten(err) }()
 	for try := 1; ; try++ {
 		start, err = s.appendRecords(ctx, recs, changes, true)
 		if errors.Is(err, errSetRefused) {
@@ -594,6 +595,18 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 			return start, err
 		}
 	}
+}
+
+// notWritten marks err with audit.ErrNotWritten when the batch cannot
+// have committed: PostgreSQL reported an error (the batch's implicit
+// transaction was rolled back), or pgx failed before sending anything. A connection lost after the batch was sent, or a deadline
+// passed while waiting for its answer, leaves it in doubt: unmarked.
+func notWritten(err error) error {
+	var pe *pgconn.PgError
+	if err != nil && (errors.As(err, &pe) || pgconn.SafeToRetry(err)) {
+		return fmt.Errorf("%w: %w", audit.ErrNotWritten, err)
+	}
+	return err
 }
 
 // minSet is the fewest changes of one kind (new actions, updates) a batch
@@ -610,7 +623,7 @@ var errSetRefused = errors.New("a change in the batch was refused")
 func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes []any, sets bool) (start int64, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: no connection: %w", audit.ErrNotWritten, err)
 	}
 	defer release(ctx, conn)
 	type slot struct {

@@ -620,3 +620,46 @@ func TestTokenKeysRegistry(t *testing.T) {
 		t.Fatalf("with every key stale: %v %v", others, ok)
 	}
 }
+
+// TestAppendSaysWhatCannotHaveCommitted: a batch the database refused (an
+// error it reports rolls the batch back), or one that got no connection,
+// is marked audit.ErrNotWritten; a batch whose connection was lost after it
+// was sent is not — it may have committed — and that is what it did here.
+func TestAppendSaysWhatCannotHaveCommitted(t *testing.T) {
+	ctx := context.Background()
+	url := newTestDB(t)
+	s := openStore(t, url)
+	admin := adminPool(t, url)
+	rec := func(tail string) []audit.Pending { return []audit.Pending{{ActionID: "act", Tail: []byte(tail)}} }
+	if _, err := admin.Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON audit_records FOR EACH ROW WHEN (position('refuse' in convert_from(NEW.data, 'UTF8')) > 0) EXECUTE FUNCTION refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendRecords(ctx, rec(`,"x":"refuse"}`), []any{nil}); !errors.Is(err, audit.ErrNotWritten) {
+		t.Errorf("refused by the database: %v", err)
+	}
+	// The proxy lets the batch reach the database, holds its answer, then
+	// drops the connection.
+	proxy, viaProxy := storetest.NewProxy(t, url)
+	p := openStore(t, viaProxy)
+	before, err := s.AuditSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.CutAnswersAfter("in doubt")
+	done := make(chan error, 1)
+	go func() { _, err := p.AppendRecords(ctx, rec(`,"x":"in doubt"}`), []any{nil}); done <- err }()
+	waitUntil(t, "the batch to commit", func() bool { n, _ := s.AuditSize(ctx); return n == before+1 })
+	proxy.Drop()
+	if err := <-done; err == nil || errors.Is(err, audit.ErrNotWritten) {
+		t.Errorf("lost after it was sent (and committed): %v", err)
+	}
+	// No connection to be had (here: the caller gave up first).
+	gaveUp, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.AppendRecords(gaveUp, rec(`}`), []any{nil}); !errors.Is(err, audit.ErrNotWritten) {
+		t.Errorf("no connection: %v", err)
+	}
+}

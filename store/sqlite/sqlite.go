@@ -437,7 +437,14 @@ func readHashes(ctx context.Context, st *sql.Stmt, indexes []int64) ([]tlog.Hash
 }
 
 // AppendAudit builds and writes a batch under SQLite's write lock.
-func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) error {
+func (s *Store) AppendAudit(ctx context.Context, build audit.BuildFunc) (err error) {
+	// A transaction SQLite did not commit is rolled back; there is no
+	// connection whose answer could be lost.
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w: %w", audit.ErrNotWritten, err)
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return err
 	}

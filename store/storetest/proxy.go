@@ -17,16 +17,17 @@ import (
 // loses them does. A fake at the transport boundary: the database behind
 // it is real.
 type Proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	healed *sync.Cond
-	cut    bool
-	quiet  bool   // the database's answers are held
-	marker []byte // once a client sends it, quiet
-	closed bool
-	held   int
-	conns  []net.Conn
+	ln       net.Listener
+	target   string
+	mu       sync.Mutex
+	healed   *sync.Cond
+	cut      bool
+	quiet    bool   // the database's answers are held
+	marker   []byte // once a client sends it, quiet (or cut, if markCuts)
+	markCuts bool
+	closed   bool
+	held     int
+	conns    []net.Conn
 }
 
 // NewProxy relays to the host and port of the database URL dbURL and
@@ -61,7 +62,15 @@ func (p *Proxy) Cut() {
 // reaches the database: it runs, and its answer is held.
 func (p *Proxy) CutAnswersAfter(marker string) {
 	p.mu.Lock()
-	p.marker = []byte(marker)
+	p.marker, p.markCuts = []byte(marker), false
+	p.mu.Unlock()
+}
+
+// CutAt cuts (as Cut) from the moment a client sends marker: what
+// carries it is held, so the database never sees it unless the cut heals.
+func (p *Proxy) CutAt(marker string) {
+	p.mu.Lock()
+	p.marker, p.markCuts = []byte(marker), true
 	p.mu.Unlock()
 }
 
@@ -160,7 +169,9 @@ func (p *Proxy) pipe(dst, src net.Conn, answers bool) {
 		if n > 0 {
 			p.mu.Lock()
 			if !answers && p.marker != nil && bytes.Contains(buf[:n], p.marker) {
-				p.quiet, p.marker = true, nil // before the database can answer
+				// Before the database can answer (or, cutting, see it).
+				p.quiet, p.cut = !p.markCuts, p.markCuts
+				p.marker = nil
 			}
 			if p.cut || answers && p.quiet {
 				p.held += n
