@@ -750,7 +750,8 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			var pe *pgconn.PgError
-			guard := errors.As(err, &pe) && pe.Code == "22012" // a guard: fewer rows written than changes
+			reported := errors.As(err, &pe)         // else the connection failed: not the change's doing
+			guard := reported && pe.Code == "22012" // a guard: fewer rows written than changes
 			switch {
 			case guard && sl.bound:
 				return 0, &audit.ChangeError{Index: sl.index, Err: action.ErrTooManyPending}
@@ -758,7 +759,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 				return 0, errSetRefused
 			case guard && sl.ch != nil:
 				return 0, &audit.ChangeError{Index: sl.index, Err: refused(sl.ch)}
-			case sl.index >= 0:
+			case reported && sl.index >= 0:
 				return 0, &audit.ChangeError{Index: sl.index, Err: err}
 			}
 			return 0, fmt.Errorf("append audit: %w", err)
