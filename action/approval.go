@@ -189,6 +189,10 @@ func (s *Service) Decide(ctx context.Context, p agentg8.Principal, approvalID st
 	if len(comment) > 2000 {
 		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "comment is longer than 2000 characters")
 	}
+	verb := "reject"
+	if approve {
+		verb = "approve"
+	}
 	for attempt := 0; attempt < 20; attempt++ {
 		a, err := s.c.Store.GetActionByApproval(ctx, approvalID)
 		if errors.Is(err, ErrNotFound) || (err == nil && !isApprover(p, a)) {
@@ -199,6 +203,13 @@ func (s *Service) Decide(ctx context.Context, p agentg8.Principal, approvalID st
 		}
 		if p.ID == a.OnBehalfOf || p.ID == a.Principal {
 			return nil, agentg8.Errorf(agentg8.CodeSelfApproval, "the requester and the user it acts for cannot approve their own action")
+		}
+		for _, d := range a.Approval.Decisions {
+			if d.User == p.ID && d.Decision == verb {
+				// A repeated click counts once — also after the approval
+				// ended, when the first click's answer may have been lost.
+				return a, nil
+			}
 		}
 		if a.Status != agentg8.StatePendingApproval {
 			return a, agentg8.Errorf(agentg8.CodeNotPending, "this approval is %s", a.Approval.Status)
@@ -217,12 +228,8 @@ func (s *Service) Decide(ctx context.Context, p agentg8.Principal, approvalID st
 		}
 		for _, d := range a.Approval.Decisions {
 			if d.User == p.ID {
-				return a, nil // a repeated click counts once
+				return a, nil // one decision per approver: the first stands
 			}
-		}
-		verb := "reject"
-		if approve {
-			verb = "approve"
 		}
 		a.Approval.Decisions = append(a.Approval.Decisions, agentg8.ApprovalDecision{User: p.ID, Decision: verb, Comment: comment, At: now})
 		a.UpdatedAt = now

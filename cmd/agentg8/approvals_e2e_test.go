@@ -183,6 +183,17 @@ approvals:
 	if st, p := e.approve(fredKey, aprID, hash, true); st != 409 || p["code"] != "not_pending" {
 		t.Errorf("decision after the fact: %d %v", st, p["_body"])
 	}
+	// The approver's repeated click (its first answer lost, say) counts
+	// once and answers as the first did; changing their mind is too late.
+	if st, p := e.approve(franKey, aprID, hash, true); st != 200 || p["status"] != "approved" || p["action"].(map[string]any)["status"] != "succeeded" {
+		t.Errorf("repeated approval after the fact: %d %v", st, p["_body"])
+	}
+	if st, p := e.approve(franKey, aprID, hash, false); st != 409 || p["code"] != "not_pending" {
+		t.Errorf("rejection after approving: %d %v", st, p["_body"])
+	}
+	if e.up.count() != 1 {
+		t.Errorf("upstream calls after repeated clicks: %d", e.up.count())
+	}
 	waitFor(t, "granted notice", 10*time.Second, func() bool { return len(hook.received()) == 2 })
 	_, m := e.do("GET", "/metrics", "", nil)
 	if !strings.Contains(m["_body"].(string), `agentg8_notifications_total{channel="webhook#0",result="error"} 1`) {
