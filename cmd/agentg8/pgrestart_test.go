@@ -285,13 +285,27 @@ func TestPostgresOutage(t *testing.T) {
 		t.Errorf("approve after: %d %v", st, d["_body"])
 	}
 	waitFor(t, "the approved action", 10*time.Second, func() bool { return e.status(pendID) == "succeeded" })
-	// Stopping while the database is down does not hang on it.
+	// Stopping while the database is down does not hang on it, and names
+	// the action whose outcome it saw but could not record (the database
+	// went down during its upstream call), for whoever settles it.
+	entered, release := holdUpstream(e)
+	inFlight := e.proposeLater(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_4", "note": "in flight"})
+	waitEntered(t, entered, "the last proposal")
 	pg.stop()
+	close(release)
+	a = await(t, inFlight, 40*time.Second, "the last proposal, with the database down,")
+	act, _ := a["action"].(map[string]any)
+	if a["_status"] != 503 || act == nil {
+		t.Fatalf("the last proposal: %v %v", a["_status"], a["_body"])
+	}
 	p.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-p.done:
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve still running 15 s after SIGINT with the database down")
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "stopping with an execution not recorded") || !strings.Contains(logs, act["id"].(string)) {
+		t.Errorf("no log line names the unrecorded execution %s", act["id"])
 	}
 	// A gateway started on it seals whatever the stopped one left.
 	pg.start()
