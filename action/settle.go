@@ -127,7 +127,12 @@ func (s *Service) unsettledAtStop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, u := range s.unsettled {
-		s.c.Logger.Error("stopping with an execution not recorded; it will read outcome_unknown",
-			"action_id", id, "sent", u.sent, "status_seen", u.ch.Action.Status)
+		if u.sent {
+			s.c.Logger.Error("stopping with an execution not recorded; it will read outcome_unknown, but the upstream answered",
+				"action_id", id, "status_seen", u.ch.Action.Status)
+		} else {
+			s.c.Logger.Error("stopping with an execution not recorded; if it reads outcome_unknown, nothing was sent",
+				"action_id", id)
+		}
 	}
 }
