@@ -175,8 +175,11 @@ type Service struct {
 	// which the worker records once it can (settle.go).
 	unsettled map[string]*unsettled
 	attempts  atomic.Uint64 // execution attempts, naming their leases
-	limits    map[string]*rate.Limiter
-	wg        sync.WaitGroup
+	// unreachable is when the worker's sweep last failed to read the
+	// store (the sweep's own: no lock).
+	unreachable time.Time
+	limits      map[string]*rate.Limiter
+	wg          sync.WaitGroup
 	// delivering is set while notifications are being sent, apart from
 	// the sweep (a channel that hangs must not hold up expiry, approved
 	// executions or lease take-over).

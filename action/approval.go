@@ -349,6 +349,7 @@ func (s *Service) sweep(ctx context.Context) {
 	now := s.c.Clock.Now()
 	if pending, err := s.c.Store.ActionsInState(ctx, agentg8.StatePendingApproval); err != nil {
 		s.c.Logger.Error("worker: list pending", "err", err)
+		s.unreachable = time.Now()
 	} else {
 		for _, a := range pending {
 			if !now.Before(a.Approval.ExpiresAt) {
@@ -358,6 +359,7 @@ func (s *Service) sweep(ctx context.Context) {
 	}
 	if approved, err := s.c.Store.ActionsInState(ctx, agentg8.StateApproved); err != nil {
 		s.c.Logger.Error("worker: list approved", "err", err)
+		s.unreachable = time.Now()
 	} else {
 		for _, a := range approved {
 			s.mu.Lock()
@@ -380,20 +382,12 @@ func (s *Service) sweep(ctx context.Context) {
 			}()
 		}
 	}
-	if expired, err := s.c.Store.ExpiredLeases(ctx); err != nil {
-		s.c.Logger.Error("worker: expired leases", "err", err)
-	} else {
-		for _, a := range expired {
-			s.mu.Lock()
-			mine := s.running[a.ID] || s.unsettled[a.ID] != nil // this replica knows what happened
-			s.mu.Unlock()
-			if mine {
-				continue
-			}
-			if err := s.outcomeUnknown(ctx, a, "the execution lease expired before the outcome was recorded (replica stopped or partitioned)"); err != nil && !errors.Is(err, ErrStateConflict) {
-				s.c.Logger.Error("worker: outcome unknown", "action_id", a.ID, "err", err)
-			}
-		}
+	// While the store could not be reached, every replica's leases may
+	// have run out, though their holders know what their executions did
+	// and record it at their next sweep (settle): they get a few sweeps
+	// from the store's return before anyone takes their actions over.
+	if time.Since(s.unreachable) >= 5*s.c.WorkerInterval {
+		s.takeOver(ctx)
 	}
 	// Sends take up to 15 s each: they run beside the sweep, one round at
 	// a time, so the next sweep is not held up by a channel that hangs.
@@ -404,6 +398,28 @@ func (s *Service) sweep(ctx context.Context) {
 			defer s.delivering.Store(false)
 			s.deliver(ctx)
 		}()
+	}
+}
+
+// takeOver ends as outcome_unknown the executions whose lease expired
+// (their replica stopped or was cut off), except this replica's own.
+func (s *Service) takeOver(ctx context.Context) {
+	expired, err := s.c.Store.ExpiredLeases(ctx)
+	if err != nil {
+		s.c.Logger.Error("worker: expired leases", "err", err)
+		s.unreachable = time.Now()
+		return
+	}
+	for _, a := range expired {
+		s.mu.Lock()
+		mine := s.running[a.ID] || s.unsettled[a.ID] != nil // this replica knows what happened
+		s.mu.Unlock()
+		if mine {
+			continue
+		}
+		if err := s.outcomeUnknown(ctx, a, "the execution lease expired before the outcome was recorded (replica stopped or partitioned)"); err != nil && !errors.Is(err, ErrStateConflict) {
+			s.c.Logger.Error("worker: outcome unknown", "action_id", a.ID, "err", err)
+		}
 	}
 }
 

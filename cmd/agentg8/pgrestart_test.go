@@ -568,3 +568,56 @@ func TestNotSentDoesNotEndARetry(t *testing.T) {
 		t.Errorf("%d upstream calls", n)
 	}
 }
+
+// TestOutcomeOutlivesItsLease: the database is down longer than the
+// execution lease (2 s here; a failover can take 30 s) while one of two
+// replicas holds an outcome it could not record. When the database is
+// back, the other replica finds the lease expired — but waits a few sweeps
+// after the store's return before taking anything over, so the holder
+// records the outcome it saw instead of the action ending outcome_unknown.
+// A trigger refuses the outcome for the first 1.5 s after the database is
+// back (the holder being slower than the other replica to get through).
+func TestOutcomeOutlivesItsLease(t *testing.T) {
+	pg := ownCluster(t)
+	p, e, cfg := serveOn(t, pg.url, "execution:\n  lease_ttl: 2s\n")
+	other := startProc(t, p.cmd.Path, cfg) // the same binary and config
+	e2 := &testEnv{t: t, url: other.url}
+	sqlDo := func(q string) {
+		t.Helper()
+		conn, err := pgx.Connect(t.Context(), pg.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sqlDo(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'outcome refused by the test'; END $$`)
+	entered, release := holdUpstream(e)
+	got := e.proposeLater(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "outlives"})
+	waitEntered(t, entered, "the proposal")
+	sqlDo(`CREATE TRIGGER refuse BEFORE UPDATE ON actions FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse()`)
+	pg.stop()
+	close(release)
+	a := await(t, got, 40*time.Second, "the proposal, with the database down,")
+	act, _ := a["action"].(map[string]any)
+	if a["_status"] != 503 || act == nil {
+		t.Fatalf("answer while the database is down: %v %v", a["_status"], a["_body"])
+	}
+	id := act["id"].(string)
+	time.Sleep(4 * time.Second) // two lease lifetimes
+	pg.start()
+	time.Sleep(1500 * time.Millisecond)
+	sqlDo(`DROP TRIGGER refuse ON actions`)
+	waitFor(t, "the action to end", 20*time.Second, func() bool {
+		st := e2.status(id)
+		return st != "" && st != "executing"
+	})
+	if st := e2.status(id); st != "succeeded" {
+		t.Errorf("after the outage: %s", st)
+	}
+	if got := auditTypes(e2, id); got != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %s", got)
+	}
+}
