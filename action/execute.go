@@ -423,6 +423,9 @@ func (s *Service) Cancel(ctx context.Context, p agentg8.Principal, id string) (*
 	if p.Kind != agentg8.KindAgent || a.Principal != p.ID {
 		return nil, agentg8.Errorf(agentg8.CodeForbidden, "only the proposer may cancel an action")
 	}
+	if a.Status == agentg8.StateCancelled && a.Approval != nil && a.Approval.Status == approvalCancelled {
+		return a, nil // cancelling again (the first answer lost, say) answers as the first did
+	}
 	if a.Status != agentg8.StatePendingApproval {
 		return nil, agentg8.Errorf(agentg8.CodeConflict, "action is %s; only pending actions can be cancelled", a.Status)
 	}

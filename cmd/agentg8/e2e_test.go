@@ -510,6 +510,10 @@ func TestPendingApprovalDoesNotExecute(t *testing.T) {
 	if st, c := e.do("POST", "/v1/actions/"+id+"/cancel", supportKey, nil); st != 200 || c["status"] != "cancelled" {
 		t.Fatalf("cancel: %d %v", st, c["_body"])
 	}
+	// Cancelling again (the first answer lost, say) answers the same.
+	if st, c := e.do("POST", "/v1/actions/"+id+"/cancel", supportKey, nil); st != 200 || c["status"] != "cancelled" {
+		t.Errorf("cancel again: %d %v", st, c["_body"])
+	}
 	select {
 	case g := <-done:
 		if g["status"] != "cancelled" {
