@@ -254,6 +254,9 @@ func (s *Service) Resolve(ctx context.Context, p agentg8.Principal, id string, o
 	if err != nil {
 		return nil, err
 	}
+	if r := a.Resolution; r != nil && r.User == p.ID && r.Outcome == outcome {
+		return a, nil // settling again (the first answer lost, say): the first stands
+	}
 	if a.Status != agentg8.StateOutcomeUnknown {
 		return nil, agentg8.Errorf(agentg8.CodeConflict, "action is %s; only outcome_unknown actions can be settled", a.Status)
 	}

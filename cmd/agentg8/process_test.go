@@ -149,6 +149,8 @@ func TestKillDuringUpstreamCallNeverExecutesTwice(t *testing.T) {
 		{aliceKey, map[string]any{"outcome": "succeeded", "comment": "  "}, 400},
 		{aliceKey, map[string]any{"outcome": "succeeded", "comment": "note is in the CRM (ticket 42)"}, 200},
 		{aliceKey, map[string]any{"outcome": "failed", "comment": "again"}, 409},
+		// The same settling again (its answer lost, say) answers 200; the first stands.
+		{aliceKey, map[string]any{"outcome": "succeeded", "comment": "retried"}, 200},
 	} {
 		if st, out := e2.do("POST", path, c.key, c.body); st != c.want {
 			t.Errorf("resolve as %s with %v: %d %v", c.key[:8], c.body, st, out)
