@@ -316,8 +316,7 @@ var errAudit = &agentg8.Error{Code: agentg8.CodeAuditUnavailable, Message: "the 
 // agentg8.ErrStoreUnavailable, a 503 rather than an internal error.
 func (s *Service) unavailable(op string, err error) error {
 	var ae *agentg8.Error
-	if err == nil || errors.As(err, &ae) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrStateConflict) ||
-		errors.Is(err, ErrDuplicatePending) || errors.Is(err, ErrTooManyPending) {
+	if err == nil || errors.As(err, &ae) || errors.Is(err, ErrNotFound) || refusal(err) {
 		return err
 	}
 	return agentg8.StoreFailed(s.c.Logger, op, err)

@@ -294,7 +294,7 @@ func (l *Log) Commit(ctx context.Context, change any, events ...*agentg8.AuditEv
 	req := &appendReq{ctx: ctx, change: change, events: events, bodies: make([][]byte, len(events)), done: make(chan error, 1)}
 	for i, ev := range events {
 		if req.bodies[i], err = encodeBody(ev); err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return fmt.Errorf("audit: %w: %w", ErrNotWritten, err)
 		}
 	}
 	select {

@@ -439,13 +439,8 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	if st != 200 || a["status"] != "succeeded" || a["id"] != id || a["output"] == nil {
 		t.Errorf("retry after the outcome was recorded: %d %v", st, a["_body"])
 	}
-	_, ev := e.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
-	var types []string
-	for _, x := range ev["events"].([]any) {
-		types = append(types, x.(map[string]any)["type"].(string))
-	}
-	if strings.Join(types, " ") != "proposed credential_issued executing succeeded" {
-		t.Errorf("audit of the action: %v", types)
+	if got := auditTypes(e, id); got != "proposed credential_issued executing succeeded" {
+		t.Errorf("audit of the action: %s", got)
 	}
 	if n := e.up.count(); n != 1 {
 		t.Errorf("%d upstream calls for one key", n)

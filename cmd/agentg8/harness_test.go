@@ -415,7 +415,7 @@ func await(t *testing.T, ch <-chan map[string]any, d time.Duration, what string)
 	}
 }
 
-// entered waits for a held upstream to receive its request.
+// waitEntered waits for a held upstream to receive its request.
 func waitEntered(t *testing.T, entered <-chan struct{}, what string) {
 	t.Helper()
 	select {
@@ -445,4 +445,14 @@ func (e *testEnv) metric(name string) string {
 		}
 	}
 	return "absent"
+}
+
+// auditTypes lists the types of an action's audit events, in order.
+func auditTypes(e *testEnv, id string) string {
+	_, ev := e.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
+	var types []string
+	for _, x := range ev["events"].([]any) {
+		types = append(types, x.(map[string]any)["type"].(string))
+	}
+	return strings.Join(types, " ")
 }

@@ -372,16 +372,6 @@ func TestPostgresPartition(t *testing.T) {
 	waitFor(t, "readyz to answer 200 again", 10*time.Second, func() bool { return ready() == 200 })
 }
 
-// auditTypes lists the types of an action's audit events, in order.
-func auditTypes(e *testEnv, id string) string {
-	_, ev := e.do("GET", "/v1/audit?action_id="+id, aliceKey, nil)
-	var types []string
-	for _, x := range ev["events"].([]any) {
-		types = append(types, x.(map[string]any)["type"].(string))
-	}
-	return strings.Join(types, " ")
-}
-
 // TestOutcomeRecordedAfterAnOutage: the database goes down while an
 // action's upstream call is in flight, so its outcome cannot be recorded
 // (the agent is told so, 503). The outage lasts longer than the audit

@@ -599,11 +599,12 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Pending, changes
 
 // notWritten marks err with audit.ErrNotWritten when the batch cannot
 // have committed: PostgreSQL reported an error (the batch's implicit
-// transaction was rolled back), or pgx failed before sending anything. A connection lost after the batch was sent, or a deadline
-// passed while waiting for its answer, leaves it in doubt: unmarked.
+// transaction was rolled back), or pgx failed before sending anything. A
+// connection lost after the batch was sent, or a deadline passed while
+// waiting for its answer, leaves it in doubt: unmarked.
 func notWritten(err error) error {
 	var pe *pgconn.PgError
-	if err != nil && (errors.As(err, &pe) || pgconn.SafeToRetry(err)) {
+	if err != nil && !errors.Is(err, audit.ErrNotWritten) && (errors.As(err, &pe) || pgconn.SafeToRetry(err)) {
 		return fmt.Errorf("%w: %w", audit.ErrNotWritten, err)
 	}
 	return err
@@ -641,6 +642,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	// only when the batch has several.
 	var creates int
 	var order []int
+	owned := false // an update requires a lease owner (Change.Owner)
 	for i, c := range changes {
 		if c == nil {
 			continue
@@ -652,6 +654,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 		if ch.From == "" {
 			creates++
 		}
+		owned = owned || ch.Owner != ""
 		order = append(order, i)
 		if ch.Announced() {
 			changed = append(changed, ch.Action.ID+" "+string(ch.Action.Status))
@@ -684,7 +687,7 @@ func (s *Store) appendRecords(ctx context.Context, recs []audit.Pending, changes
 	planned := false
 	for k, part := range [][]int{order[:creates], order[creates:]} {
 		// Bounded creates are guarded one by one (the guard names its change).
-		if !sets || len(part) < minSet || k == 0 && len(bounded) > 0 || k == 1 && slices.ContainsFunc(part, func(i int) bool { return changes[i].(*action.Change).Owner != "" }) {
+		if !sets || len(part) < minSet || k == 0 && len(bounded) > 0 || k == 1 && owned {
 			for _, i := range part {
 				ch := changes[i].(*action.Change)
 				sql, args, err := changeSQL(ch)
