@@ -341,7 +341,7 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 		return s.propose(ctx, p, prop)
 	}
 	if len(prop.IdempotencyKey) > 255 {
-		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "Idempotency-Key is longer than 255 characters")
+		return nil, agentg8.Errorf(agentg8.CodeInvalidInput, "the idempotency key is longer than 255 characters")
 	}
 	hash, err := payloadHash(prop)
 	if err != nil {
@@ -366,9 +366,9 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	if prev != nil {
 		switch {
 		case prev.PayloadHash != hash:
-			return nil, agentg8.Errorf(agentg8.CodeIdempotencyKeyReused, "this Idempotency-Key was used with a different request")
+			return nil, agentg8.Errorf(agentg8.CodeIdempotencyKeyReused, "this idempotency key was used with a different request")
 		case prev.Result == nil:
-			return nil, agentg8.Errorf(agentg8.CodeIdempotencyInProgress, "a request with this Idempotency-Key is still in progress")
+			return nil, agentg8.Errorf(agentg8.CodeIdempotencyInProgress, "a request with this idempotency key is still in progress")
 		}
 		var st stored
 		if err := json.Unmarshal(prev.Result, &st); err != nil {

@@ -23,8 +23,8 @@ import (
 // that costs more CPU than the action itself. The one request agents send
 // over and over, a plain tools/call, is served here instead, with the same
 // answer the SDK gives. Anything this path does not recognise exactly — other
-// methods, batches, _meta (progress tokens, the 2026 protocol's per-request
-// metadata), unknown members, other protocol versions, session headers, a
+// methods, batches, _meta other than an idempotency key alone (progress
+// tokens, the 2026 protocol's per-request metadata), unknown members, other protocol versions, session headers, a
 // body without Content-Length — goes to the SDK untouched, which stays the
 // reference: TestMCPFastPathAnswersLikeTheSDK sends the same calls both ways
 // and compares the answers.
@@ -74,6 +74,7 @@ func (h *handler) fastCall(w http.ResponseWriter, r *http.Request, s *agentServe
 	var params struct {
 		Name      string         `json:"name"`
 		Arguments jsontext.Value `json:"arguments"`
+		Meta      jsontext.Value `json:"_meta"`
 	}
 	if err := jsonv2.Unmarshal(msg.Params, &params, jsonv2.RejectUnknownMembers(true)); err != nil {
 		return restore()
@@ -82,7 +83,11 @@ func (h *handler) fastCall(w http.ResponseWriter, r *http.Request, s *agentServe
 	if !ok {
 		return restore()
 	}
-	res := fn(r.Context(), json.RawMessage(params.Arguments))
+	key, ok := fastMeta(params.Meta)
+	if !ok {
+		return restore()
+	}
+	res := fn(r.Context(), json.RawMessage(params.Arguments), key)
 	if res.Content == nil {
 		res.Content = []mcp.Content{} // as the SDK does: never "null"
 	}
@@ -105,6 +110,26 @@ func (h *handler) fastCall(w http.ResponseWriter, r *http.Request, s *agentServe
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
 	return true
+}
+
+// fastMeta reads the idempotency key from a call's _meta if that is all
+// _meta holds (or there is none); anything else is the SDK's.
+func fastMeta(raw jsontext.Value) (key string, ok bool) {
+	if len(raw) == 0 {
+		return "", true
+	}
+	var meta map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(raw, &meta); err != nil || len(meta) != 1 {
+		return "", false
+	}
+	v, ok := meta[MetaIdempotencyKey]
+	if !ok || len(v) == 0 || v[0] != '"' {
+		return "", false
+	}
+	if err := jsonv2.Unmarshal(v, &key); err != nil || key == "" {
+		return "", false
+	}
+	return key, true
 }
 
 // validID accepts the request IDs this path echoes exactly: a string, or an

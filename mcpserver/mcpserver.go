@@ -73,8 +73,29 @@ type agentServer struct {
 	tools map[string]toolFunc
 }
 
-// toolFunc runs one tool call for an agent.
-type toolFunc func(ctx context.Context, arguments json.RawMessage) *mcp.CallToolResult
+// toolFunc runs one tool call for an agent; key is the call's idempotency
+// key ("" for none).
+type toolFunc func(ctx context.Context, arguments json.RawMessage, key string) *mcp.CallToolResult
+
+// MetaIdempotencyKey is the tools/call _meta member that carries an
+// idempotency key: a retry of a call under the same key (same agent, same
+// tool and arguments) answers with the first call's action instead of
+// running it again, as Idempotency-Key does for POST /v1/actions. Clients
+// whose answer was lost (a dropped connection) can thus retry safely.
+const MetaIdempotencyKey = "agentg8/idempotency-key"
+
+// metaKey reads MetaIdempotencyKey from a call's _meta.
+func metaKey(meta mcp.Meta) (string, error) {
+	v, ok := meta[MetaIdempotencyKey]
+	if !ok {
+		return "", nil
+	}
+	k, ok := v.(string)
+	if !ok || k == "" {
+		return "", agentg8.Errorf(agentg8.CodeInvalidInput, "_meta %q must be a non-empty string", MetaIdempotencyKey)
+	}
+	return k, nil
+}
 
 // Endpoint is the /mcp handler.
 type Endpoint struct {
@@ -164,22 +185,27 @@ func (h *handler) server(p agentg8.Principal) *agentServer {
 	add := func(tool *mcp.Tool, fn toolFunc) {
 		s.tools[tool.Name] = fn
 		s.sdk.AddTool(tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			return fn(ctx, req.Params.Arguments), nil
+			key, err := metaKey(req.Params.Meta)
+			if err != nil {
+				return result(nil, err), nil
+			}
+			return fn(ctx, req.Params.Arguments, key), nil
 		})
 	}
 	for _, t := range h.c.Actions.Tasks(p) {
 		tool := Tool(t)
 		hash := Hash(tool)
 		name := t.Name
-		add(tool, func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
-			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: name, Input: args(raw), ToolHash: hash})
+		add(tool, func(ctx context.Context, raw json.RawMessage, key string) *mcp.CallToolResult {
+			a, err := h.c.Actions.Propose(ctx, p, action.Proposal{Task: name, Input: args(raw), ToolHash: hash, IdempotencyKey: key})
 			return result(a, err)
 		})
 	}
 	add(&mcp.Tool{Name: ToolActionStatus, Description: "Get the state and output of an action you proposed; optionally wait up to wait_seconds for it to change.",
 		InputSchema: json.RawMessage(`{"type":"object","required":["action_id"],"additionalProperties":false,"properties":{"action_id":{"type":"string"},"wait_seconds":{"type":"integer","minimum":0,"maximum":60}}}`),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true}},
-		func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
+		// Reading twice is harmless: no key needed.
+		func(ctx context.Context, raw json.RawMessage, _ string) *mcp.CallToolResult {
 			var in struct {
 				ActionID    string `json:"action_id"`
 				WaitSeconds int    `json:"wait_seconds"`
@@ -193,7 +219,8 @@ func (h *handler) server(p agentg8.Principal) *agentServer {
 	add(&mcp.Tool{Name: ToolPreview, Description: "Dry-run a task: what request would be sent, its side effects, and a diff of the current state against the proposed one. Nothing runs.",
 		InputSchema: json.RawMessage(`{"type":"object","required":["task"],"additionalProperties":false,"properties":{"task":{"type":"string"},"input":{"type":"object"}}}`),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
-		func(ctx context.Context, raw json.RawMessage) *mcp.CallToolResult {
+		// A dry run changes nothing: no key needed.
+		func(ctx context.Context, raw json.RawMessage, _ string) *mcp.CallToolResult {
 			var in struct {
 				Task  string          `json:"task"`
 				Input json.RawMessage `json:"input"`

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os/exec"
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,6 +274,8 @@ func TestMCPFastPathAnswersLikeTheSDK(t *testing.T) {
 		{"pending approval", callBody("7", "ops.refund", `{"amount":5000}`), nil},
 		{"built-in preview", callBody("8", "agentg8_preview", `{"task":"crm.add_note","input":{"customer_id":"cus_1","note":"x"}}`), nil},
 		{"built-in status, bad arguments", callBody("9", "agentg8_action_status", `{}`), nil},
+		// The second send repeats the first under its key: the same answer.
+		{"idempotency key", `{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"crm.add_note","arguments":{"customer_id":"cus_1","note":"n"},"_meta":{"agentg8/idempotency-key":"k"}}}`, nil},
 	}
 	f0, s0 := counts()
 	for _, c := range same {
@@ -293,6 +299,8 @@ func TestMCPFastPathAnswersLikeTheSDK(t *testing.T) {
 	}{
 		{"unknown tool", callBody("1", "crm.nope", `{}`), nil},
 		{"_meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"},"_meta":{"progressToken":"p"}}}`, nil},
+		{"_meta beyond the key", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"},"_meta":{"agentg8/idempotency-key":"k2","progressToken":"p"}}}`, nil},
+		{"key not a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"},"_meta":{"agentg8/idempotency-key":1}}}`, nil},
 		{"duplicate member", `{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"crm.get_customer","arguments":{"customer_id":"cus_1"}}}`, nil},
 		{"batch", `[` + callBody("1", "crm.get_customer", `{"customer_id":"cus_1"}`) + `]`, nil},
 		{"other method", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil},
@@ -311,5 +319,162 @@ func TestMCPFastPathAnswersLikeTheSDK(t *testing.T) {
 		if after != before || afterSDK != beforeSDK+1 {
 			t.Errorf("%s: fast %d→%d, sdk %d→%d; want it on the SDK path", c.name, before, after, beforeSDK, afterSDK)
 		}
+	}
+}
+
+// TestMCPIdempotencyKey: a tools/call carrying _meta
+// "agentg8/idempotency-key" runs once; a repeat under the key — on either
+// path — answers with the first call's action, and the key with other
+// arguments is refused. Without a key the same call runs again.
+func TestMCPIdempotencyKey(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	send := func(id, args, meta string, chunked bool) (status, actionID, code string) {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"crm.add_note","arguments":` + args
+		if meta != "" {
+			body += `,"_meta":` + meta
+		}
+		var rd io.Reader = strings.NewReader(body + `}}`)
+		if chunked {
+			rd = io.MultiReader(rd) // the go-sdk's path
+		}
+		resp := postMCP(t, e.url, supportKey, rd)
+		defer resp.Body.Close()
+		var out struct {
+			Result struct {
+				StructuredContent struct {
+					ActionID string `json:"action_id"`
+					Status   string `json:"status"`
+					Error    struct {
+						Code string `json:"code"`
+					} `json:"error"`
+				} `json:"structuredContent"`
+			} `json:"result"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("tools/call: %d %v", resp.StatusCode, err)
+		}
+		sc := out.Result.StructuredContent
+		return sc.Status, sc.ActionID, sc.Error.Code
+	}
+	note := `{"customer_id":"cus_1","note":"once"}`
+	key := `{"agentg8/idempotency-key":"k-1"}`
+	n0 := e.up.count()
+	status, first, _ := send("1", note, key, false)
+	if status != "succeeded" || first == "" || e.up.count() != n0+1 {
+		t.Fatalf("first call: %s %s, upstream calls %d", status, first, e.up.count()-n0)
+	}
+	for _, chunked := range []bool{false, true} {
+		if status, id, _ := send("2", note, key, chunked); status != "succeeded" || id != first {
+			t.Errorf("repeat (chunked %v): %s %s, want the first call's action %s", chunked, status, id, first)
+		}
+	}
+	if _, _, code := send("3", `{"customer_id":"cus_1","note":"other"}`, key, false); code != "idempotency_key_reused" {
+		t.Errorf("the key with other arguments: %q", code)
+	}
+	if _, _, code := send("4", note, `{"agentg8/idempotency-key":7}`, false); code != "invalid_input" {
+		t.Errorf("a key that is not a string: %q", code)
+	}
+	if got := e.up.count() - n0; got != 1 {
+		t.Errorf("upstream calls under one key: %d, want 1", got)
+	}
+	if status, id, _ := send("5", note, "", false); status != "succeeded" || id == first || e.up.count()-n0 != 2 {
+		t.Errorf("without a key: %s %s, upstream calls %d; want a second action", status, id, e.up.count()-n0)
+	}
+}
+
+// TestMCPStdioBridgeRetriesALostAnswer: the bridge sends every tool call
+// under an idempotency key and asks again when the answer is lost, so the
+// desktop client gets the answer and the upstream is called once — when the
+// connection drops before the answer, when it drops in the middle of it
+// (the go-sdk gives that session up; the bridge connects again), and when
+// it drops while the call still runs (the retry is told the first attempt
+// is in progress, and waits for it).
+func TestMCPStdioBridgeRetriesALostAnswer(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	target, _ := url.Parse(e.url)
+	gw := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	lose := map[string]string{} // note text → how its first answer is lost
+	attempts := map[string]int{}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		how := ""
+		mu.Lock()
+		for note, h := range lose {
+			if bytes.Contains(body, []byte(`"note":"`+note+`"`)) {
+				if attempts[note]++; attempts[note] == 1 {
+					how = h
+				}
+			}
+		}
+		mu.Unlock()
+		if how == "" {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		if how == "while running" {
+			// The gateway goes on with the call; its answer is lost.
+			go gw.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.WithoutCancel(r.Context())))
+			time.Sleep(100 * time.Millisecond)
+			return
+		}
+		rec := httptest.NewRecorder()
+		gw.ServeHTTP(rec, r)
+		if how == "mid-body" {
+			res := rec.Result()
+			fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", res.Header.Get("Content-Type"), rec.Body.Len())
+			conn.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
+		}
+	}))
+	defer proxy.Close()
+
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "mcp", "--url", proxy.URL)
+	cmd.Env = []string{"AGENTG8_KEY=" + supportKey, "PATH=/usr/bin:/bin"}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	defer cs.Close()
+	for _, how := range []string{"before the answer", "mid-body", "while running"} {
+		note := strings.ReplaceAll(how, " ", "-")
+		mu.Lock()
+		lose[note] = how
+		mu.Unlock()
+		if how == "while running" {
+			e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(time.Second)
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"ok":true}`))
+			})
+		}
+		res, sc, text := call(t, cs, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": note})
+		effects := 0
+		for _, r := range e.up.all() {
+			if bytes.Contains(r.Body, []byte(note)) {
+				effects++
+			}
+		}
+		mu.Lock()
+		tries := attempts[note]
+		mu.Unlock()
+		if res.IsError || sc["status"] != "succeeded" || effects != 1 || tries < 2 {
+			t.Errorf("answer lost %s: %s; upstream calls %d (want 1), attempts %d\n%s", how, text, effects, tries, stderr.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "asking the gateway again under the call's idempotency key") {
+		t.Errorf("retries not logged: %s", stderr.String())
 	}
 }

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/mcpserver"
 )
 
@@ -32,6 +37,7 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	fs := m.flags("mcp")
 	u := fs.String("url", "", "gateway URL (default $AGENTG8_URL)")
 	poll := fs.Duration("poll", 30*time.Second, "how often to re-read the gateway's tool list (changes are sent as notifications/tools/list_changed); 0 never")
+	retry := fs.Duration("retry", 30*time.Second, "how long to retry a tool call whose answer was lost, under the call's idempotency key (it runs at most once); 0 never")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,23 +50,27 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 		return usageErr("usage: AGENTG8_KEY=ag8_… agentg8 mcp --url https://gateway")
 	}
 	remote := mcp.NewClient(&mcp.Implementation{Name: "agentg8-bridge", Version: version}, nil)
-	cs, err := remote.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: strings.TrimRight(base, "/") + "/mcp",
-		HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}, DisableStandaloneSSE: true}, nil)
+	g := &gateway{retry: *retry, logger: m.logger("warn"), connect: func(ctx context.Context) (*mcp.ClientSession, error) {
+		return remote.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: strings.TrimRight(base, "/") + "/mcp",
+			HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}, DisableStandaloneSSE: true}, nil)
+	}}
+	cs, err := g.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer cs.Close()
+	g.cs = cs
+	defer g.close()
 	local := mcp.NewServer(&mcp.Implementation{Name: "agentg8", Version: version}, &mcp.ServerOptions{
 		Instructions: cs.InitializeResult().Instructions})
 	seen := map[string]string{} // tool name → definition hash
-	if err := syncTools(ctx, cs, local, seen); err != nil {
+	if err := g.syncTools(ctx, local, seen); err != nil {
 		return err
 	}
 	if *poll > 0 {
 		// The gateway's stateless endpoint cannot push; poll it, and the
 		// local server tells the desktop client when the list changed.
 		go every(ctx, *poll, func() {
-			if err := syncTools(ctx, cs, local, seen); err != nil {
+			if err := g.syncTools(ctx, local, seen); err != nil {
 				m.logger("warn").Warn("re-reading the gateway's tools failed", "err", err)
 			}
 		})
@@ -72,12 +82,130 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	return err
 }
 
-// syncTools makes local offer exactly the gateway's tools, as proxies.
-// Only the poller calls it after start, so seen needs no lock.
-func syncTools(ctx context.Context, cs *mcp.ClientSession, local *mcp.Server, seen map[string]string) error {
-	tools, err := cs.ListTools(ctx, nil)
+// gateway is the bridge's session with a gateway's /mcp endpoint, replaced
+// when a failure leaves it unusable (the SDK gives up on a session whose
+// answer was cut off mid-body).
+type gateway struct {
+	connect func(context.Context) (*mcp.ClientSession, error)
+	retry   time.Duration
+	logger  *slog.Logger
+
+	mu sync.Mutex
+	cs *mcp.ClientSession
+}
+
+func (g *gateway) session() *mcp.ClientSession {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cs
+}
+
+// renew replaces the session old with a new one, unless another call did.
+func (g *gateway) renew(ctx context.Context, old *mcp.ClientSession) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cs != old {
+		return nil
+	}
+	cs, err := g.connect(ctx)
 	if err != nil {
 		return err
+	}
+	old.Close()
+	g.cs = cs
+	return nil
+}
+
+func (g *gateway) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cs.Close()
+}
+
+// callTool calls a gateway tool under an idempotency key — the desktop
+// client's if it sent one, else a new one per call — and, when the answer
+// is lost (a dropped connection, a proxy's 502) or the gateway is still
+// running the first attempt, asks again under the same key for up to
+// g.retry: the gateway runs the call at most once and answers every
+// attempt with its action.
+func (g *gateway) callTool(ctx context.Context, name string, arguments any, meta mcp.Meta) (*mcp.CallToolResult, error) {
+	key, _ := meta[mcpserver.MetaIdempotencyKey].(string)
+	if key == "" {
+		key = "bridge-" + rand.Text()
+	}
+	params := &mcp.CallToolParams{Name: name, Arguments: arguments, Meta: mcp.Meta{mcpserver.MetaIdempotencyKey: key}}
+	deadline := time.Now().Add(g.retry)
+	wait := 200 * time.Millisecond
+	for {
+		cs := g.session()
+		res, err := cs.CallTool(ctx, params)
+		if (err == nil && errorCode(res) != agentg8.CodeIdempotencyInProgress) || answered(err) || ctx.Err() != nil ||
+			time.Now().Add(wait).After(deadline) {
+			return res, err
+		}
+		reason := "the first attempt is still running"
+		if err != nil {
+			reason = err.Error()
+		}
+		g.logger.Warn("asking the gateway again under the call's idempotency key", "tool", name, "reason", reason, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+		if err != nil {
+			if err := g.renew(ctx, cs); err != nil {
+				g.logger.Warn("reconnecting to the gateway failed", "err", err)
+			}
+		}
+	}
+}
+
+// codeRejected is the go-sdk's JSON-RPC code for "rejected by transport":
+// its own error when a request or its answer was lost, not the gateway's.
+const codeRejected = -32005
+
+// answered reports whether err carries a JSON-RPC error the gateway sent.
+func answered(err error) bool {
+	switch e := err.(type) {
+	case *jsonrpc.Error:
+		return e.Code != codeRejected
+	case interface{ Unwrap() error }:
+		return answered(e.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range e.Unwrap() {
+			if answered(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// errorCode is the problem code of a tool error result, or "".
+func errorCode(res *mcp.CallToolResult) string {
+	if res == nil || !res.IsError {
+		return ""
+	}
+	sc, _ := res.StructuredContent.(map[string]any)
+	e, _ := sc["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+// syncTools makes local offer exactly the gateway's tools, as proxies.
+// Only the poller calls it after start, so seen needs no lock.
+func (g *gateway) syncTools(ctx context.Context, local *mcp.Server, seen map[string]string) error {
+	cs := g.session()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		if rerr := g.renew(ctx, cs); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if tools, err = g.session().ListTools(ctx, nil); err != nil {
+			return err
+		}
 	}
 	now := map[string]bool{}
 	for _, t := range tools.Tools {
@@ -93,7 +221,7 @@ func syncTools(ctx context.Context, cs *mcp.ClientSession, local *mcp.Server, se
 			if len(req.Params.Arguments) == 0 {
 				arguments = map[string]any{}
 			}
-			return cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: arguments})
+			return g.callTool(ctx, name, arguments, req.Params.Meta)
 		})
 	}
 	var gone []string

@@ -59,6 +59,7 @@ func TestMCPTypeScriptClient(t *testing.T) {
 			}
 			ApproveStatus int
 			Final         string
+			Keyed         []string
 		}
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
@@ -74,6 +75,9 @@ func TestMCPTypeScriptClient(t *testing.T) {
 		}
 		if x.Allowed.IsError || x.Allowed.Status != "succeeded" {
 			t.Errorf("%s allowed: %+v", name, x.Allowed)
+		}
+		if len(x.Keyed) != 2 || x.Keyed[0] == "" || x.Keyed[0] != x.Keyed[1] {
+			t.Errorf("%s: one call twice under an idempotency key gave actions %v, want one", name, x.Keyed)
 		}
 		if !x.Denied.IsError || !strings.HasPrefix(x.Denied.Text, "policy_denied") {
 			t.Errorf("%s denied: %+v", name, x.Denied)

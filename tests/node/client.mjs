@@ -11,7 +11,7 @@ const { AGENTG8_URL: url, AGENTG8_KEY: key, APPROVER_KEY: approver, AGENTG8_BIN:
 
 const text = (r) => r.content.filter((c) => c.type === "text").map((c) => c.text).join("");
 
-async function exercise(client, withApproval) {
+async function exercise(client, withApproval, keyName) {
   const out = {};
   const tools = await client.listTools();
   out.tools = tools.tools.map((t) => t.name).sort();
@@ -22,6 +22,11 @@ async function exercise(client, withApproval) {
   out.denied = { isError: !!r.isError, text: text(r) };
   r = await client.callTool({ name: "crm.add_note", arguments: { customer_id: "nope" } });
   out.invalid = { isError: !!r.isError, text: text(r) };
+  // The same call twice under one idempotency key: one action.
+  const keyed = { name: "crm.add_note", arguments: { customer_id: "cus_1", note: keyName }, _meta: { "agentg8/idempotency-key": keyName } };
+  const k1 = await client.callTool(keyed);
+  const k2 = await client.callTool(keyed);
+  out.keyed = [k1, k2].map((k) => k.structuredContent?.action_id);
   if (withApproval) {
     r = await client.callTool({ name: "ops.refund", arguments: { amount: 5000 } });
     const sc = r.structuredContent;
@@ -47,12 +52,12 @@ const http = new Client({ name: "ts-sdk-test", version: "1.0.0" });
 await http.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), {
   requestInit: { headers: { Authorization: `Bearer ${key}` } },
 }));
-result.http = await exercise(http, true);
+result.http = await exercise(http, true, "ts-http");
 await http.close();
 
 const stdio = new Client({ name: "ts-sdk-desktop", version: "1.0.0" });
 await stdio.connect(new StdioClientTransport({ command: bin, args: ["mcp", "--url", url], env: { AGENTG8_KEY: key, PATH: process.env.PATH } }));
-result.stdio = await exercise(stdio, false);
+result.stdio = await exercise(stdio, false, "ts-stdio");
 await stdio.close();
 
 console.log(JSON.stringify(result));
