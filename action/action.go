@@ -131,6 +131,9 @@ type Rules struct {
 	// RatePerMinute bounds each agent's proposals (dry runs included) per
 	// minute, with bursts up to the same number; 0 is no limit.
 	RatePerMinute int
+	// IdempotencyTTL is how long an idempotency key's answer is kept
+	// (default 24h); a retry after that proposes again.
+	IdempotencyTTL time.Duration
 }
 
 func (r Rules) withDefaults() *Rules {
@@ -142,6 +145,9 @@ func (r Rules) withDefaults() *Rules {
 	}
 	if r.MaxPending == 0 {
 		r.MaxPending = 20
+	}
+	if r.IdempotencyTTL == 0 {
+		r.IdempotencyTTL = 24 * time.Hour
 	}
 	return &r
 }
@@ -178,6 +184,9 @@ type Service struct {
 	// unreachable is when the worker's sweep last failed to read the
 	// store (the sweep's own: no lock).
 	unreachable time.Time
+	// pruned is when the sweep last pruned idempotency records (the
+	// sweep's own, on the service's clock).
+	pruned time.Time
 	limits      map[string]*rate.Limiter
 	wg          sync.WaitGroup
 	// delivering is set while notifications are being sent, apart from
@@ -300,6 +309,11 @@ type Proposal struct {
 // crash, or the store lost before it could record either.)
 const claimAbandoned = time.Minute
 
+// releasedAge is how far back a claim given up for a retry is dated: far
+// enough past claimAbandoned that every replica, whatever its clock, takes
+// it for abandoned at once.
+const releasedAge = time.Hour
+
 // stored is an idempotent answer.
 type stored struct {
 	Action *agentg8.Action `json:"action,omitempty"`
@@ -410,7 +424,7 @@ func (s *Service) Propose(ctx context.Context, p agentg8.Principal, prop Proposa
 	}
 	b, err := json.Marshal(st)
 	if err == nil {
-		err = s.c.Store.CompleteIdempotency(bg, p.ID, prop.IdempotencyKey, b)
+		err = s.c.Store.CompleteIdempotency(bg, p.ID, prop.IdempotencyKey, b, s.c.Clock.Now())
 	}
 	if err != nil {
 		s.c.Logger.Error("store idempotent result", "err", err)
@@ -427,11 +441,45 @@ func (s *Service) release(ctx context.Context, agent, key string) {
 	defer cancel()
 	var err error
 	for try := 0; try < 5 && ctx.Err() == nil; try++ {
-		if err = s.c.Store.ReleaseIdempotency(ctx, agent, key); err == nil {
+		if err = s.c.Store.ReleaseIdempotency(ctx, agent, key, s.c.Clock.Now().Add(-releasedAge)); err == nil {
 			return
 		}
 	}
 	s.c.Logger.Error("release idempotency key; retries wait until the claim counts as abandoned", "agent", agent, "err", err)
+}
+
+// pruneBatch bounds one delete of expired idempotency records, and
+// pruneBatches how many a sweep runs: a backlog (the first start after an
+// upgrade) is worked off a minute at a time, in short transactions.
+const (
+	pruneBatch   = 1000
+	pruneBatches = 10
+)
+
+// prune deletes idempotency records older than the rules' TTL, at most
+// once a minute.
+func (s *Service) prune(ctx context.Context) {
+	now := s.c.Clock.Now()
+	if now.Sub(s.pruned) < time.Minute {
+		return
+	}
+	s.pruned = now
+	before := now.Add(-s.rules.Load().IdempotencyTTL)
+	total := 0
+	for range pruneBatches {
+		n, err := s.c.Store.PruneIdempotency(ctx, before, pruneBatch)
+		total += n
+		if err != nil {
+			s.c.Logger.Error("worker: prune idempotency keys", "err", err)
+			break
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.c.Logger.Info("worker: idempotency keys expired", "deleted", total, "before", before)
+	}
 }
 
 // answerAbandoned answers a retry whose first attempt created action a and
@@ -453,7 +501,7 @@ func (s *Service) answerAbandoned(ctx context.Context, p agentg8.Principal, key 
 	if a.Status.Terminal() || a.Status == agentg8.StatePendingApproval {
 		st := stored{Action: a, Error: aerr}
 		if b, err := json.Marshal(st); err == nil {
-			if err := s.c.Store.CompleteIdempotency(context.WithoutCancel(ctx), p.ID, key, b); err != nil {
+			if err := s.c.Store.CompleteIdempotency(context.WithoutCancel(ctx), p.ID, key, b, s.c.Clock.Now()); err != nil {
 				s.c.Logger.Error("store idempotent result", "err", err)
 			}
 		}

@@ -389,6 +389,7 @@ func (s *Service) sweep(ctx context.Context) {
 	if time.Since(s.unreachable) >= 5*s.c.WorkerInterval {
 		s.takeOver(ctx)
 	}
+	s.prune(ctx)
 	// Sends take up to 15 s each: they run beside the sweep, one round at
 	// a time, so the next sweep is not held up by a channel that hangs.
 	if s.delivering.CompareAndSwap(false, true) {

@@ -86,13 +86,18 @@ type Store interface {
 	// ClaimIdempotency inserts rec if (agent, key) is new and returns nil;
 	// otherwise it returns the existing record and stores nothing.
 	ClaimIdempotency(ctx context.Context, rec IdempotencyRecord) (*IdempotencyRecord, error)
-	CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error
-	// ReleaseIdempotency gives up an unanswered claim whose request created
-	// nothing: it reads as abandoned (CreatedAt the zero Unix time) and
-	// keeps its action ID, so every later attempt under the key uses that
-	// ID and at most one action can ever exist for it. A claim without an
-	// action ID (made by an earlier version) is deleted.
-	ReleaseIdempotency(ctx context.Context, agent, key string) error
+	// CompleteIdempotency records a claim's answer, dated at (from which
+	// the record is kept).
+	CompleteIdempotency(ctx context.Context, agent, key string, result []byte, at time.Time) error
+	// ReleaseIdempotency gives up an unanswered claim whose request ended
+	// without a final answer: it is dated at (a time making it read as
+	// abandoned) and keeps its action ID, so every later attempt under the
+	// key uses that ID and at most one action can ever exist for it. A
+	// claim without an action ID (made by an earlier version) is deleted.
+	ReleaseIdempotency(ctx context.Context, agent, key string, at time.Time) error
+	// PruneIdempotency deletes up to limit records (answered or not) dated
+	// before before, and says how many it deleted.
+	PruneIdempotency(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // Change is an action write committed in the same transaction as its audit

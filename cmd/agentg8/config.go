@@ -131,6 +131,8 @@ type LimitsConfig struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// ActionsPerMinute bounds each agent's proposals, dry runs included.
 	ActionsPerMinute int `yaml:"actions_per_minute"`
+	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
+	IdempotencyTTL string `yaml:"idempotency_ttl"`
 }
 
 var envRE = regexp.MustCompile(`\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -165,7 +167,7 @@ func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 		}), doc)
 	}
 	c := &Config{Listen: "127.0.0.1:8080", Store: "sqlite:agentg8.db", Tasks: "tasks", Policies: "policies",
-		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"},
+		Approvals: ApprovalsConfig{DefaultTTL: "24h"}, Audit: AuditConfig{SigningKey: "file:audit.key"}, Limits: LimitsConfig{IdempotencyTTL: "24h"},
 		Tokens: TokensConfig{Keys: "file:token-keys.json", Algorithm: "EdDSA"}}
 	if len(f.Docs) > 0 && f.Docs[0].Body != nil {
 		if err := yaml.NodeToValue(f.Docs[0].Body, c, yaml.Strict()); err != nil {
@@ -314,6 +316,11 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 0 {
 		bad("limits.max_body_bytes", "must be positive")
 	}
+	if d, err := time.ParseDuration(c.Limits.IdempotencyTTL); err != nil || d < time.Hour {
+		// Shorter, and an agent's ordinary retry (or the stdio bridge's)
+		// could find its key forgotten and run the action again.
+		bad("limits.idempotency_ttl", "must be a duration of at least 1h")
+	}
 	return errors.Join(errs...)
 }
 
@@ -345,6 +352,11 @@ func (c *Config) storeURL() string {
 
 func (c *Config) signingKeyPath() string {
 	return c.rel(strings.TrimPrefix(c.Audit.SigningKey, "file:"))
+}
+
+func (c *Config) idempotencyTTL() time.Duration {
+	d, _ := time.ParseDuration(c.Limits.IdempotencyTTL)
+	return d
 }
 
 func (c *Config) approvalTTL() time.Duration {

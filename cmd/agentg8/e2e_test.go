@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -312,6 +313,54 @@ func TestIdempotencyKey(t *testing.T) {
 	wg.Wait()
 	if st != 409 || p["code"] != "idempotency_in_progress" {
 		t.Errorf("in flight: %d %v", st, p["_body"])
+	}
+}
+
+// TestIdempotencyKeysExpire: an Idempotency-Key's answer is kept for
+// limits.idempotency_ttl (24h) from when it was given; the worker then
+// deletes it, and the key proposes afresh. Each expiry is checked against
+// a key answered later, which must be kept.
+func TestIdempotencyKeysExpire(t *testing.T) {
+	clock := newTestClock(time.Now())
+	e := newTestEnv(t, envOpts{allowPrivate: true, clock: clock})
+	in := map[string]any{"customer_id": "cus_1", "note": "kept a day"}
+	ids := map[string]any{}
+	propose := func(key string) any {
+		t.Helper()
+		st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", key)
+		if st != 200 || a["status"] != "succeeded" {
+			t.Fatalf("%s: %d %v", key, st, a["_body"])
+		}
+		return a["id"]
+	}
+	expiries := func(n int) {
+		t.Helper()
+		waitFor(t, "expiry "+strconv.Itoa(n), 10*time.Second, func() bool {
+			return strings.Count(e.logs.String(), "idempotency keys expired") >= n
+		})
+	}
+	ids["k1"] = propose("k1") // t0
+	clock.Advance(24*time.Hour + 50*time.Minute)
+	ids["k2"] = propose("k2") // t0+24h50m
+	clock.Advance(10 * time.Minute)
+	expiries(1) // t0+25h: k1 (25h old) goes, k2 (10m) stays
+	if id := propose("k2"); id != ids["k2"] {
+		t.Errorf("k2 (10m old) answered %v, want %v", id, ids["k2"])
+	}
+	if id := propose("k1"); id == ids["k1"] {
+		t.Errorf("k1 (25h old) still answered with its first action")
+	}
+	ids["k3"] = propose("k3") // t0+25h
+	clock.Advance(23*time.Hour + 55*time.Minute)
+	expiries(2) // t0+48h55m: k2 (24h05m old) goes, k3 (23h55m) stays
+	if id := propose("k3"); id != ids["k3"] {
+		t.Errorf("k3 (23h55m old) answered %v, want %v", id, ids["k3"])
+	}
+	if id := propose("k2"); id == ids["k2"] {
+		t.Errorf("k2 (24h05m old) still answered with its first action")
+	}
+	if n := e.up.count(); n != 5 {
+		t.Errorf("upstream calls: %d, want 5 (k1, k2, k1 again, k3, k2 again)", n)
 	}
 }
 

@@ -99,7 +99,7 @@ func channelsOf(cfg *Config) []notify.Channel {
 // change (restartOnly leaves them out).
 func rulesOf(cfg *Config) action.Rules {
 	return action.Rules{AuditorGroups: cfg.Audit.Auditors, ResolverGroups: cfg.Execution.Resolvers, ApprovalTTL: cfg.approvalTTL(),
-		MaxPending: cfg.Approvals.MaxPendingPerAgent, RatePerMinute: cfg.Limits.ActionsPerMinute}
+		MaxPending: cfg.Approvals.MaxPendingPerAgent, RatePerMinute: cfg.Limits.ActionsPerMinute, IdempotencyTTL: cfg.idempotencyTTL()}
 }
 
 // peopleOf returns the configured users and agents.
@@ -848,7 +848,7 @@ func restartOnly(old, new *Config) []string {
 	a, b := *old, *new
 	for _, c := range []*Config{&a, &b} {
 		c.Agents, c.Users, c.Credentials, c.Notify = nil, nil, nil, nil
-		c.Audit.Auditors, c.Execution.Resolvers, c.Approvals, c.Limits.ActionsPerMinute = nil, nil, ApprovalsConfig{}, 0
+		c.Audit.Auditors, c.Execution.Resolvers, c.Approvals, c.Limits.ActionsPerMinute, c.Limits.IdempotencyTTL = nil, nil, ApprovalsConfig{}, 0, ""
 	}
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	var out []string

@@ -36,6 +36,9 @@ func TestValidate(t *testing.T) {
 		{"resolver group without users", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "execution:\n  resolvers: [night-shift]\n")
 		}, []string{"execution.resolvers[0]", `group "night-shift" has no users`}},
+		{"idempotency keys kept too briefly", func(t *testing.T, dir string) {
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "limits:\n  idempotency_ttl: 10m\n")
+		}, []string{"limits.idempotency_ttl", "at least 1h"}},
 		{"unknown nested config key", func(t *testing.T, dir string) {
 			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "allow_private: true", "allow_private: true\n  allow_all: true")
 		}, []string{"agentg8.yaml", "allow_all"}},

@@ -159,3 +159,20 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 		t.Errorf("notifications kept: %q %v, want only the queued n1", ids, err)
 	}
 }
+
+// TestUpgradeKeepsReleasedClaims: a claim given up before version 11
+// (dated 0) is dated an hour back by it, so pruning keeps it for the
+// retention like any other record, and it still reads as abandoned.
+func TestUpgradeKeepsReleasedClaims(t *testing.T) {
+	ctx := context.Background()
+	url, old := storeAtVersion(t, 10)
+	if _, err := old.pool.Exec(ctx, `INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES ('bot', 'k', 'h', 'act_1', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CheckReleasedClaimKept(t, s, "bot", "k", "act_1")
+}

@@ -500,17 +500,26 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyReco
 }
 
 // CompleteIdempotency stores the answer for a claim.
-func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error {
-	_, err := s.pool.Exec(ctx, `UPDATE idempotency SET result = $1 WHERE agent = $2 AND key = $3`, result, agent, key)
+func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `UPDATE idempotency SET result = $1, created_at = $2 WHERE agent = $3 AND key = $4`, result, at.UnixNano(), agent, key)
 	return err
 }
 
-// ReleaseIdempotency marks an unanswered claim abandoned (it keeps its
-// action ID), or deletes one made before claims had action IDs.
-func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
-	_, err := s.pool.Exec(ctx, `WITH kept AS (UPDATE idempotency SET created_at = 0 WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id <> '')
-		DELETE FROM idempotency WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id = ''`, agent, key)
+// ReleaseIdempotency marks an unanswered claim abandoned, dated at (it keeps
+// its action ID), or deletes one made before claims had action IDs.
+func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `WITH kept AS (UPDATE idempotency SET created_at = $3 WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id <> '')
+		DELETE FROM idempotency WHERE agent = $1 AND key = $2 AND result IS NULL AND action_id = ''`, agent, key, at.UnixNano())
 	return err
+}
+
+// PruneIdempotency deletes up to limit records dated before before.
+func (s *Store) PruneIdempotency(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency WHERE (agent, key) IN (SELECT agent, key FROM idempotency WHERE created_at < $1 LIMIT $2)`, before.UnixNano(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // AuditSize is the number of audit records.

@@ -14,6 +14,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/store/sqlite"
+	"github.com/agentg8/agentg8/store/storetest"
 )
 
 // v4Store writes the audit log the way schema version 4 did: one row per
@@ -171,4 +172,23 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	if err := raw.QueryRow(`SELECT group_concat(id) FROM notifications`).Scan(&ids); err != nil || ids != "n1" {
 		t.Errorf("notifications kept: %q %v, want only the queued n1", ids, err)
 	}
+}
+
+// TestUpgradeKeepsReleasedClaims: a claim given up before version 10
+// (dated 0) is dated an hour back by it, so pruning keeps it for the
+// retention like any other record, and it still reads as abandoned.
+func TestUpgradeKeepsReleasedClaims(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "old.db")
+	db := dbAtVersion(t, p, 9)
+	if _, err := db.Exec(`INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES ('bot', 'k', 'h', 'act_1', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st, err := sqlite.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	storetest.CheckReleasedClaimKept(t, st, "bot", "k", "act_1")
 }

@@ -386,19 +386,29 @@ func (s *Store) ClaimIdempotency(ctx context.Context, rec action.IdempotencyReco
 }
 
 // CompleteIdempotency stores the answer for a claim.
-func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE idempotency SET result = ? WHERE agent = ? AND key = ?`, result, agent, key)
+func (s *Store) CompleteIdempotency(ctx context.Context, agent, key string, result []byte, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE idempotency SET result = ?, created_at = ? WHERE agent = ? AND key = ?`, result, at.UnixNano(), agent, key)
 	return err
 }
 
-// ReleaseIdempotency marks an unanswered claim abandoned (it keeps its
-// action ID), or deletes one made before claims had action IDs.
-func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE idempotency SET created_at = 0 WHERE agent = ? AND key = ? AND result IS NULL AND action_id <> ''`, agent, key); err != nil {
+// ReleaseIdempotency marks an unanswered claim abandoned, dated at (it keeps
+// its action ID), or deletes one made before claims had action IDs.
+func (s *Store) ReleaseIdempotency(ctx context.Context, agent, key string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE idempotency SET created_at = ? WHERE agent = ? AND key = ? AND result IS NULL AND action_id <> ''`, at.UnixNano(), agent, key); err != nil {
 		return err
 	}
 	_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE agent = ? AND key = ? AND result IS NULL AND action_id = ''`, agent, key)
 	return err
+}
+
+// PruneIdempotency deletes up to limit records dated before before.
+func (s *Store) PruneIdempotency(ctx context.Context, before time.Time, limit int) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE created_at < ? LIMIT ?)`, before.UnixNano(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
 // AuditSize is the number of audit records.

@@ -207,19 +207,20 @@ func testIdempotency(t *testing.T, s Store) {
 	if prev, _ := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "other", Key: "k", PayloadHash: "h", CreatedAt: t0}); prev != nil {
 		t.Error("keys must be scoped per agent")
 	}
-	if err := s.CompleteIdempotency(ctx, "bot", "k", []byte(`{"x":1}`)); err != nil {
+	answered := t0.Add(time.Hour)
+	if err := s.CompleteIdempotency(ctx, "bot", "k", []byte(`{"x":1}`), answered); err != nil {
 		t.Fatal(err)
 	}
 	prev, _ = s.ClaimIdempotency(ctx, rec)
-	if prev == nil || string(prev.Result) != `{"x":1}` {
-		t.Errorf("completed: %+v", prev)
+	if prev == nil || string(prev.Result) != `{"x":1}` || !prev.CreatedAt.Equal(answered) {
+		t.Errorf("completed (dated when answered): %+v", prev)
 	}
 	// Release removes only unanswered claims.
-	s.ReleaseIdempotency(ctx, "bot", "k")
+	s.ReleaseIdempotency(ctx, "bot", "k", t0)
 	if prev, _ := s.ClaimIdempotency(ctx, rec); prev == nil {
 		t.Error("released an answered claim")
 	}
-	s.ReleaseIdempotency(ctx, "other", "k")
+	s.ReleaseIdempotency(ctx, "other", "k", t0)
 	if prev, _ := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: "other", Key: "k", PayloadHash: "h", CreatedAt: t0}); prev != nil {
 		t.Error("release did not free a claim without an action ID")
 	}
@@ -235,11 +236,11 @@ func testIdempotency(t *testing.T, s Store) {
 	if prev, _ := s.ClaimIdempotency(ctx, later); prev == nil || prev.ActionID != "act_named" || !prev.CreatedAt.Equal(t0) {
 		t.Errorf("claim after a named one: %+v", prev)
 	}
-	if err := s.ReleaseIdempotency(ctx, "bot", "named"); err != nil {
+	if err := s.ReleaseIdempotency(ctx, "bot", "named", t0.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if prev, _ := s.ClaimIdempotency(ctx, later); prev == nil || prev.ActionID != "act_named" || prev.Result != nil || prev.CreatedAt.UnixNano() != 0 {
-		t.Errorf("released named claim: %+v", prev)
+	if prev, _ := s.ClaimIdempotency(ctx, later); prev == nil || prev.ActionID != "act_named" || prev.Result != nil || !prev.CreatedAt.Equal(t0.Add(-time.Hour)) {
+		t.Errorf("released named claim (dated as told): %+v", prev)
 	}
 	// Concurrent claims: exactly one wins.
 	var wins atomic.Int32
@@ -259,6 +260,30 @@ func testIdempotency(t *testing.T, s Store) {
 	wg.Wait()
 	if wins.Load() != 1 {
 		t.Errorf("%d concurrent claims won", wins.Load())
+	}
+	// Pruning deletes records dated before the cutoff, answered or not,
+	// at most limit at a time. Dated now: bot/k t0+1h, other/k t0,
+	// bot/named t0-1h, bot/race t0.
+	for i := range 3 {
+		old := action.IdempotencyRecord{Agent: "old", Key: fmt.Sprint(i), PayloadHash: "h", CreatedAt: t0.Add(-2 * time.Hour)}
+		if prev, err := s.ClaimIdempotency(ctx, old); err != nil || prev != nil {
+			t.Fatalf("claim: %+v %v", prev, err)
+		}
+	}
+	if n, err := s.PruneIdempotency(ctx, t0.Add(-time.Hour), 2); err != nil || n != 2 {
+		t.Errorf("prune with limit 2: %d %v", n, err)
+	}
+	if n, err := s.PruneIdempotency(ctx, t0.Add(-time.Hour), 10); err != nil || n != 1 {
+		t.Errorf("prune the rest before the cutoff (the released claim dated at it stays): %d %v", n, err)
+	}
+	if n, err := s.PruneIdempotency(ctx, t0.Add(time.Minute), 10); err != nil || n != 3 {
+		t.Errorf("prune before t0+1m (named, race, other/k): %d %v", n, err)
+	}
+	if prev, _ := s.ClaimIdempotency(ctx, rec); prev == nil || string(prev.Result) != `{"x":1}` {
+		t.Errorf("a record dated after the cutoff was pruned: %+v", prev)
+	}
+	if prev, _ := s.ClaimIdempotency(ctx, later); prev != nil {
+		t.Errorf("a pruned key is still claimed: %+v", prev)
 	}
 }
 
@@ -1007,5 +1032,23 @@ func testLeases(t *testing.T, s Store) {
 	settled.Status = agentg8.StateSucceeded
 	if err := commitChanges(ctx, s, &action.Change{Action: &settled, From: agentg8.StateFailed, Owner: "r1"}); !errors.Is(err, action.ErrStateConflict) {
 		t.Errorf("settling an action without a lease: %v", err)
+	}
+}
+
+// CheckReleasedClaimKept checks, after a migration, that the claim of
+// agent and key given up (dated 0) under an older schema names actionID,
+// is kept by pruning a day back and reads as abandoned (dated an hour back).
+func CheckReleasedClaimKept(t *testing.T, s Store, agent, key, actionID string) {
+	t.Helper()
+	ctx := context.Background()
+	if n, err := s.PruneIdempotency(ctx, time.Now().Add(-24*time.Hour), 100); err != nil || n != 0 {
+		t.Errorf("pruning a day back deleted %d (%v); want the released claim kept", n, err)
+	}
+	prev, err := s.ClaimIdempotency(ctx, action.IdempotencyRecord{Agent: agent, Key: key, PayloadHash: "h", ActionID: "act_new", CreatedAt: time.Now()})
+	if err != nil || prev == nil || prev.ActionID != actionID {
+		t.Fatalf("released claim after migration: %+v %v", prev, err)
+	}
+	if age := time.Since(prev.CreatedAt); age < 59*time.Minute || age > 2*time.Hour {
+		t.Errorf("released claim dated %v back, want an hour", age)
 	}
 }
