@@ -187,8 +187,8 @@ type Service struct {
 	// pruned is when the sweep last pruned idempotency records (the
 	// sweep's own, on the service's clock).
 	pruned time.Time
-	limits      map[string]*rate.Limiter
-	wg          sync.WaitGroup
+	limits map[string]*rate.Limiter
+	wg     sync.WaitGroup
 	// delivering is set while notifications are being sent, apart from
 	// the sweep (a channel that hangs must not hold up expiry, approved
 	// executions or lease take-over).
