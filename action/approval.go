@@ -336,6 +336,7 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.wg.Wait()
+			s.settleAtStop()
 			s.unsettledAtStop()
 			return
 		case <-t.C:

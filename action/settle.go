@@ -2,6 +2,7 @@ package action
 
 import (
 	"context"
+	"time"
 
 	"github.com/agentg8/agentg8"
 )
@@ -119,6 +120,22 @@ func (s *Service) leaseLost(ctx context.Context, a *agentg8.Action, info *agentg
 	}
 	s.c.Logger.Warn("execution lease lost", "action_id", a.ID, "outcome_seen", a.Status)
 	return nil
+}
+
+// stopGrace bounds the last try, at stop, to record what the store has not
+// confirmed: a replica restarted soon after an outage (a rolling deploy)
+// records what it knows instead of leaving it to read outcome_unknown, and
+// one cut off from its store still stops promptly.
+const stopGrace = 5 * time.Second
+
+// settleAtStop is the worker's last settle, after its executions ended.
+func (s *Service) settleAtStop() {
+	if s.Unsettled() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopGrace)
+	defer cancel()
+	s.settle(ctx)
 }
 
 // unsettledAtStop logs what this replica knew and could not record, for

@@ -499,6 +499,39 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	}
 }
 
+// TestOutcomeRecordedAtStop: a gateway stopping while it holds an outcome
+// the store refused tries once more to record it, so a restart soon after
+// the store recovered does not leave the action outcome_unknown (as a
+// start on SQLite makes every action it finds executing).
+func TestOutcomeRecordedAtStop(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	db := e.openSQLite()
+	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
+		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "x"}, "Idempotency-Key", "k"); st != 503 {
+		t.Fatalf("outcome refused: %d %v", st, a["_body"])
+	}
+	id := claimedActionID(t, e, "support-bot", "k")
+	// The store takes writes again just as the gateway stops: the worker's
+	// sweep (every second) has most likely not run since.
+	if _, err := db.Exec(`DROP TRIGGER refuse_outcome`); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	if strings.Contains(e.logs.String(), "stopping with an execution not recorded") {
+		t.Errorf("stopped without recording the outcome: %s", e.logs.String())
+	}
+	e.start()
+	if _, a := e.do("GET", "/v1/actions/"+id, supportKey, nil); a["status"] != "succeeded" {
+		t.Errorf("after the restart the action is %v, want succeeded", a["status"])
+	}
+	if n := e.up.count(); n != 1 {
+		t.Errorf("%d upstream calls", n)
+	}
+}
+
 // An intent the store refused certainly wrote nothing (an error SQLite
 // reports rolls the transaction back): the agent gets 503, no action
 // exists, and there is nothing to settle later. Triggers refuse the
