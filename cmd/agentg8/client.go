@@ -63,7 +63,8 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 	wait := fs.Bool("wait", false, "wait for a pending approval to be decided")
 	obo := fs.String("on-behalf-of", "", "user the agent acts for")
 	reason := fs.String("reason", "", "why the action is proposed (shown to approvers)")
-	idem := fs.String("idempotency-key", "", "Idempotency-Key header")
+	idem := fs.String("idempotency-key", "", "Idempotency-Key header (default: a new random key)")
+	retry := fs.Duration("retry", 30*time.Second, "how long to ask again, under the same key, when the answer is lost or the first attempt still runs (it runs at most once); 0 never")
 	asJSON := fs.Bool("json", false, "print the action as JSON (dry runs print readably otherwise)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -79,8 +80,28 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, _, err := c.Propose(ctx, httpapi.ProposeRequest{Task: pos[0], Input: json.RawMessage(*input), DryRun: *dry,
-		OnBehalfOf: *obo, Reason: *reason}, *idem)
+	key := *idem
+	if key == "" {
+		key = "cli-" + rand.Text()
+	}
+	req := httpapi.ProposeRequest{Task: pos[0], Input: json.RawMessage(*input), DryRun: *dry, OnBehalfOf: *obo, Reason: *reason}
+	var a *agentg8.Action
+	askAgain(ctx, *retry, m.logger("warn"), "propose "+pos[0], func() string {
+		a, _, err = c.Propose(ctx, req, key)
+		var p *httpapi.Problem
+		switch {
+		case err == nil:
+		case !errors.As(err, &p):
+			// No answer from the gateway: the connection was cut, or a
+			// proxy answered for it.
+			if lost(err) {
+				return err.Error()
+			}
+		case p.Code == agentg8.CodeIdempotencyInProgress:
+			return "the first attempt is still running"
+		}
+		return ""
+	})
 	if err != nil {
 		var p *httpapi.Problem
 		if errors.As(err, &p) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -361,6 +362,38 @@ func TestIdempotencyKeysExpire(t *testing.T) {
 	}
 	if n := e.up.count(); n != 5 {
 		t.Errorf("upstream calls: %d, want 5 (k1, k2, k1 again, k3, k2 again)", n)
+	}
+}
+
+// TestProposeRetriesALostAnswer: `agentg8 propose` sends an Idempotency-Key
+// (a new one unless given) and asks again under it when the answer is lost,
+// so the action runs once and the command prints it; a gateway that refuses
+// the connection fails the command at once.
+func TestProposeRetriesALostAnswer(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true})
+	proxy := newLossyProxy(t, e.url)
+	env := map[string]string{"AGENTG8_KEY": supportKey, "AGENTG8_URL": proxy.url}
+	for _, how := range lossyHows {
+		note := "cli-" + strings.ReplaceAll(how, " ", "-")
+		proxy.lose(e, note, how)
+		code, out, errs := e.cli(env, "propose", "crm.add_note", "--input", `{"customer_id":"cus_1","note":"`+note+`"}`)
+		var a map[string]any
+		json.Unmarshal([]byte(out), &a)
+		if code != 0 || a["status"] != "succeeded" || proxy.effects(e, note) != 1 || proxy.attempts(note) < 2 {
+			t.Errorf("answer lost %s: exit %d, %v; upstream calls %d (want 1), attempts %d\n%s", how, code, a["status"], proxy.effects(e, note), proxy.attempts(note), errs)
+		}
+		if !strings.Contains(errs, "asking the gateway again under the request's idempotency key") {
+			t.Errorf("answer lost %s: retry not logged: %s", how, errs)
+		}
+	}
+	// Nothing listens on a closed listener's port: the request never left.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln.Close()
+	start := time.Now()
+	code, _, errs := e.cli(map[string]string{"AGENTG8_KEY": supportKey, "AGENTG8_URL": "http://" + ln.Addr().String()},
+		"propose", "crm.add_note", "--input", `{"customer_id":"cus_1","note":"refused"}`)
+	if code != 1 || time.Since(start) > 5*time.Second || strings.Contains(errs, "asking the gateway again") {
+		t.Errorf("connection refused: exit %d after %v: %s", code, time.Since(start), errs)
 	}
 }
 

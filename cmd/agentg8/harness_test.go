@@ -5,9 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -455,4 +458,99 @@ func auditTypes(e *testEnv, id string) string {
 		types = append(types, x.(map[string]any)["type"].(string))
 	}
 	return strings.Join(types, " ")
+}
+
+// lossyHows are the ways a lossyProxy loses an answer.
+var lossyHows = []string{"before the answer", "mid-body", "while running"}
+
+// lossyProxy stands between a client and the gateway and loses the first
+// answer to each request carrying a marked note (a transport fault; the
+// gateway and the client are the real ones): before the answer, in the
+// middle of it, or while the gateway still runs the call.
+type lossyProxy struct {
+	url  string
+	mu   sync.Mutex
+	how  map[string]string // note → how its first answer is lost
+	seen map[string]int    // note → requests carrying it
+}
+
+func newLossyProxy(t *testing.T, gateway string) *lossyProxy {
+	target, _ := url.Parse(gateway)
+	gw := httputil.NewSingleHostReverseProxy(target)
+	p := &lossyProxy{how: map[string]string{}, seen: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		how := ""
+		p.mu.Lock()
+		for note, h := range p.how {
+			if bytes.Contains(body, []byte(`"note":"`+note+`"`)) {
+				if p.seen[note]++; p.seen[note] == 1 {
+					how = h
+				}
+			}
+		}
+		p.mu.Unlock()
+		if how == "" {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		if how == "while running" {
+			// The gateway goes on with the call; its answer is lost.
+			go gw.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.WithoutCancel(r.Context())))
+			time.Sleep(100 * time.Millisecond)
+			return
+		}
+		rec := httptest.NewRecorder()
+		gw.ServeHTTP(rec, r)
+		if how == "mid-body" {
+			res := rec.Result()
+			fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", res.Header.Get("Content-Type"), rec.Body.Len())
+			conn.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p.url = srv.URL
+	return p
+}
+
+// lose makes the proxy lose the first answer to the call with this note;
+// "while running" also makes the upstream take a second.
+func (p *lossyProxy) lose(e *testEnv, note, how string) {
+	p.mu.Lock()
+	p.how[note] = how
+	p.mu.Unlock()
+	if how == "while running" {
+		e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Second)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"ok":true}`))
+		})
+	} else {
+		e.up.setHandler(nil)
+	}
+}
+
+// attempts is how many requests carried the note.
+func (p *lossyProxy) attempts(note string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[note]
+}
+
+// effects is how many upstream calls carried the note.
+func (p *lossyProxy) effects(e *testEnv, note string) int {
+	n := 0
+	for _, r := range e.up.all() {
+		if bytes.Contains(r.Body, []byte(note)) {
+			n++
+		}
+	}
+	return n
 }

@@ -7,14 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os/exec"
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -392,52 +388,9 @@ func TestMCPIdempotencyKey(t *testing.T) {
 // is in progress, and waits for it).
 func TestMCPStdioBridgeRetriesALostAnswer(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
-	target, _ := url.Parse(e.url)
-	gw := httputil.NewSingleHostReverseProxy(target)
-	var mu sync.Mutex
-	lose := map[string]string{} // note text → how its first answer is lost
-	attempts := map[string]int{}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		how := ""
-		mu.Lock()
-		for note, h := range lose {
-			if bytes.Contains(body, []byte(`"note":"`+note+`"`)) {
-				if attempts[note]++; attempts[note] == 1 {
-					how = h
-				}
-			}
-		}
-		mu.Unlock()
-		if how == "" {
-			gw.ServeHTTP(w, r)
-			return
-		}
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		if how == "while running" {
-			// The gateway goes on with the call; its answer is lost.
-			go gw.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.WithoutCancel(r.Context())))
-			time.Sleep(100 * time.Millisecond)
-			return
-		}
-		rec := httptest.NewRecorder()
-		gw.ServeHTTP(rec, r)
-		if how == "mid-body" {
-			res := rec.Result()
-			fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", res.Header.Get("Content-Type"), rec.Body.Len())
-			conn.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
-		}
-	}))
-	defer proxy.Close()
-
+	proxy := newLossyProxy(t, e.url)
 	bin := buildBinary(t)
-	cmd := exec.Command(bin, "mcp", "--url", proxy.URL)
+	cmd := exec.Command(bin, "mcp", "--url", proxy.url)
 	cmd.Env = []string{"AGENTG8_KEY=" + supportKey, "PATH=/usr/bin:/bin"}
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
@@ -448,33 +401,15 @@ func TestMCPStdioBridgeRetriesALostAnswer(t *testing.T) {
 		t.Fatalf("%v: %s", err, stderr.String())
 	}
 	defer cs.Close()
-	for _, how := range []string{"before the answer", "mid-body", "while running"} {
-		note := strings.ReplaceAll(how, " ", "-")
-		mu.Lock()
-		lose[note] = how
-		mu.Unlock()
-		if how == "while running" {
-			e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
-				time.Sleep(time.Second)
-				w.Header().Set("Content-Type", "application/json")
-				w.Write([]byte(`{"ok":true}`))
-			})
-		}
+	for _, how := range lossyHows {
+		note := "bridge-" + strings.ReplaceAll(how, " ", "-")
+		proxy.lose(e, note, how)
 		res, sc, text := call(t, cs, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": note})
-		effects := 0
-		for _, r := range e.up.all() {
-			if bytes.Contains(r.Body, []byte(note)) {
-				effects++
-			}
-		}
-		mu.Lock()
-		tries := attempts[note]
-		mu.Unlock()
-		if res.IsError || sc["status"] != "succeeded" || effects != 1 || tries < 2 {
+		if effects, tries := proxy.effects(e, note), proxy.attempts(note); res.IsError || sc["status"] != "succeeded" || effects != 1 || tries < 2 {
 			t.Errorf("answer lost %s: %s; upstream calls %d (want 1), attempts %d\n%s", how, text, effects, tries, stderr.String())
 		}
 	}
-	if !strings.Contains(stderr.String(), "asking the gateway again under the call's idempotency key") {
+	if !strings.Contains(stderr.String(), "asking the gateway again under the request's idempotency key") {
 		t.Errorf("retries not logged: %s", stderr.String())
 	}
 }

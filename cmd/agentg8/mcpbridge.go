@@ -134,32 +134,28 @@ func (g *gateway) callTool(ctx context.Context, name string, arguments any, meta
 		key = "bridge-" + rand.Text()
 	}
 	params := &mcp.CallToolParams{Name: name, Arguments: arguments, Meta: mcp.Meta{mcpserver.MetaIdempotencyKey: key}}
-	deadline := time.Now().Add(g.retry)
-	wait := 200 * time.Millisecond
-	for {
-		cs := g.session()
-		res, err := cs.CallTool(ctx, params)
-		if (err == nil && errorCode(res) != agentg8.CodeIdempotencyInProgress) || answered(err) || ctx.Err() != nil ||
-			time.Now().Add(wait).After(deadline) {
-			return res, err
-		}
-		reason := "the first attempt is still running"
+	var res *mcp.CallToolResult
+	var err error
+	var cs *mcp.ClientSession
+	askAgain(ctx, g.retry, g.logger, "tools/call "+name, func() string {
 		if err != nil {
-			reason = err.Error()
-		}
-		g.logger.Warn("asking the gateway again under the call's idempotency key", "tool", name, "reason", reason, "in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-		if err != nil {
-			if err := g.renew(ctx, cs); err != nil {
-				g.logger.Warn("reconnecting to the gateway failed", "err", err)
+			// The session may be unusable after a lost answer; renew
+			// replaces it unless another call did already.
+			if rerr := g.renew(ctx, cs); rerr != nil {
+				g.logger.Warn("reconnecting to the gateway failed", "err", rerr)
 			}
 		}
-	}
+		cs = g.session()
+		res, err = cs.CallTool(ctx, params)
+		switch {
+		case err != nil && !answered(err) && lost(err):
+			return err.Error()
+		case err == nil && errorCode(res) == agentg8.CodeIdempotencyInProgress:
+			return "the first attempt is still running"
+		}
+		return ""
+	})
+	return res, err
 }
 
 // codeRejected is the go-sdk's JSON-RPC code for "rejected by transport":
