@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -484,11 +485,7 @@ func TestIdempotencyClaimAbandonedAfterItsAction(t *testing.T) {
 // gateway saw.
 func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
-	db := e.openSQLite()
-	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
-		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
-		t.Fatal(err)
-	}
+	db := refuseOutcomes(e)
 	in := map[string]any{"customer_id": "cus_1", "note": "once"}
 	st, a := e.propose(supportKey, "crm.add_note", in, "Idempotency-Key", "k")
 	if st != 503 || a["code"] != "audit_unavailable" {
@@ -538,11 +535,7 @@ func TestIdempotentRetryAfterALostOutcome(t *testing.T) {
 // start on SQLite makes every action it finds executing).
 func TestOutcomeRecordedAtStop(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
-	db := e.openSQLite()
-	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
-		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
-		t.Fatal(err)
-	}
+	db := refuseOutcomes(e)
 	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "x"}, "Idempotency-Key", "k"); st != 503 {
 		t.Fatalf("outcome refused: %d %v", st, a["_body"])
 	}
@@ -563,6 +556,19 @@ func TestOutcomeRecordedAtStop(t *testing.T) {
 	if n := e.up.count(); n != 1 {
 		t.Errorf("%d upstream calls", n)
 	}
+}
+
+// refuseOutcomes makes the SQLite store refuse to record succeeded
+// outcomes until the trigger refuse_outcome is dropped through the
+// returned handle.
+func refuseOutcomes(e *testEnv) *sql.DB {
+	e.t.Helper()
+	db := e.openSQLite()
+	if _, err := db.Exec(`CREATE TRIGGER refuse_outcome BEFORE UPDATE ON actions WHEN NEW.status = 'succeeded'
+		BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END`); err != nil {
+		e.t.Fatal(err)
+	}
+	return db
 }
 
 // An intent the store refused certainly wrote nothing (an error SQLite

@@ -93,6 +93,24 @@ func dbAtVersion(t *testing.T, p string, version int) *sql.DB {
 	return db
 }
 
+// upgradedFrom makes a database at version with setup run in it, and
+// opens it as a store (migrating it); it returns the file and the store.
+func upgradedFrom(t *testing.T, version int, setup string) (string, *sqlite.Store) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "old.db")
+	db := dbAtVersion(t, p, version)
+	if _, err := db.Exec(setup); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st, err := sqlite.Open(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return p, st
+}
+
 // TestUpgradeKeepsTheAuditLog: a log written under schema version 4 is
 // carried into hash runs by migration 5, still verifies, and grows on.
 func TestUpgradeKeepsTheAuditLog(t *testing.T) {
@@ -142,22 +160,12 @@ func TestUpgradeKeepsTheAuditLog(t *testing.T) {
 // no channel key, for the worker to map.
 func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "old.db")
-	db := dbAtVersion(t, p, 6)
 	// n1 is queued; n2 was delivered and n3 given up, which versions
 	// before 8 kept (with their payloads) and 8 deletes.
-	if _, err := db.Exec(`INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES
+	p, st := upgradedFrom(t, 6, `INSERT INTO notifications (id, action_id, channel, event, payload, attempts, next_at, delivered, last_error) VALUES
 		('n1', 'a1', 1, 'approval_requested', X'7B7D', 2, 0, 0, ''),
 		('n2', 'a1', 0, 'approval_requested', X'7B7D', 1, 0, 1, ''),
-		('n3', 'a1', 0, 'approval_requested', X'7B7D', 12, 9000000000000000000, 0, 'boom')`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	st, err := sqlite.Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+		('n3', 'a1', 0, 'approval_requested', X'7B7D', 12, 9000000000000000000, 0, 'boom')`)
 	due, err := st.ClaimNotifications(ctx, time.Unix(1, 0), time.Unix(2, 0), 10)
 	if err != nil || len(due) != 1 || due[0].Channel != "" || due[0].Position != 1 || due[0].Attempts != 2 {
 		t.Fatalf("after migration: %+v %v", due, err)
@@ -178,17 +186,6 @@ func TestUpgradeKeepsQueuedNotifications(t *testing.T) {
 // (dated 0) is dated an hour back by it, so pruning keeps it for the
 // retention like any other record, and it still reads as abandoned.
 func TestUpgradeKeepsReleasedClaims(t *testing.T) {
-	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "old.db")
-	db := dbAtVersion(t, p, 9)
-	if _, err := db.Exec(`INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES ('bot', 'k', 'h', 'act_1', 0)`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	st, err := sqlite.Open(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	_, st := upgradedFrom(t, 9, `INSERT INTO idempotency (agent, key, payload_hash, action_id, created_at) VALUES ('bot', 'k', 'h', 'act_1', 0)`)
 	storetest.CheckReleasedClaimKept(t, st, "bot", "k", "act_1")
 }
