@@ -101,18 +101,25 @@ func (g *gateway) session() *mcp.ClientSession {
 }
 
 // renew replaces the session old with a new one, unless another call did.
+// It connects outside the lock: calls on a working session must not wait
+// on a gateway that is slow to answer.
 func (g *gateway) renew(ctx context.Context, old *mcp.ClientSession) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cs != old {
+	if g.session() != old {
 		return nil
 	}
 	cs, err := g.connect(ctx)
 	if err != nil {
 		return err
 	}
-	old.Close()
+	g.mu.Lock()
+	if g.cs != old {
+		g.mu.Unlock()
+		cs.Close()
+		return nil
+	}
 	g.cs = cs
+	g.mu.Unlock()
+	old.Close()
 	return nil
 }
 
