@@ -372,6 +372,55 @@ func TestPostgresPartition(t *testing.T) {
 	waitFor(t, "readyz to answer 200 again", 10*time.Second, func() bool { return ready() == 200 })
 }
 
+// TestPartitionOutlastsTheAuditWriter: a partition longer than the audit
+// writer's bound on a batch (30 s). The proposal waiting on it is answered
+// 503 audit_unavailable, nothing having been sent; the intent, held in the
+// network, may still reach the database when the partition heals (here it
+// does: the proxy relays what it held), and the replica, which remembered
+// that nothing was sent, then ends that action failed instead of leaving it
+// executing. New proposals run once the partition heals.
+func TestPartitionOutlastsTheAuditWriter(t *testing.T) {
+	proxy, db := storetest.NewProxy(t, storetest.PostgresDB(t))
+	_, e, _ := serveOn(t, db, "")
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "before"}); st != 200 {
+		t.Fatalf("before: %d %v", st, a["_body"])
+	}
+	calls := e.up.count()
+	proxy.Cut()
+	start := time.Now()
+	st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "during"})
+	if st != 503 || a["code"] != "audit_unavailable" || time.Since(start) > 40*time.Second {
+		t.Errorf("during the partition: %d after %v: %v", st, time.Since(start), a["_body"])
+	}
+	if n := e.up.count(); n != calls {
+		t.Errorf("%d upstream calls during the partition", n-calls)
+	}
+	if v := e.metric("agentg8_unsettled_executions"); v != "1" {
+		t.Errorf("agentg8_unsettled_executions during the partition: %s, want 1 (the intent in doubt)", v)
+	}
+	proxy.Heal()
+	var during map[string]any
+	waitFor(t, "the intent that arrived late to be ended", 20*time.Second, func() bool {
+		_, l := e.do("GET", "/v1/actions?task=crm.add_note", supportKey, nil)
+		for _, x := range l["actions"].([]any) {
+			if x := x.(map[string]any); x["input"].(map[string]any)["note"] == "during" {
+				during = x
+			}
+		}
+		return during != nil && during["status"] != "executing"
+	})
+	if during["status"] != "failed" || during["error"].(map[string]any)["code"] != "audit_unavailable" {
+		t.Errorf("the intent that arrived late: %v %v", during["status"], during["error"])
+	}
+	waitFor(t, "nothing left unsettled", 10*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
+	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "after"}); st != 200 {
+		t.Errorf("after: %d %v", st, a["_body"])
+	}
+	if n := e.up.count(); n != calls+1 {
+		t.Errorf("%d upstream calls after the partition, want 1 (the proposal made after it)", n-calls)
+	}
+}
+
 // TestOutcomeRecordedAfterAnOutage: the database goes down while an
 // action's upstream call is in flight, so its outcome cannot be recorded
 // (the agent is told so, 503). The outage lasts longer than the audit
