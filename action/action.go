@@ -73,7 +73,9 @@ type Notifier interface {
 	// changes with its channel's definition.
 	Channels() []string
 	Name(channel string) string
-	Send(ctx context.Context, channel string, n *agentg8.ApprovalNotice) error
+	// Send delivers a notice; delivery identifies it, the same on every
+	// attempt (receivers drop repeats).
+	Send(ctx context.Context, channel, delivery string, n *agentg8.ApprovalNotice) error
 }
 
 // Config wires a Service.

@@ -526,7 +526,7 @@ func (s *Service) deliver(ctx context.Context) {
 		err := json.Unmarshal(n.Payload, &notice)
 		if err == nil {
 			sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			err = s.c.Notifier.Send(sctx, n.Channel, &notice)
+			err = s.c.Notifier.Send(sctx, n.Channel, n.ID, &notice)
 			cancel()
 		}
 		name := s.c.Notifier.Name(n.Channel)

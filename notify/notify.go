@@ -22,6 +22,7 @@ import (
 	"net/smtp"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,12 @@ type Channel struct {
 	Addr     string   // smtp host:port
 	From     string   // smtp sender
 	ToGroups []string // smtp: only members of these groups
+	// SecretRef names a webhook's signing secret (a secret reference); ""
+	// sends it unsigned. Only the reference is part of the channel's key.
+	SecretRef string `json:",omitempty"`
+	// Secret resolves SecretRef at each send, so a rotated secret needs no
+	// restart.
+	Secret func() (string, error) `json:"-"`
 }
 
 // Notifier sends notices to its channels.
@@ -104,10 +111,11 @@ func (n *Notifier) Name(key string) string {
 	return "unknown"
 }
 
-// Send delivers one notice to the channel key names. A channel not
-// configured here is an error, so the notice is retried on the usual
+// Send delivers one notice to the channel key names; delivery identifies
+// it, the same on every attempt, so a receiver can drop repeats. A channel
+// not configured here is an error, so the notice is retried on the usual
 // schedule (another replica, or this one after a reload, may have it).
-func (n *Notifier) Send(ctx context.Context, key string, notice *agentg8.ApprovalNotice) error {
+func (n *Notifier) Send(ctx context.Context, key, delivery string, notice *agentg8.ApprovalNotice) error {
 	set := n.channels.Load()
 	i := slices.Index(set.keys, key)
 	if i < 0 {
@@ -116,7 +124,7 @@ func (n *Notifier) Send(ctx context.Context, key string, notice *agentg8.Approva
 	ch := set.list[i]
 	switch ch.Type {
 	case "webhook":
-		return n.webhook(ctx, ch, notice)
+		return n.webhook(ctx, ch, delivery, notice)
 	case "smtp":
 		return n.email(ctx, ch, notice)
 	}
@@ -156,7 +164,63 @@ func Text(nt *agentg8.ApprovalNotice) string {
 	return b.String()
 }
 
-func (n *Notifier) webhook(ctx context.Context, ch Channel, nt *agentg8.ApprovalNotice) error {
+// Webhook request headers.
+const (
+	// HeaderDelivery identifies a notice's delivery, the same on retries.
+	HeaderDelivery = "AgentG8-Delivery"
+	// HeaderSignature is "t=<unix seconds>,v1=<hex HMAC-SHA256 of
+	// "<t>.<body>" keyed by the channel's secret>", on signed channels.
+	HeaderSignature = "AgentG8-Signature"
+)
+
+// sign is the HeaderSignature value for body sent at t.
+func sign(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte(ts + "."))
+	h.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(h.Sum(nil))
+}
+
+// VerifySignature checks a webhook's HeaderSignature against its body and
+// the channel's secret, for receivers written in Go: the signature must
+// match and be no older (or newer) than tolerance at now, which bounds
+// how long a captured request can be replayed. Receivers should also drop
+// a HeaderDelivery they have seen.
+func VerifySignature(header string, body []byte, secret string, tolerance time.Duration, now time.Time) error {
+	var ts string
+	var sigs [][]byte
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			if b, err := hex.DecodeString(v); err == nil {
+				sigs = append(sigs, b)
+			}
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || len(sigs) == 0 {
+		return errors.New("signature header is not t=…,v1=…")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
+		return fmt.Errorf("signature is %v from now, beyond %v", d.Round(time.Second), tolerance)
+	}
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte(ts + "."))
+	h.Write(body)
+	want := h.Sum(nil)
+	for _, sig := range sigs {
+		if hmac.Equal(sig, want) {
+			return nil
+		}
+	}
+	return errors.New("signature does not match")
+}
+
+func (n *Notifier) webhook(ctx context.Context, ch Channel, delivery string, nt *agentg8.ApprovalNotice) error {
 	var body any = nt
 	if ch.Format == "slack" {
 		body = map[string]string{"text": Text(nt)}
@@ -174,6 +238,14 @@ func (n *Notifier) webhook(ctx context.Context, ch Channel, nt *agentg8.Approval
 	origin := req.URL.Scheme + "://" + req.URL.Host
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "agentg8-notify")
+	req.Header.Set(HeaderDelivery, delivery)
+	if ch.SecretRef != "" {
+		secret, err := ch.Secret()
+		if err != nil {
+			return fmt.Errorf("webhook %s: its signing secret cannot be read: %w", origin, err)
+		}
+		req.Header.Set(HeaderSignature, sign(secret, time.Now(), b))
+	}
 	resp, err := n.client.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -512,4 +516,103 @@ func TestWebhookURLStaysOutOfLogs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSignedWebhooks: a webhook with a secret gets every notice signed
+// (AgentG8-Signature: t=…,v1=HMAC-SHA256 over "t.body", checked here by
+// the documented recipe, not by AgentG8's code) and every attempt of one
+// notice carries the same AgentG8-Delivery. The secret is read at each
+// send (rotating its file needs no restart) and appears in no log and no
+// database file.
+func TestSignedWebhooks(t *testing.T) {
+	type request struct {
+		header http.Header
+		body   []byte
+	}
+	var mu sync.Mutex
+	var got []request
+	var fail atomic.Int32
+	fail.Store(1) // the first delivery fails: its retry must carry the same delivery ID
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, request{r.Header.Clone(), b})
+		mu.Unlock()
+		if fail.Add(-1) >= 0 {
+			w.WriteHeader(500)
+		}
+	}))
+	defer hook.Close()
+	received := func() []request {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]request(nil), got...)
+	}
+	const first, second = "whsec_first_0123456789abcdef", "whsec_second_0123456789abcdef"
+	e := newTestEnv(t, envOpts{allowPrivate: true, noStart: true,
+		extraConfig: fmt.Sprintf("notify:\n  - {type: webhook, url: %q, secret: \"file:secrets/hook\"}\n", hook.URL)})
+	secretFile := filepath.Join(e.dir, "secrets", "hook")
+	writeFile(t, secretFile, first+"\n")
+	e.start()
+	verify := func(r request, secret string) error {
+		sig := r.header.Get("AgentG8-Signature")
+		var ts, v1 string
+		for _, part := range strings.Split(sig, ",") {
+			k, v, _ := strings.Cut(part, "=")
+			switch k {
+			case "t":
+				ts = v
+			case "v1":
+				v1 = v
+			}
+		}
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil || time.Since(time.Unix(sec, 0)).Abs() > time.Minute {
+			return fmt.Errorf("timestamp %q", ts)
+		}
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(ts + "."))
+		mac.Write(r.body)
+		if want := hex.EncodeToString(mac.Sum(nil)); v1 != want {
+			return fmt.Errorf("v1 %q, want %q", v1, want)
+		}
+		return nil
+	}
+
+	_, aprID, hash := e.pend(e.propose(supportKey, "ops.refund", map[string]any{"amount": 5000, "ref": "signed"}))
+	waitFor(t, "the notice and its retry", 15*time.Second, func() bool { return len(received()) == 2 })
+	rs := received()
+	if d := rs[0].header.Get("AgentG8-Delivery"); d == "" || rs[1].header.Get("AgentG8-Delivery") != d {
+		t.Errorf("delivery IDs of one notice's attempts: %q, %q", d, rs[1].header.Get("AgentG8-Delivery"))
+	}
+	for i, r := range rs {
+		if err := verify(r, first); err != nil {
+			t.Errorf("attempt %d: signature: %v", i, err)
+		}
+		if verify(r, second) == nil {
+			t.Errorf("attempt %d verifies with another secret", i)
+		}
+	}
+	// Rotated in place: the next notice is signed with the new secret.
+	writeFile(t, secretFile, second+"\n")
+	if st, d := e.approve(franKey, aprID, hash, true); st != 200 {
+		t.Fatalf("approve: %d %v", st, d["_body"])
+	}
+	waitFor(t, "the granted notice", 15*time.Second, func() bool { return len(received()) == 3 })
+	r := received()[2]
+	if err := verify(r, second); err != nil || !strings.Contains(string(r.body), `"approval_granted"`) {
+		t.Errorf("after rotation: %v %s", err, r.body)
+	}
+	if r.header.Get("AgentG8-Delivery") == rs[0].header.Get("AgentG8-Delivery") {
+		t.Error("two notices share a delivery ID")
+	}
+	e.stop()
+	assertScanned(t, "the logs", []byte(e.logs.String()), "approval", []string{first, second})
+	var db []byte // the database and its journal
+	files, _ := filepath.Glob(filepath.Join(e.dir, "data", "agentg8.db*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		db = append(db, b...)
+	}
+	assertScanned(t, "the database", db, "ops.refund", []string{first, second})
 }

@@ -84,6 +84,8 @@ type NotifyConfig struct {
 	Addr     string   `yaml:"addr"`
 	From     string   `yaml:"from"`
 	ToGroups []string `yaml:"to_groups"`
+	// Secret signs a webhook's requests (a secret reference).
+	Secret string `yaml:"secret"`
 }
 
 // AuditConfig configures the audit log.
@@ -265,9 +267,17 @@ func (c *Config) Validate() error {
 			if n.Format != "" && n.Format != "json" && n.Format != "slack" {
 				bad(k+".format", "must be json or slack")
 			}
+			if n.Secret != "" {
+				if err := credential.CheckRef(n.Secret); err != nil {
+					bad(k+".secret", "%v", err)
+				}
+			}
 		case "smtp":
 			if n.Addr == "" || n.From == "" || len(n.ToGroups) == 0 {
 				bad(k, "smtp needs addr, from and to_groups")
+			}
+			if n.Secret != "" {
+				bad(k+".secret", "only webhooks are signed")
 			}
 		default:
 			bad(k+".type", "must be webhook or smtp, not %q", n.Type)

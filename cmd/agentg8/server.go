@@ -39,6 +39,10 @@ import (
 	"github.com/agentg8/agentg8/store/sqlite"
 )
 
+// minSigningSecret is the shortest webhook signing secret accepted: the
+// receiver holds it too, and a short one could be guessed from signatures.
+const minSigningSecret = 16
+
 // loaded is everything a config yields that needs no store.
 type loaded struct {
 	cfg      *Config
@@ -75,6 +79,16 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 				errs = append(errs, fmt.Errorf("users[%d] (%s).key: %w", i, u.ID, err))
 			}
 		}
+		for i, n := range cfg.Notify {
+			if n.Secret == "" {
+				continue
+			}
+			if v, err := l.resolver.Resolve(n.Secret); err != nil {
+				errs = append(errs, fmt.Errorf("notify[%d].secret: %w", i, err))
+			} else if len(v) < minSigningSecret {
+				errs = append(errs, fmt.Errorf("notify[%d].secret: a signing secret needs at least %d characters", i, minSigningSecret))
+			}
+		}
 		set, err := credential.NewSet(cfg.Credentials, l.resolver, credential.Options{Keys: &credential.KeySet{}})
 		if err == nil {
 			err = set.CheckAvailable()
@@ -86,11 +100,16 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 	return l, errors.Join(errs...)
 }
 
-// channelsOf is the config's notification channels.
-func channelsOf(cfg *Config) []notify.Channel {
+// channelsOf is the config's notification channels; r resolves their
+// signing secrets at each send.
+func channelsOf(cfg *Config, r *credential.Resolver) []notify.Channel {
 	var out []notify.Channel
 	for _, n := range cfg.Notify {
-		out = append(out, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups})
+		ch := notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups, SecretRef: n.Secret}
+		if ref := n.Secret; ref != "" {
+			ch.Secret = func() (string, error) { return r.Resolve(ref) }
+		}
+		out = append(out, ch)
 	}
 	return out
 }
@@ -609,7 +628,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		obs.seals.WithLabelValues(result).Inc()
 		obs.sealed.Add(float64(n))
 	}})
-	notifier := notify.New(channelsOf(cfg), emailsOf(cfg), key.HMACKey())
+	notifier := notify.New(channelsOf(cfg, l.resolver), emailsOf(cfg), key.HMACKey())
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {
 		limiter = pg
@@ -808,7 +827,7 @@ func (s *server) reload(ctx context.Context) {
 		}
 	}
 	s.notifier.SetEmails(emailsOf(cfg))
-	s.notifier.SetChannels(channelsOf(cfg))
+	s.notifier.SetChannels(channelsOf(cfg, s.resolver))
 	agents := agentsOf(cfg)
 	s.agentList.Store(&agents)
 	s.cfg = cfg

@@ -39,6 +39,16 @@ func TestValidate(t *testing.T) {
 		{"idempotency keys kept too briefly", func(t *testing.T, dir string) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "limits:\n  idempotency_ttl: 10m\n")
 		}, []string{"limits.idempotency_ttl", "at least 1h"}},
+		{"webhook signing secret too short", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "secrets", "hook"), "short-secret\n")
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "notify:\n  - {type: webhook, url: \"http://h/\", secret: \"file:secrets/hook\"}\n")
+		}, []string{"notify[0].secret", "at least 16 characters"}},
+		{"webhook signing secret missing", func(t *testing.T, dir string) {
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "notify:\n  - {type: webhook, url: \"http://h/\", secret: \"env:NO_SUCH_HOOK_SECRET\"}\n")
+		}, []string{"notify[0].secret", "NO_SUCH_HOOK_SECRET"}},
+		{"signing secret on mail", func(t *testing.T, dir string) {
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "notify:\n  - {type: smtp, addr: \"127.0.0.1:25\", from: a@example.com, to_groups: [finance], secret: \"env:X\"}\n")
+		}, []string{"notify[0].secret", "only webhooks are signed"}},
 		{"unknown nested config key", func(t *testing.T, dir string) {
 			replaceIn(t, filepath.Join(dir, "agentg8.yaml"), "allow_private: true", "allow_private: true\n  allow_all: true")
 		}, []string{"agentg8.yaml", "allow_all"}},
