@@ -375,10 +375,11 @@ func TestPostgresPartition(t *testing.T) {
 // TestPartitionOutlastsTheAuditWriter: a partition longer than the audit
 // writer's bound on a batch (30 s). The proposal waiting on it is answered
 // 503 audit_unavailable, nothing having been sent; the intent, held in the
-// network, may still reach the database when the partition heals (here it
-// does: the proxy relays what it held), and the replica, which remembered
-// that nothing was sent, then ends that action failed instead of leaving it
-// executing. New proposals run once the partition heals.
+// network, may still reach the database when the partition heals (the
+// proxy relays what it held, though its connection is closed by then), and
+// the replica, which remembered that nothing was sent, then ends that
+// action failed instead of leaving it executing. New proposals run once the
+// partition heals.
 func TestPartitionOutlastsTheAuditWriter(t *testing.T) {
 	proxy, db := storetest.NewProxy(t, storetest.PostgresDB(t))
 	_, e, _ := serveOn(t, db, "")
@@ -399,20 +400,19 @@ func TestPartitionOutlastsTheAuditWriter(t *testing.T) {
 		t.Errorf("agentg8_unsettled_executions during the partition: %s, want 1 (the intent in doubt)", v)
 	}
 	proxy.Heal()
-	var during map[string]any
-	waitFor(t, "the intent that arrived late to be ended", 20*time.Second, func() bool {
-		_, l := e.do("GET", "/v1/actions?task=crm.add_note", supportKey, nil)
-		for _, x := range l["actions"].([]any) {
-			if x := x.(map[string]any); x["input"].(map[string]any)["note"] == "during" {
-				during = x
+	// The intent was sent; whether it reaches the database after the
+	// writer gave up (relayed with its connection's close) is the
+	// network's business. Either way the replica settles what it
+	// remembered: an action that exists is ended failed; none is fine.
+	waitFor(t, "nothing left unsettled", 30*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
+	_, l := e.do("GET", "/v1/actions?task=crm.add_note", supportKey, nil)
+	for _, x := range l["actions"].([]any) {
+		if x := x.(map[string]any); x["input"].(map[string]any)["note"] == "during" {
+			if x["status"] != "failed" || x["error"].(map[string]any)["code"] != "audit_unavailable" {
+				t.Errorf("the intent that arrived late: %v %v", x["status"], x["error"])
 			}
 		}
-		return during != nil && during["status"] != "executing"
-	})
-	if during["status"] != "failed" || during["error"].(map[string]any)["code"] != "audit_unavailable" {
-		t.Errorf("the intent that arrived late: %v %v", during["status"], during["error"])
 	}
-	waitFor(t, "nothing left unsettled", 10*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
 	if st, a := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "after"}); st != 200 {
 		t.Errorf("after: %d %v", st, a["_body"])
 	}
