@@ -126,7 +126,7 @@ func (n *Notifier) Send(ctx context.Context, key, delivery string, notice *agent
 	case "webhook":
 		return n.webhook(ctx, ch, delivery, notice)
 	case "smtp":
-		return n.email(ctx, ch, notice)
+		return n.email(ctx, ch, delivery, notice)
 	}
 	return fmt.Errorf("unknown channel type %q", ch.Type)
 }
@@ -279,15 +279,28 @@ func (n *Notifier) recipients(ch Channel, nt *agentg8.ApprovalNotice) []string {
 	return out
 }
 
-func (n *Notifier) email(ctx context.Context, ch Channel, nt *agentg8.ApprovalNotice) error {
+// messageID is a notice's Message-ID: the delivery ID at the sender's
+// domain, the same on every attempt, so mail clients show a notice sent
+// twice (its first SMTP answer lost) once.
+func messageID(delivery, from string) string {
+	domain := "agentg8.invalid"
+	if a, err := mail.ParseAddress(from); err == nil {
+		if _, d, ok := strings.Cut(a.Address, "@"); ok && d != "" {
+			domain = d
+		}
+	}
+	return "<" + delivery + "@" + domain + ">"
+}
+
+func (n *Notifier) email(ctx context.Context, ch Channel, delivery string, nt *agentg8.ApprovalNotice) error {
 	to := n.recipients(ch, nt)
 	if len(to) == 0 {
 		return nil // nobody to tell on this channel
 	}
 	subject := fmt.Sprintf("[AgentG8] %s: %s", strings.ReplaceAll(nt.Event, "_", " "), nt.Task)
 	var msg bytes.Buffer
-	fmt.Fprintf(&msg, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-		ch.From, strings.Join(to, ", "), mime.QEncoding.Encode("utf-8", subject), time.Now().UTC().Format(time.RFC1123Z))
+	fmt.Fprintf(&msg, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+		ch.From, strings.Join(to, ", "), mime.QEncoding.Encode("utf-8", subject), time.Now().UTC().Format(time.RFC1123Z), messageID(delivery, ch.From))
 	msg.WriteString(strings.ReplaceAll(Text(nt), "\n", "\r\n"))
 	d := net.Dialer{Timeout: 10 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", ch.Addr)

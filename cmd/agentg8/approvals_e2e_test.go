@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -421,9 +422,10 @@ func TestApprovalEmailThroughMailpit(t *testing.T) {
 	_, aprID, _ := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 42}))
 	var msgs struct {
 		Messages []struct {
-			ID      string `json:"ID"`
-			Subject string `json:"Subject"`
-			To      []struct {
+			ID        string `json:"ID"`
+			MessageID string `json:"MessageID"`
+			Subject   string `json:"Subject"`
+			To        []struct {
 				Address string `json:"Address"`
 			} `json:"To"`
 		} `json:"messages"`
@@ -444,6 +446,12 @@ func TestApprovalEmailThroughMailpit(t *testing.T) {
 	}
 	if !strings.Contains(m.Subject, "ops.wire") || strings.Join(to, ",") != "alice@example.com,fran@example.com,fred@example.com" {
 		t.Errorf("mail: %q to %v", m.Subject, to)
+	}
+	// The delivery ID at the sender's domain: a notice sent again (its
+	// first SMTP answer lost) has the same one, and mail clients show it
+	// once.
+	if !regexp.MustCompile(`^ntf_[0-9a-v]{26}@example\.com$`).MatchString(m.MessageID) {
+		t.Errorf("Message-ID %q", m.MessageID)
 	}
 	resp, err := http.Get(api + "/api/v1/message/" + m.ID)
 	if err != nil {
