@@ -76,7 +76,11 @@ func (m *Main) cmdApprovals(ctx context.Context, args []string) error {
 				return fmt.Errorf("not confirmed; nothing was decided")
 			}
 		}
-		got, err := c.Decide(ctx, pos[0], sub == "approve", v.RequestHash, *comment)
+		var got *httpapi.ApprovalView
+		err = sendAgain(ctx, m.logger("warn"), sub+" "+pos[0], func() (err error) {
+			got, err = c.Decide(ctx, pos[0], sub == "approve", v.RequestHash, *comment)
+			return err
+		})
 		if err != nil {
 			return clientErr(err)
 		}

@@ -467,6 +467,53 @@ func TestApprovalEmailThroughMailpit(t *testing.T) {
 	}
 }
 
+// TestDecisionCLIRetriesALostAnswer: `agentg8 approvals approve` and
+// `agentg8 actions resolve` ask again when the answer is lost; the gateway
+// answers a repeat as the first (the decision and the settling count
+// once), so the command succeeds and the action runs once.
+func TestDecisionCLIRetriesALostAnswer(t *testing.T) {
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraConfig: "execution:\n  resolvers: [finance]\n"})
+	proxy := newLossyProxy(t, e.url)
+	env := map[string]string{"AGENTG8_URL": proxy.url, "AGENTG8_KEY": franKey}
+	id, aprID, hash := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 3}))
+	proxy.lose(e, "lost-approval", "before the answer")
+	code, out, errs := e.cli(env, "approvals", "approve", aprID, "--hash", hash, "--comment", "lost-approval", "--yes")
+	if code != 0 || !strings.Contains(out, "approved: approval "+aprID+" is approved") || proxy.attempts("lost-approval") != 2 {
+		t.Errorf("approve, answer lost: exit %d, attempts %d: %s %s", code, proxy.attempts("lost-approval"), out, errs)
+	}
+	waitFor(t, "the approved action to run", 10*time.Second, func() bool { return e.status(id) == "succeeded" })
+	if n := strings.Count(auditTypes(e, id), "approval_decided"); n != 1 || e.up.count() != 1 {
+		t.Errorf("decisions recorded %d, upstream calls %d; want 1 and 1", n, e.up.count())
+	}
+
+	// An outcome_unknown action: its outcome refused, the gateway stopped
+	// (the refusal still in force, so nothing settles it), started again.
+	db := refuseOutcomes(e)
+	if st, _ := e.propose(supportKey, "crm.add_note", map[string]any{"customer_id": "cus_1", "note": "unknown"}); st != 503 {
+		t.Fatalf("outcome refused: %d", st)
+	}
+	e.stop()
+	if _, err := db.Exec(`DROP TRIGGER refuse_outcome`); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	proxy = newLossyProxy(t, e.url)
+	env["AGENTG8_URL"] = proxy.url
+	_, l := e.do("GET", "/v1/actions?status=outcome_unknown", aliceKey, nil)
+	if len(l["actions"].([]any)) != 1 {
+		t.Fatalf("outcome_unknown actions: %v", l["_body"])
+	}
+	unknown := l["actions"].([]any)[0].(map[string]any)["id"].(string)
+	proxy.lose(e, "lost-settling", "mid-body")
+	code, out, errs = e.cli(env, "actions", "resolve", unknown, "--outcome", "succeeded", "--comment", "lost-settling")
+	if code != 0 || !strings.Contains(out, `"status": "succeeded"`) || proxy.attempts("lost-settling") != 2 {
+		t.Errorf("resolve, answer lost: exit %d, attempts %d: %s %s", code, proxy.attempts("lost-settling"), out, errs)
+	}
+	if n := strings.Count(auditTypes(e, unknown), "outcome_resolved"); n != 1 {
+		t.Errorf("settlings recorded: %d, want 1", n)
+	}
+}
+
 func TestApprovalCLI(t *testing.T) {
 	e := newTestEnv(t, envOpts{allowPrivate: true})
 	id, aprID, hash := e.pend(e.propose(supportKey, "ops.wire", map[string]any{"amount": 3}))

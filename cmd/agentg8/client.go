@@ -195,7 +195,11 @@ func (m *Main) cmdActions(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		a, err := c.Resolve(ctx, pos[0], agentg8.State(*outcome), *comment)
+		var a *agentg8.Action
+		err = sendAgain(ctx, m.logger("warn"), "resolve "+pos[0], func() (err error) {
+			a, err = c.Resolve(ctx, pos[0], agentg8.State(*outcome), *comment)
+			return err
+		})
 		if err != nil {
 			return clientErr(err)
 		}

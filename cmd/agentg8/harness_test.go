@@ -464,14 +464,15 @@ func auditTypes(e *testEnv, id string) string {
 var lossyHows = []string{"before the answer", "mid-body", "while running"}
 
 // lossyProxy stands between a client and the gateway and loses the first
-// answer to each request carrying a marked note (a transport fault; the
-// gateway and the client are the real ones): before the answer, in the
-// middle of it, or while the gateway still runs the call.
+// answer to each request whose body carries a marker (a note, a comment; a
+// transport fault: the gateway and the client are the real ones): before
+// the answer, in the middle of it, or while the gateway still runs the
+// call.
 type lossyProxy struct {
 	url  string
 	mu   sync.Mutex
-	how  map[string]string // note → how its first answer is lost
-	seen map[string]int    // note → requests carrying it
+	how  map[string]string // marker → how its first answer is lost
+	seen map[string]int    // marker → requests carrying it
 }
 
 func newLossyProxy(t *testing.T, gateway string) *lossyProxy {
@@ -483,9 +484,9 @@ func newLossyProxy(t *testing.T, gateway string) *lossyProxy {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		how := ""
 		p.mu.Lock()
-		for note, h := range p.how {
-			if bytes.Contains(body, []byte(`"note":"`+note+`"`)) {
-				if p.seen[note]++; p.seen[note] == 1 {
+		for marker, h := range p.how {
+			if bytes.Contains(body, []byte(marker)) {
+				if p.seen[marker]++; p.seen[marker] == 1 {
 					how = h
 				}
 			}
@@ -520,11 +521,11 @@ func newLossyProxy(t *testing.T, gateway string) *lossyProxy {
 	return p
 }
 
-// lose makes the proxy lose the first answer to the call with this note;
-// "while running" also makes the upstream take a second.
-func (p *lossyProxy) lose(e *testEnv, note, how string) {
+// lose makes the proxy lose the first answer to the request with this
+// marker; "while running" also makes the upstream take a second.
+func (p *lossyProxy) lose(e *testEnv, marker, how string) {
 	p.mu.Lock()
-	p.how[note] = how
+	p.how[marker] = how
 	p.mu.Unlock()
 	if how == "while running" {
 		e.up.setHandler(func(w http.ResponseWriter, r *http.Request) {
@@ -537,11 +538,11 @@ func (p *lossyProxy) lose(e *testEnv, note, how string) {
 	}
 }
 
-// attempts is how many requests carried the note.
-func (p *lossyProxy) attempts(note string) int {
+// attempts is how many requests carried the marker.
+func (p *lossyProxy) attempts(marker string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.seen[note]
+	return p.seen[marker]
 }
 
 // effects is how many upstream calls carried the note.

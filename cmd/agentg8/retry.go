@@ -7,6 +7,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/agentg8/agentg8/httpapi"
 )
 
 // askAgain runs try until it gives no reason to try again, ctx ends, or
@@ -39,4 +41,23 @@ func askAgain(ctx context.Context, limit time.Duration, logger *slog.Logger, wha
 func lost(err error) bool {
 	var dns *net.DNSError
 	return err != nil && !errors.Is(err, syscall.ECONNREFUSED) && !errors.As(err, &dns)
+}
+
+// retryLimit is how long the CLI's decisions and settlings ask again.
+const retryLimit = 30 * time.Second
+
+// sendAgain runs call, asking again while its answer is lost (askAgain),
+// for requests the gateway answers alike when repeated (an approver's
+// decision, a settling: the same again answers 200 and the first stands).
+func sendAgain(ctx context.Context, logger *slog.Logger, what string, call func() error) error {
+	var err error
+	askAgain(ctx, retryLimit, logger, what, func() string {
+		err = call()
+		var p *httpapi.Problem
+		if err != nil && !errors.As(err, &p) && lost(err) {
+			return err.Error()
+		}
+		return ""
+	})
+	return err
 }
