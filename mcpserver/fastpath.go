@@ -24,10 +24,11 @@ import (
 // over and over, a plain tools/call, is served here instead, with the same
 // answer the SDK gives. Anything this path does not recognise exactly — other
 // methods, batches, _meta other than an idempotency key alone (progress
-// tokens, the 2026 protocol's per-request metadata), unknown members, other protocol versions, session headers, a
-// body without Content-Length — goes to the SDK untouched, which stays the
-// reference: TestMCPFastPathAnswersLikeTheSDK sends the same calls both ways
-// and compares the answers.
+// tokens, the 2026 protocol's per-request metadata), unknown members, other
+// protocol versions, session headers, a body without Content-Length — goes
+// to the SDK untouched, which stays the reference:
+// TestMCPFastPathAnswersLikeTheSDK sends the same calls both ways and
+// compares the answers.
 
 // fastVersions are the protocol versions whose tools/call exchange this path
 // reproduces; "" is a request without the header (2025-03-26 by default).

@@ -77,10 +77,10 @@ func (m *Main) cmdApprovals(ctx context.Context, args []string) error {
 			}
 		}
 		var got *httpapi.ApprovalView
-		err = sendAgain(ctx, m.logger("warn"), sub+" "+pos[0], func() (err error) {
+		err = sendAgain(ctx, retryLimit, m.logger("warn"), sub+" "+pos[0], func() (err error) {
 			got, err = c.Decide(ctx, pos[0], sub == "approve", v.RequestHash, *comment)
 			return err
-		})
+		}, nil)
 		if err != nil {
 			return clientErr(err)
 		}

@@ -86,22 +86,10 @@ func (m *Main) cmdPropose(ctx context.Context, args []string) error {
 	}
 	req := httpapi.ProposeRequest{Task: pos[0], Input: json.RawMessage(*input), DryRun: *dry, OnBehalfOf: *obo, Reason: *reason}
 	var a *agentg8.Action
-	askAgain(ctx, *retry, m.logger("warn"), "propose "+pos[0], func() string {
+	err = sendAgain(ctx, *retry, m.logger("warn"), "propose "+pos[0], func() (err error) {
 		a, _, err = c.Propose(ctx, req, key)
-		var p *httpapi.Problem
-		switch {
-		case err == nil:
-		case !errors.As(err, &p):
-			// No answer from the gateway: the connection was cut, or a
-			// proxy answered for it.
-			if lost(err) {
-				return err.Error()
-			}
-		case p.Code == agentg8.CodeIdempotencyInProgress:
-			return "the first attempt is still running"
-		}
-		return ""
-	})
+		return err
+	}, func(p *httpapi.Problem) bool { return p.Code == agentg8.CodeIdempotencyInProgress })
 	if err != nil {
 		var p *httpapi.Problem
 		if errors.As(err, &p) {
@@ -196,10 +184,10 @@ func (m *Main) cmdActions(ctx context.Context, args []string) error {
 			return err
 		}
 		var a *agentg8.Action
-		err = sendAgain(ctx, m.logger("warn"), "resolve "+pos[0], func() (err error) {
+		err = sendAgain(ctx, retryLimit, m.logger("warn"), "resolve "+pos[0], func() (err error) {
 			a, err = c.Resolve(ctx, pos[0], agentg8.State(*outcome), *comment)
 			return err
-		})
+		}, nil)
 		if err != nil {
 			return clientErr(err)
 		}

@@ -46,16 +46,26 @@ func lost(err error) bool {
 // retryLimit is how long the CLI's decisions and settlings ask again.
 const retryLimit = 30 * time.Second
 
-// sendAgain runs call, asking again while its answer is lost (askAgain),
-// for requests the gateway answers alike when repeated (an approver's
-// decision, a settling: the same again answers 200 and the first stands).
-func sendAgain(ctx context.Context, logger *slog.Logger, what string, call func() error) error {
+// sendAgain runs call, asking again for up to limit while its answer is
+// lost (askAgain), or while busy (if set) says the gateway's problem
+// answer is worth waiting out. Repeats must be harmless: a proposal under
+// one idempotency key, an approver's decision, a settling (the same again
+// answers 200 and the first stands).
+func sendAgain(ctx context.Context, limit time.Duration, logger *slog.Logger, what string, call func() error, busy func(*httpapi.Problem) bool) error {
 	var err error
-	askAgain(ctx, retryLimit, logger, what, func() string {
+	askAgain(ctx, limit, logger, what, func() string {
 		err = call()
 		var p *httpapi.Problem
-		if err != nil && !errors.As(err, &p) && lost(err) {
-			return err.Error()
+		switch {
+		case err == nil:
+		case !errors.As(err, &p):
+			// No answer from the gateway: the connection was cut, or a
+			// proxy answered for it.
+			if lost(err) {
+				return err.Error()
+			}
+		case busy != nil && busy(p):
+			return p.Code
 		}
 		return ""
 	})
