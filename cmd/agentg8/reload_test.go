@@ -492,3 +492,28 @@ func TestNotificationsLeaveTheOutbox(t *testing.T) {
 		t.Errorf("%d attempts at the failing channel, want 12", got)
 	}
 }
+
+// A reload whose webhook signing secret cannot be read (or is too short)
+// is refused like any unreadable secret: the channels in force stay.
+func TestReloadChecksWebhookSecrets(t *testing.T) {
+	hook := newWebhook(t)
+	s, e, dir, path := reloadableGateway(t, newRecorder(t).srv.URL, func(dir, path string) {
+		writeFile(t, filepath.Join(dir, "secrets", "hook"), "whsec_0123456789abcdef\n")
+		appendFile(t, path, fmt.Sprintf("notify:\n  - {type: webhook, url: %q, secret: \"file:secrets/hook\"}\n", hook.srv.URL))
+	})
+	ctx := context.Background()
+	replaceIn(t, path, "file:secrets/hook", "file:secrets/missing")
+	s.reload(ctx)
+	writeFile(t, filepath.Join(dir, "secrets", "short"), "short-secret\n")
+	replaceIn(t, path, "file:secrets/missing", "file:secrets/short")
+	s.reload(ctx)
+	if n := countReloads(e, "notification channels"); n != 0 {
+		t.Errorf("reloads put in force with an unusable signing secret: %d", n)
+	}
+	writeFile(t, filepath.Join(dir, "secrets", "next"), "whsec_next_0123456789abcdef\n")
+	replaceIn(t, path, "file:secrets/short", "file:secrets/next")
+	s.reload(ctx)
+	if n := countReloads(e, "notification channels (changed)"); n != 1 {
+		t.Errorf("the reload with a readable secret: %d put in force, want 1", n)
+	}
+}

@@ -79,16 +79,7 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 				errs = append(errs, fmt.Errorf("users[%d] (%s).key: %w", i, u.ID, err))
 			}
 		}
-		for i, n := range cfg.Notify {
-			if n.Secret == "" {
-				continue
-			}
-			if v, err := l.resolver.Resolve(n.Secret); err != nil {
-				errs = append(errs, fmt.Errorf("notify[%d].secret: %w", i, err))
-			} else if len(v) < minSigningSecret {
-				errs = append(errs, fmt.Errorf("notify[%d].secret: a signing secret needs at least %d characters", i, minSigningSecret))
-			}
-		}
+		errs = append(errs, notifySecrets(cfg, l.resolver)...)
 		set, err := credential.NewSet(cfg.Credentials, l.resolver, credential.Options{Keys: &credential.KeySet{}})
 		if err == nil {
 			err = set.CheckAvailable()
@@ -98,6 +89,23 @@ func load(cfg *Config, lookupEnv func(string) (string, bool), checkSecrets bool,
 		}
 	}
 	return l, errors.Join(errs...)
+}
+
+// notifySecrets checks that every webhook signing secret can be read and
+// is long enough.
+func notifySecrets(cfg *Config, r *credential.Resolver) []error {
+	var errs []error
+	for i, n := range cfg.Notify {
+		if n.Secret == "" {
+			continue
+		}
+		if v, err := r.Resolve(n.Secret); err != nil {
+			errs = append(errs, fmt.Errorf("notify[%d].secret: %w", i, err))
+		} else if len(v) < minSigningSecret {
+			errs = append(errs, fmt.Errorf("notify[%d].secret: a signing secret needs at least %d characters", i, minSigningSecret))
+		}
+	}
+	return errs
 }
 
 // channelsOf is the config's notification channels; r resolves their
@@ -793,6 +801,7 @@ func (s *server) reload(ctx context.Context) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, notifySecrets(cfg, s.resolver)...)
 	if len(errs) > 0 {
 		s.logger.Error("reload refused; nothing changed", "err", errors.Join(errs...))
 		return
