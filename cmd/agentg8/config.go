@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -362,6 +364,29 @@ func (c *Config) storeURL() string {
 
 func (c *Config) signingKeyPath() string {
 	return c.rel(strings.TrimPrefix(c.Audit.SigningKey, "file:"))
+}
+
+// notifyWarnings names webhooks that would send notices unencrypted over
+// the network: a notice carries the request's input and preview.
+func (c *Config) notifyWarnings() []string {
+	var out []string
+	for i, n := range c.Notify {
+		u, err := url.Parse(n.URL)
+		if n.Type != "webhook" || err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("notify[%d].url: plain http sends approval notices (with the request's input and preview) to %s unencrypted, where a machine on the path can read or alter them; use https", i, u.Host))
+	}
+	return out
+}
+
+// isLoopbackHost reports whether host names this machine.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c *Config) idempotencyTTL() time.Duration {

@@ -300,6 +300,9 @@ func (m *Main) cmdValidate(args []string) error {
 			fmt.Fprintln(m.Stderr, "warning: store:", w)
 		}
 	}
+	for _, w := range cfg.notifyWarnings() {
+		fmt.Fprintln(m.Stderr, "warning:", w)
+	}
 	return nil
 }
 

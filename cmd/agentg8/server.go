@@ -636,6 +636,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 		obs.seals.WithLabelValues(result).Inc()
 		obs.sealed.Add(float64(n))
 	}})
+	for _, w := range cfg.notifyWarnings() {
+		logger.Warn("a notification channel is not encrypted", "detail", w)
+	}
 	notifier := notify.New(channelsOf(cfg, l.resolver), emailsOf(cfg), key.HMACKey())
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {

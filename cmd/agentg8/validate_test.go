@@ -198,6 +198,20 @@ func TestValidateWarnsOfWeakSSLMode(t *testing.T) {
 	}
 }
 
+// A webhook reached over plain http on another machine gets the request's
+// input in the clear: validate warns (loopback is fine) and still passes.
+func TestValidateWarnsOfPlainHTTPWebhooks(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true})
+	appendFile(t, cfg, "notify:\n  - {type: webhook, url: \"http://127.0.0.1:9/hook\"}\n  - {type: webhook, url: \"http://hooks.example.net/agentg8\"}\n  - {type: webhook, url: \"https://hooks.example.org/agentg8\"}\n")
+	e := &testEnv{t: t}
+	code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(out, "ok:") || strings.Count(errs, "warning:") != 1 ||
+		!strings.Contains(errs, "warning: notify[1].url: plain http sends approval notices") || !strings.Contains(errs, "hooks.example.net") {
+		t.Errorf("%d %q %q", code, out, errs)
+	}
+}
+
 // A PostgreSQL that cannot be reached is reported as such by serve, not
 // as a failed migration.
 func TestUnreachableStore(t *testing.T) {
