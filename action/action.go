@@ -458,10 +458,13 @@ const (
 	pruneBatches = 10
 )
 
-// prune deletes idempotency records older than the rules' TTL, at most
-// once a minute.
+// prune deletes idempotency records older than the rules' TTL, once a
+// minute from a minute after start (a start has enough to do).
 func (s *Service) prune(ctx context.Context) {
 	now := s.c.Clock.Now()
+	if s.pruned.IsZero() {
+		s.pruned = now
+	}
 	if now.Sub(s.pruned) < time.Minute {
 		return
 	}

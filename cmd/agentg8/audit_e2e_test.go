@@ -33,7 +33,8 @@ func copyDB(t *testing.T, src string) string {
 
 func execSQL(t *testing.T, path string, stmts ...string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path)
+	// The gateway's worker may be writing: wait for it rather than fail.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
