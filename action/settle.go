@@ -13,10 +13,11 @@ import (
 // committed). Left alone, such an action would read executing until its
 // lease ran out and then outcome_unknown — though this replica knows.
 type unsettled struct {
-	ch     *Change
-	ev     *agentg8.AuditEvent
-	sent   bool // the request went upstream; ch records what it answered
-	warned bool // the first failed try was logged
+	ch      *Change
+	ev      *agentg8.AuditEvent
+	sent    bool      // the request went upstream; ch records what it answered
+	warned  bool      // the first failed try was logged
+	refused time.Time // not sent: when the store first refused the settling
 }
 
 // notSent remembers that a's execution, whose intent record (ch, moving
@@ -40,6 +41,10 @@ func (s *Service) notSent(a *agentg8.Action, ch *Change) {
 			Status: failed.Status, Error: failed.Error, Detail: "not sent: the execution record was not confirmed by the store"},
 	})
 }
+
+// notSentWatch is how long a remembered "not sent" is kept once the store
+// answers that the intent has not committed.
+const notSentWatch = 5 * time.Second
 
 func (s *Service) hold(u *unsettled) {
 	s.mu.Lock()
@@ -91,9 +96,16 @@ func (s *Service) settleOne(ctx context.Context, u *unsettled) bool {
 		}
 		return false
 	case !u.sent:
-		// The intent never committed (or the action is past executing):
-		// there is nothing to correct.
-		return true
+		// The intent has not committed (or the action is past
+		// executing) — yet: one still in the network when its
+		// connection was lost can reach the database just after the
+		// store answers again (a partition healing) and commit, leaving
+		// the action executing though nothing was sent. Keep watching a
+		// few seconds more.
+		if u.refused.IsZero() {
+			u.refused = time.Now()
+		}
+		return time.Since(u.refused) >= notSentWatch
 	}
 	// The outcome may have been recorded after all (its commit's answer was
 	// lost), or the lease ran out and another replica ended the action

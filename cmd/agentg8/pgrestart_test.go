@@ -270,7 +270,9 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	pg.start()
 	waitFor(t, "readyz to answer 200 again", 20*time.Second, func() bool { return ready() == 200 })
-	waitFor(t, "nothing left to settle", 10*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
+	// In-doubt intents are watched for a few seconds after the database
+	// answers that they did not commit.
+	waitFor(t, "nothing left to settle", 20*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
 	if st, a := e.propose(supportKey, "crm.get_customer", map[string]any{"customer_id": "cus_3"}); st != 200 {
 		t.Fatalf("after: %d %v", st, a["_body"])
 	}
@@ -401,10 +403,10 @@ func TestPartitionOutlastsTheAuditWriter(t *testing.T) {
 	}
 	proxy.Heal()
 	// The intent was sent; whether it reaches the database after the
-	// writer gave up (relayed with its connection's close) is the
-	// network's business. Either way the replica settles what it
+	// writer gave up (relayed with its connection's close), and when, is
+	// the network's business. Either way the replica settles what it
 	// remembered: an action that exists is ended failed; none is fine.
-	waitFor(t, "nothing left unsettled", 30*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
+	waitFor(t, "nothing left unsettled", 20*time.Second, func() bool { return e.metric("agentg8_unsettled_executions") == "0" })
 	_, l := e.do("GET", "/v1/actions?task=crm.add_note", supportKey, nil)
 	for _, x := range l["actions"].([]any) {
 		if x := x.(map[string]any); x["input"].(map[string]any)["note"] == "during" {
