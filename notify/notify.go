@@ -39,16 +39,15 @@ type Channel struct {
 	From     string   // smtp sender
 	ToGroups []string // smtp: only members of these groups
 	// SecretRef names a webhook's signing secret (a secret reference); ""
-	// sends it unsigned. Only the reference is part of the channel's key.
+	// sends it unsigned. Only the reference is part of the channel's key;
+	// the secret is resolved at each send, so rotating it needs no restart.
 	SecretRef string `json:",omitempty"`
-	// Secret resolves SecretRef at each send, so a rotated secret needs no
-	// restart.
-	Secret func() (string, error) `json:"-"`
 }
 
 // Notifier sends notices to its channels.
 type Notifier struct {
 	mac      []byte
+	resolve  func(ref string) (string, error)
 	channels atomic.Pointer[channelSet]
 	// emails maps a group to its members' addresses.
 	emails atomic.Pointer[map[string][]string]
@@ -62,9 +61,10 @@ type channelSet struct {
 }
 
 // New returns a notifier; emails maps each group to its members'
-// addresses, and mac keys the channels' keys (see Channels).
-func New(channels []Channel, emails map[string][]string, mac []byte) *Notifier {
-	n := &Notifier{mac: mac, client: &http.Client{Timeout: 10 * time.Second,
+// addresses, mac keys the channels' keys (see Channels), and resolve reads
+// the webhooks' signing secrets.
+func New(channels []Channel, emails map[string][]string, mac []byte, resolve func(ref string) (string, error)) *Notifier {
+	n := &Notifier{mac: mac, resolve: resolve, client: &http.Client{Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	n.SetChannels(channels)
 	n.SetEmails(emails)
@@ -176,10 +176,15 @@ const (
 // sign is the HeaderSignature value for body sent at t.
 func sign(secret string, t time.Time, body []byte) string {
 	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(signature(secret, ts, body))
+}
+
+// signature is the HMAC-SHA256 of "<ts>.<body>" keyed by secret.
+func signature(secret, ts string, body []byte) []byte {
 	h := hmac.New(sha256.New, []byte(secret))
 	h.Write([]byte(ts + "."))
 	h.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(h.Sum(nil))
+	return h.Sum(nil)
 }
 
 // VerifySignature checks a webhook's HeaderSignature against its body and
@@ -208,10 +213,7 @@ func VerifySignature(header string, body []byte, secret string, tolerance time.D
 	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
 		return fmt.Errorf("signature is %v from now, beyond %v", d.Round(time.Second), tolerance)
 	}
-	h := hmac.New(sha256.New, []byte(secret))
-	h.Write([]byte(ts + "."))
-	h.Write(body)
-	want := h.Sum(nil)
+	want := signature(secret, ts, body)
 	for _, sig := range sigs {
 		if hmac.Equal(sig, want) {
 			return nil
@@ -240,7 +242,7 @@ func (n *Notifier) webhook(ctx context.Context, ch Channel, delivery string, nt 
 	req.Header.Set("User-Agent", "agentg8-notify")
 	req.Header.Set(HeaderDelivery, delivery)
 	if ch.SecretRef != "" {
-		secret, err := ch.Secret()
+		secret, err := n.resolve(ch.SecretRef)
 		if err != nil {
 			return fmt.Errorf("webhook %s: its signing secret cannot be read: %w", origin, err)
 		}

@@ -108,16 +108,11 @@ func notifySecrets(cfg *Config, r *credential.Resolver) []error {
 	return errs
 }
 
-// channelsOf is the config's notification channels; r resolves their
-// signing secrets at each send.
-func channelsOf(cfg *Config, r *credential.Resolver) []notify.Channel {
+// channelsOf is the config's notification channels.
+func channelsOf(cfg *Config) []notify.Channel {
 	var out []notify.Channel
 	for _, n := range cfg.Notify {
-		ch := notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups, SecretRef: n.Secret}
-		if ref := n.Secret; ref != "" {
-			ch.Secret = func() (string, error) { return r.Resolve(ref) }
-		}
-		out = append(out, ch)
+		out = append(out, notify.Channel{Type: n.Type, URL: n.URL, Format: n.Format, Addr: n.Addr, From: n.From, ToGroups: n.ToGroups, SecretRef: n.Secret})
 	}
 	return out
 }
@@ -639,7 +634,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	for _, w := range cfg.notifyWarnings() {
 		logger.Warn("a notification channel is not encrypted", "detail", w)
 	}
-	notifier := notify.New(channelsOf(cfg, l.resolver), emailsOf(cfg), key.HMACKey())
+	notifier := notify.New(channelsOf(cfg), emailsOf(cfg), key.HMACKey(), l.resolver.Resolve)
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {
 		limiter = pg
@@ -839,7 +834,7 @@ func (s *server) reload(ctx context.Context) {
 		}
 	}
 	s.notifier.SetEmails(emailsOf(cfg))
-	s.notifier.SetChannels(channelsOf(cfg, s.resolver))
+	s.notifier.SetChannels(channelsOf(cfg))
 	agents := agentsOf(cfg)
 	s.agentList.Store(&agents)
 	s.cfg = cfg
