@@ -328,10 +328,13 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 0 {
 		bad("limits.max_body_bytes", "must be positive")
 	}
-	if d, err := time.ParseDuration(c.Limits.IdempotencyTTL); err != nil || d < time.Hour {
+	if d, err := time.ParseDuration(c.Limits.IdempotencyTTL); err != nil || d < 2*time.Hour {
 		// Shorter, and an agent's ordinary retry (or the stdio bridge's)
-		// could find its key forgotten and run the action again.
-		bad("limits.idempotency_ttl", "must be a duration of at least 1h")
+		// could find its key forgotten and run the action again: a claim
+		// given up after a store failure is dated an hour back (so every
+		// replica takes it for abandoned), and must still be kept for
+		// the retry that follows.
+		bad("limits.idempotency_ttl", "must be a duration of at least 2h")
 	}
 	return errors.Join(errs...)
 }

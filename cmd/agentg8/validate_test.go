@@ -37,8 +37,8 @@ func TestValidate(t *testing.T) {
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "execution:\n  resolvers: [night-shift]\n")
 		}, []string{"execution.resolvers[0]", `group "night-shift" has no users`}},
 		{"idempotency keys kept too briefly", func(t *testing.T, dir string) {
-			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "limits:\n  idempotency_ttl: 10m\n")
-		}, []string{"limits.idempotency_ttl", "at least 1h"}},
+			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "limits:\n  idempotency_ttl: 90m\n")
+		}, []string{"limits.idempotency_ttl", "at least 2h"}},
 		{"webhook signing secret too short", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, "secrets", "hook"), "short-secret\n")
 			appendFile(t, filepath.Join(dir, "agentg8.yaml"), "notify:\n  - {type: webhook, url: \"http://h/\", secret: \"file:secrets/hook\"}\n")
