@@ -278,8 +278,10 @@ type IssuedInfo struct {
 
 // UpstreamInfo records what the upstream answered.
 type UpstreamInfo struct {
-	Method     string `json:"method"`
-	URL        string `json:"url"`
+	Method string `json:"method"`
+	URL    string `json:"url"`
+	// Tool is the upstream MCP server's tool an MCP task called.
+	Tool       string `json:"tool,omitempty"`
 	Status     int    `json:"status,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 }

@@ -15,7 +15,7 @@ func TestDependencyDirection(t *testing.T) {
 		t.Fatal(err)
 	}
 	const mod = "github.com/agentg8/agentg8"
-	steps := []string{"registry", "policy", "credential", "connector/httpconn", "audit", "tooldef"}
+	steps := []string{"registry", "policy", "credential", "connector/httpconn", "connector/mcpconn", "audit", "tooldef"}
 	forbidden := map[string][]string{
 		"":        {"/"}, // root: nothing of ours
 		"httpapi": {"store"},

@@ -29,6 +29,7 @@ import (
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/connector/mcpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/policy"
 	"github.com/agentg8/agentg8/registry"
@@ -50,6 +51,11 @@ type Credentials interface {
 // Doer sends upstream calls.
 type Doer interface {
 	Do(ctx context.Context, c httpconn.Call) (*httpconn.Response, error)
+}
+
+// ToolCaller runs MCP tasks' tool calls.
+type ToolCaller interface {
+	Call(ctx context.Context, c mcpconn.Call) (*mcpconn.Result, error)
 }
 
 // Observer receives metrics.
@@ -84,9 +90,12 @@ type Config struct {
 	Policy      *policy.Engine
 	Credentials Credentials
 	Connector   Doer
-	Audit       Auditor
-	Store       Store
-	Users       map[string]agentg8.User
+	// Tools runs tasks that execute as an upstream MCP server's tool;
+	// nil refuses them (nothing is sent).
+	Tools ToolCaller
+	Audit Auditor
+	Store Store
+	Users map[string]agentg8.User
 	// Agents are the configured agents, for re-evaluating policy at execution.
 	Agents map[string]agentg8.Principal
 	// Rules are who may read the audit log and settle actions, and the
@@ -781,5 +790,3 @@ func RequestHash(task *registry.Task, a *agentg8.Action) (string, error) {
 	sum := sha256.Sum256(c)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
-
-func idempotencyValue(actionID string) string { return "agentg8-" + actionID }

@@ -17,6 +17,7 @@ import (
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/connector/mcpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/registry"
 )
@@ -32,7 +33,7 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	}
 	header := r.Header.Clone()
 	if task.Request.IdempotencyHeader != "" {
-		header.Set(task.Request.IdempotencyHeader, idempotencyValue(a.ID))
+		header.Set(task.Request.IdempotencyHeader, registry.IdempotencyValue(a.ID))
 	}
 	var events []*agentg8.AuditEvent
 	// Each execution attempt holds its lease under a name of its own, so
@@ -74,6 +75,9 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 			Issued: &agentg8.IssuedInfo{Type: issued.Type, Scopes: issued.Scopes, Audience: issued.Audience, JTI: issued.JTI, ExpiresAt: issued.ExpiresAt}})
 	}
 	info := &agentg8.UpstreamInfo{Method: r.Method, URL: redactor.RedactString(r.URL)}
+	if task.MCP != nil {
+		info.Tool = task.MCP.Tool
+	}
 	a.Status = agentg8.StateExecuting
 	a.UpdatedAt = s.c.Clock.Now()
 	events = append(events, &agentg8.AuditEvent{Type: agentg8.EventExecuting, ActionID: a.ID, Task: a.Task,
@@ -98,14 +102,11 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 	stopRenew := s.renewLease(ctx, a.ID, *lease)
 	defer stopRenew()
 
-	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
-		Method: r.Method, URL: u.String(), Header: header, Body: r.Body, Timeout: task.Timeout,
-		MaxResponseBytes: task.Request.MaxResponseBytes, FollowRedirects: task.Request.FollowRedirects,
-	})
+	resp, err := s.send(ctx, task, u, header, r)
 	if resp != nil {
-		info.Status = resp.Status
-		info.DurationMS = resp.Duration.Milliseconds()
-		s.c.Observer.Upstream(a.Task, resp.Duration)
+		info.Status = resp.status
+		info.DurationMS = resp.took.Milliseconds()
+		s.c.Observer.Upstream(a.Task, resp.took)
 	}
 	if err != nil {
 		var ce *httpconn.Error
@@ -116,14 +117,78 @@ func (s *Service) execute(ctx context.Context, task *registry.Task, a *agentg8.A
 		s.c.Logger.Warn("upstream call failed", "action", a.ID, "task", a.Task, "err", redactor.RedactString(err.Error()))
 		return s.finish(ctx, a, lease.Owner, nil, e, info, redactor)
 	}
-	body := redactor.Redact(resp.Body)
+	body := redactor.Redact(resp.body)
 	output := shapeOutput(task, body)
-	if resp.Status < 200 || resp.Status > 299 {
-		a.UpstreamStatus = resp.Status
-		return s.finish(ctx, a, lease.Owner, output, agentg8.Errorf(agentg8.CodeUpstreamError, "upstream answered %d %s", resp.Status, http.StatusText(resp.Status)), info, redactor)
+	a.UpstreamStatus = resp.status
+	switch {
+	case resp.toolError:
+		// MCP reports a tool's failure in its result for the model to read:
+		// the agent gets its text (redacted) whatever output.select picks.
+		msg := "the upstream tool reported an error"
+		if t := toolText(body); t != "" {
+			msg += ": " + t
+		}
+		return s.finish(ctx, a, lease.Owner, output, agentg8.Errorf(agentg8.CodeUpstreamError, "%s", msg), info, redactor)
+	case resp.status < 200 || resp.status > 299:
+		return s.finish(ctx, a, lease.Owner, output, agentg8.Errorf(agentg8.CodeUpstreamError, "upstream answered %d %s", resp.status, http.StatusText(resp.status)), info, redactor)
 	}
-	a.UpstreamStatus = resp.Status
 	return s.finish(ctx, a, lease.Owner, output, nil, info, redactor)
+}
+
+// answer is what the upstream said to an action.
+type answer struct {
+	status    int
+	body      []byte
+	took      time.Duration
+	toolError bool // an MCP tool's result said isError
+}
+
+// send makes the action's one upstream call: an HTTP request, or an MCP
+// task's tool call (answered 200 when the session worked).
+func (s *Service) send(ctx context.Context, task *registry.Task, u *url.URL, header http.Header, r *registry.Request) (*answer, error) {
+	if task.MCP != nil {
+		if s.c.Tools == nil {
+			return nil, &httpconn.Error{Code: agentg8.CodeUpstreamError, Msg: "this gateway does not run MCP tasks"}
+		}
+		res, err := s.c.Tools.Call(ctx, mcpconn.Call{URL: u.String(), Header: header, Body: r.Body,
+			Timeout: task.Timeout, MaxResponseBytes: task.Request.MaxResponseBytes})
+		if res == nil {
+			return nil, err
+		}
+		if err != nil {
+			return &answer{took: res.Duration}, err
+		}
+		return &answer{status: http.StatusOK, body: res.Body, took: res.Duration, toolError: res.IsError}, nil
+	}
+	resp, err := s.c.Connector.Do(ctx, httpconn.Call{
+		Method: r.Method, URL: u.String(), Header: header, Body: r.Body, Timeout: task.Timeout,
+		MaxResponseBytes: task.Request.MaxResponseBytes, FollowRedirects: task.Request.FollowRedirects,
+	})
+	if resp == nil {
+		return nil, err
+	}
+	return &answer{status: resp.Status, body: resp.Body, took: resp.Duration}, err
+}
+
+// toolText is the text content of an MCP tool result, at most 500 bytes.
+func toolText(result []byte) string {
+	var r struct {
+		Content []struct{ Type, Text string }
+	}
+	if json.Unmarshal(result, &r) != nil {
+		return ""
+	}
+	var parts []string
+	for _, c := range r.Content {
+		if c.Type == "text" && c.Text != "" {
+			parts = append(parts, c.Text)
+		}
+	}
+	t := strings.Join(parts, " ")
+	if len(t) > 500 {
+		t = strings.ToValidUTF8(t[:500], "") + "…"
+	}
+	return t
 }
 
 // shapeOutput applies output.select and output.redact; a body that is not

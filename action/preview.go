@@ -66,7 +66,7 @@ func (s *Service) maskedRequest(task *registry.Task, vars registry.Vars, r *regi
 		}
 	}
 	if task.Request.IdempotencyHeader != "" {
-		rr.Headers[http.CanonicalHeaderKey(task.Request.IdempotencyHeader)] = idempotencyValue(vars.ActionID)
+		rr.Headers[http.CanonicalHeaderKey(task.Request.IdempotencyHeader)] = registry.IdempotencyValue(vars.ActionID)
 	}
 	if r.Body != nil {
 		rr.Body = r.Body

@@ -247,7 +247,7 @@ func Tool(t *registry.Task) *mcp.Tool {
 	destructive := t.Risk == string(agentg8.RiskDestructive)
 	return &mcp.Tool{Name: tooldef.ToolName(tooldef.MCP, t.Name), Description: t.Description, InputSchema: t.InputSchema(),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: t.Risk == string(agentg8.RiskRead), DestructiveHint: &destructive,
-			IdempotentHint: t.Request.IdempotencyHeader != ""}}
+			IdempotentHint: t.Idempotent()}}
 }
 
 // Hash identifies a tool definition, recorded with every call so an audit

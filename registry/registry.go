@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -56,8 +57,11 @@ type File struct {
 	Credential  string         `yaml:"credential" json:"credential,omitempty"`
 	Scopes      []string       `yaml:"scopes" json:"scopes,omitempty"`
 	Request     RequestFile    `yaml:"request" json:"request"`
-	Preview     *PreviewFile   `yaml:"preview" json:"preview,omitempty"`
-	Output      OutputFile     `yaml:"output" json:"output"`
+	// MCP executes the task as a tool of an upstream MCP server, instead
+	// of request. omitempty keeps the hash of HTTP tasks as it was.
+	MCP     *MCPFile     `yaml:"mcp" json:"mcp,omitempty"`
+	Preview *PreviewFile `yaml:"preview" json:"preview,omitempty"`
+	Output  OutputFile   `yaml:"output" json:"output"`
 }
 
 // RequestFile is how a task executes over HTTP.
@@ -70,6 +74,20 @@ type RequestFile struct {
 	IdempotencyHeader string            `yaml:"idempotency_header" json:"idempotency_header,omitempty"`
 	FollowRedirects   bool              `yaml:"follow_redirects" json:"follow_redirects,omitempty"`
 	MaxResponseBytes  int64             `yaml:"max_response_bytes" json:"max_response_bytes,omitempty"`
+}
+
+// MCPFile is how a task executes as one tool of an upstream MCP server
+// (Streamable HTTP). The tool is fixed by the task file: an agent can never
+// reach another tool of that server.
+type MCPFile struct {
+	URL     string            `yaml:"url" json:"url"`
+	Tool    string            `yaml:"tool" json:"tool"`
+	Headers map[string]string `yaml:"headers" json:"headers,omitempty"`
+	// Arguments is a JSON template; omitted, the validated input is sent.
+	Arguments        any    `yaml:"arguments" json:"arguments,omitempty"`
+	Timeout          string `yaml:"timeout" json:"timeout,omitempty"`
+	IdempotencyMeta  string `yaml:"idempotency_meta" json:"idempotency_meta,omitempty"`
+	MaxResponseBytes int64  `yaml:"max_response_bytes" json:"max_response_bytes,omitempty"`
 }
 
 // PreviewFile declares how to preview a mutating task.
@@ -109,6 +127,7 @@ type Task struct {
 	url          *URLTemplate
 	headers      map[string]*Template
 	body         *JSONTemplate
+	args         *JSONTemplate // MCP arguments; nil sends the input
 	sideEffects  []*Template
 	current      *URLTemplate
 	currentHdrs  map[string]*Template
@@ -392,65 +411,15 @@ func compileTask(f File, creds map[string]CredentialInfo) (*Task, error) {
 	}
 
 	// Request.
-	rq := f.Request
-	t.Request.Method = strings.ToUpper(rq.Method)
-	if !slices.Contains(methods, t.Request.Method) {
-		return nil, keyErr("request.method", "must be one of %s, not %q", strings.Join(methods, ", "), rq.Method)
-	}
-	if t.url, err = ParseURLTemplate(rq.URL); err != nil {
-		return nil, keyErr("request.url", "%v", err)
-	}
-	if err := checkRefs("request.url", t.url.Refs()); err != nil {
+	if f.MCP != nil {
+		if !reflect.DeepEqual(f.Request, RequestFile{}) {
+			return nil, keyErr("mcp", "a task executes by request or by mcp, not both")
+		}
+		if err := t.compileMCP(checkRefs); err != nil {
+			return nil, err
+		}
+	} else if err := t.compileRequest(checkRefs); err != nil {
 		return nil, err
-	}
-	t.headers = map[string]*Template{}
-	for k, v := range rq.Headers {
-		if !validHeaderName(k) {
-			return nil, keyErr("request.headers", "invalid header name %q", k)
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, keyErr("request.headers."+k, "contains a control character")
-		}
-		tp, err := ParseTemplate(v)
-		if err != nil {
-			return nil, keyErr("request.headers."+k, "%v", err)
-		}
-		if err := checkRefs("request.headers."+k, tp.Refs()); err != nil {
-			return nil, err
-		}
-		t.headers[http.CanonicalHeaderKey(k)] = tp
-	}
-	if rq.Body != nil {
-		if t.Request.Method == http.MethodGet || t.Request.Method == http.MethodHead {
-			return nil, keyErr("request.body", "a %s request cannot have a body", t.Request.Method)
-		}
-		norm, err := normalizeJSON(rq.Body)
-		if err != nil {
-			return nil, keyErr("request.body", "%v", err)
-		}
-		if t.body, err = ParseJSONTemplate(norm); err != nil {
-			return nil, keyErr("request.body", "%v", err)
-		}
-		if err := checkRefs("request.body", t.body.Refs()); err != nil {
-			return nil, err
-		}
-	}
-	t.Timeout = DefaultTimeout
-	if rq.Timeout != "" {
-		d, err := time.ParseDuration(rq.Timeout)
-		if err != nil || d <= 0 || d > MaxTimeout {
-			return nil, keyErr("request.timeout", "must be a duration between 0 and %s, not %q", MaxTimeout, rq.Timeout)
-		}
-		t.Timeout = d
-	}
-	if rq.IdempotencyHeader != "" && !validHeaderName(rq.IdempotencyHeader) {
-		return nil, keyErr("request.idempotency_header", "invalid header name %q", rq.IdempotencyHeader)
-	}
-	if rq.MaxResponseBytes < 0 {
-		return nil, keyErr("request.max_response_bytes", "must be positive")
-	}
-	if rq.MaxResponseBytes == 0 {
-		t.Request.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 
 	// Preview (rendered by the dry-run feature; checked now).
@@ -546,6 +515,144 @@ func compileTask(f File, creds map[string]CredentialInfo) (*Task, error) {
 	t.Hash = "sha256:" + hex.EncodeToString(sum[:])
 	return t, nil
 }
+
+// compileRequest checks and compiles an HTTP task's request.
+func (t *Task) compileRequest(checkRefs func(string, []ref) error) error {
+	var err error
+	rq := t.File.Request
+	t.Request.Method = strings.ToUpper(rq.Method)
+	if !slices.Contains(methods, t.Request.Method) {
+		return keyErr("request.method", "must be one of %s, not %q", strings.Join(methods, ", "), rq.Method)
+	}
+	if t.url, err = ParseURLTemplate(rq.URL); err != nil {
+		return keyErr("request.url", "%v", err)
+	}
+	if err := checkRefs("request.url", t.url.Refs()); err != nil {
+		return err
+	}
+	if t.headers, err = compileHeaders("request.headers", rq.Headers, checkRefs); err != nil {
+		return err
+	}
+	if rq.Body != nil {
+		if t.Request.Method == http.MethodGet || t.Request.Method == http.MethodHead {
+			return keyErr("request.body", "a %s request cannot have a body", t.Request.Method)
+		}
+		norm, err := normalizeJSON(rq.Body)
+		if err != nil {
+			return keyErr("request.body", "%v", err)
+		}
+		if t.body, err = ParseJSONTemplate(norm); err != nil {
+			return keyErr("request.body", "%v", err)
+		}
+		if err := checkRefs("request.body", t.body.Refs()); err != nil {
+			return err
+		}
+	}
+	if t.Timeout, err = parseTimeout("request.timeout", rq.Timeout); err != nil {
+		return err
+	}
+	if rq.IdempotencyHeader != "" && !validHeaderName(rq.IdempotencyHeader) {
+		return keyErr("request.idempotency_header", "invalid header name %q", rq.IdempotencyHeader)
+	}
+	if rq.MaxResponseBytes < 0 {
+		return keyErr("request.max_response_bytes", "must be positive")
+	}
+	if rq.MaxResponseBytes == 0 {
+		t.Request.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	return nil
+}
+
+// compileHeaders compiles header templates; key names the block.
+func compileHeaders(key string, headers map[string]string, checkRefs func(string, []ref) error) (map[string]*Template, error) {
+	out := map[string]*Template{}
+	for k, v := range headers {
+		if !validHeaderName(k) {
+			return nil, keyErr(key, "invalid header name %q", k)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return nil, keyErr(key+"."+k, "contains a control character")
+		}
+		tp, err := ParseTemplate(v)
+		if err != nil {
+			return nil, keyErr(key+"."+k, "%v", err)
+		}
+		if err := checkRefs(key+"."+k, tp.Refs()); err != nil {
+			return nil, err
+		}
+		out[http.CanonicalHeaderKey(k)] = tp
+	}
+	return out, nil
+}
+
+// parseTimeout reads an upstream call's timeout; empty is the default.
+func parseTimeout(key, s string) (time.Duration, error) {
+	if s == "" {
+		return DefaultTimeout, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > MaxTimeout {
+		return 0, keyErr(key, "must be a duration between 0 and %s, not %q", MaxTimeout, s)
+	}
+	return d, nil
+}
+
+// compileMCP checks and compiles an MCP task: its tool call is sent as a
+// POST of JSON-RPC to the server's URL, and rendered (and previewed) as that
+// message.
+func (t *Task) compileMCP(checkRefs func(string, []ref) error) error {
+	m := t.MCP
+	var err error
+	t.Request.Method = http.MethodPost
+	if t.url, err = ParseURLTemplate(m.URL); err != nil {
+		return keyErr("mcp.url", "%v", err)
+	}
+	if err := checkRefs("mcp.url", t.url.Refs()); err != nil {
+		return err
+	}
+	if !toolNameRE.MatchString(m.Tool) {
+		return keyErr("mcp.tool", "must be the upstream tool's name (%s), not %q", toolNameRE, m.Tool)
+	}
+	if t.headers, err = compileHeaders("mcp.headers", m.Headers, checkRefs); err != nil {
+		return err
+	}
+	if m.Arguments != nil {
+		if _, ok := m.Arguments.(map[string]any); !ok {
+			return keyErr("mcp.arguments", "must be an object (a tool's arguments are named)")
+		}
+		norm, err := normalizeJSON(m.Arguments)
+		if err != nil {
+			return keyErr("mcp.arguments", "%v", err)
+		}
+		if t.args, err = ParseJSONTemplate(norm); err != nil {
+			return keyErr("mcp.arguments", "%v", err)
+		}
+		if err := checkRefs("mcp.arguments", t.args.Refs()); err != nil {
+			return err
+		}
+	}
+	if t.Timeout, err = parseTimeout("mcp.timeout", m.Timeout); err != nil {
+		return err
+	}
+	if m.IdempotencyMeta != "" && !metaKeyRE.MatchString(m.IdempotencyMeta) {
+		return keyErr("mcp.idempotency_meta", "%q is not a _meta key (%s)", m.IdempotencyMeta, metaKeyRE)
+	}
+	if m.MaxResponseBytes < 0 {
+		return keyErr("mcp.max_response_bytes", "must be positive")
+	}
+	t.Request.MaxResponseBytes = m.MaxResponseBytes
+	if t.Request.MaxResponseBytes == 0 {
+		t.Request.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	return nil
+}
+
+// toolNameRE is the MCP specification's tool name shape; metaKeyRE an
+// optional prefix (reverse-DNS labels and a slash) and a name.
+var (
+	toolNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,128}$`)
+	metaKeyRE  = regexp.MustCompile(`^([A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?)*/)?[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+)
 
 func validHeaderName(s string) bool {
 	if s == "" {

@@ -247,3 +247,84 @@ func BenchmarkValidateInput(b *testing.B) {
 		})
 	}
 }
+
+// An HTTP task's definition hash is what it was before tasks could run as
+// MCP tools: approvals pending across an upgrade stay bound.
+func TestHTTPTaskHashUnchanged(t *testing.T) {
+	if h := mustTask(t, taskYAML).Hash; h != "sha256:ba1dd97ace86229ae9973f66c3ad4296cefdc10addd8b7825a3adc3aee5f4ba0" {
+		t.Fatalf("hash %s", h)
+	}
+}
+
+const mcpTaskYAML = `
+name: tickets.create
+description: Open a ticket.
+risk: write
+input:
+  type: object
+  required: [title]
+  additionalProperties: false
+  properties:
+    title: {type: string}
+    queue: {type: string}
+credential: crm
+mcp:
+  url: https://tools.example.com/mcp
+  tool: create_ticket
+  headers: {X-Queue: "${input.queue}"}
+  arguments: {title: "${input.title}", reporter: "${principal.id}", tags: ["agent"]}
+  idempotency_meta: agentg8/idempotency-key
+  timeout: 3s
+`
+
+func TestMCPTask(t *testing.T) {
+	task := mustTask(t, mcpTaskYAML)
+	in, err := task.ValidateInput([]byte(`{"title":"printer on fire","queue":"ops"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := task.RenderRequest(Vars{Input: in, Principal: "bot", ActionID: "act_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"create_ticket","arguments":{"reporter":"bot","tags":["agent"],"title":"printer on fire"},"_meta":{"agentg8/idempotency-key":"agentg8-act_1"}}}`
+	if r.Method != "POST" || r.URL != "https://tools.example.com/mcp" || string(r.Body) != want || r.Header.Get("X-Queue") != "ops" {
+		t.Fatalf("rendered %s %s %v\n%s", r.Method, r.URL, r.Header, r.Body)
+	}
+	if task.Timeout.String() != "3s" || task.Origin() != "https://tools.example.com" || !task.Idempotent() {
+		t.Fatalf("timeout %s origin %s idempotent %v", task.Timeout, task.Origin(), task.Idempotent())
+	}
+
+	// Without arguments the validated input is the tool's arguments.
+	plain := mustTask(t, strings.Replace(mcpTaskYAML, `  arguments: {title: "${input.title}", reporter: "${principal.id}", tags: ["agent"]}
+  idempotency_meta: agentg8/idempotency-key
+`, "", 1))
+	r, err = plain.RenderRequest(Vars{Input: in, ActionID: "act_1"})
+	if err != nil || string(r.Body) != `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"create_ticket","arguments":{"queue":"ops","title":"printer on fire"}}}` || plain.Idempotent() {
+		t.Fatalf("rendered %s (%v)", r.Body, err)
+	}
+}
+
+func TestMCPTaskRejects(t *testing.T) {
+	for _, tc := range []struct{ edit, want string }{
+		{"  tool: create_ticket\n|  tool: ${input.title}\n", "mcp.tool: must be the upstream tool's name"},
+		{"  tool: create_ticket\n|", "mcp.tool: must be the upstream tool's name"},
+		{"  url: https://tools.example.com/mcp\n|  url: tools.example.com/mcp\n", "mcp.url: url"},
+		{`reporter: "${principal.id}"|reporter: "${input.reporter}"`, "mcp.arguments: placeholder ${input.reporter} names no property"},
+		{`  arguments: {title: "${input.title}", reporter: "${principal.id}", tags: ["agent"]}|  arguments: ["${input.title}"]`, "mcp.arguments: must be an object"},
+		{"  idempotency_meta: agentg8/idempotency-key\n|  idempotency_meta: \"bad key!\"\n", "mcp.idempotency_meta"},
+		{"  timeout: 3s\n|  timeout: 1h\n", "mcp.timeout: must be a duration"},
+		{"  timeout: 3s\n|  timeout: 3s\n  retries: 2\n", "unknown field \"retries\""},
+		{"mcp:\n|request: {method: GET, url: \"https://x.example\"}\nmcp:\n", "mcp: a task executes by request or by mcp, not both"},
+	} {
+		from, to, _ := strings.Cut(tc.edit, "|")
+		src := strings.Replace(mcpTaskYAML, from, to, 1)
+		if src == mcpTaskYAML {
+			t.Fatalf("edit %q changed nothing", tc.edit)
+		}
+		_, err := New(map[string][]byte{"t.yaml": []byte(src)}, map[string]CredentialInfo{"crm": {}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("edit %q: got %v, want %q", tc.edit, err, tc.want)
+		}
+	}
+}

@@ -32,6 +32,13 @@ func (t *Task) RenderRequest(v Vars) (*Request, error) {
 		}
 		r.Header.Set(k, val)
 	}
+	if t.MCP != nil {
+		if r.Body, err = t.renderToolCall(v); err != nil {
+			return nil, err
+		}
+		r.Header.Set("Content-Type", "application/json")
+		return r, nil
+	}
 	if t.body != nil {
 		tree, err := t.body.Render(v)
 		if err != nil {
@@ -43,6 +50,46 @@ func (t *Task) RenderRequest(v Vars) (*Request, error) {
 		r.Header.Set("Content-Type", "application/json")
 	}
 	return r, nil
+}
+
+// ToolCall is the JSON-RPC message an MCP task sends: the body of its
+// rendered request, previewed as is. The connector reads the call from it,
+// so what a reviewer approves is what is sent.
+type ToolCall struct {
+	JSONRPC string `json:"jsonrpc"`
+	Method  string `json:"method"`
+	Params  struct {
+		Name      string         `json:"name"`
+		Arguments any            `json:"arguments"`
+		Meta      map[string]any `json:"_meta,omitempty"`
+	} `json:"params"`
+}
+
+func (t *Task) renderToolCall(v Vars) ([]byte, error) {
+	c := ToolCall{JSONRPC: "2.0", Method: "tools/call"}
+	c.Params.Name = t.MCP.Tool
+	c.Params.Arguments = v.Input
+	if t.args != nil {
+		tree, err := t.args.Render(v)
+		if err != nil {
+			return nil, err
+		}
+		c.Params.Arguments = tree
+	}
+	if k := t.MCP.IdempotencyMeta; k != "" {
+		c.Params.Meta = map[string]any{k: IdempotencyValue(v.ActionID)}
+	}
+	return json.Marshal(c)
+}
+
+// IdempotencyValue is the stable key sent upstream for an action
+// (request.idempotency_header, mcp.idempotency_meta).
+func IdempotencyValue(actionID string) string { return "agentg8-" + actionID }
+
+// Idempotent reports whether the upstream is given a key to apply the
+// action at most once.
+func (t *Task) Idempotent() bool {
+	return t.Request.IdempotencyHeader != "" || (t.MCP != nil && t.MCP.IdempotencyMeta != "")
 }
 
 // Origin is scheme://host[:port] of the task's request: its upstream.

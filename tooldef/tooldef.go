@@ -49,7 +49,7 @@ func Export(format string, tasks []*registry.Task) ([]any, error) {
 			out = append(out, map[string]any{"name": name, "description": t.Description, "input_schema": schema})
 		case MCP:
 			ann := map[string]any{"readOnlyHint": t.Risk == "read", "destructiveHint": t.Risk == "destructive"}
-			if t.Request.IdempotencyHeader != "" {
+			if t.Idempotent() {
 				ann["idempotentHint"] = true
 			}
 			out = append(out, map[string]any{"name": name, "description": t.Description, "inputSchema": schema, "annotations": ann})

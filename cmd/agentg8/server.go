@@ -27,6 +27,7 @@ import (
 	"github.com/agentg8/agentg8/action"
 	"github.com/agentg8/agentg8/audit"
 	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/connector/mcpconn"
 	"github.com/agentg8/agentg8/console"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/httpapi"
@@ -639,8 +640,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	if multi {
 		limiter = pg
 	}
+	upstream := httpconn.New(cfg.Egress.AllowPrivate)
 	svc := action.New(action.Config{
-		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: httpconn.New(cfg.Egress.AllowPrivate),
+		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: upstream, Tools: mcpconn.New(upstream.Client()),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, Rules: rulesOf(cfg),
 		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), Limiter: limiter, Notifier: notifier, PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,

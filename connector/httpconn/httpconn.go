@@ -141,13 +141,13 @@ func (c *Connector) Do(ctx context.Context, call Call) (*Response, error) {
 	start := time.Now()
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, classify(ctx, err)
+		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()
 	max := call.MaxResponseBytes
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		e := classify(ctx, err)
+		e := Classify(ctx, err)
 		e.Sent = true
 		return nil, e
 	}
@@ -157,7 +157,12 @@ func (c *Connector) Do(ctx context.Context, call Call) (*Response, error) {
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b, Duration: time.Since(start)}, nil
 }
 
-func classify(ctx context.Context, err error) *Error {
+// Client is the guarded HTTP client, for connectors speaking a protocol
+// over HTTP. It follows no redirects.
+func (c *Connector) Client() *http.Client { return c.client }
+
+// Classify turns a failed HTTP exchange into an *Error.
+func Classify(ctx context.Context, err error) *Error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errEgress):

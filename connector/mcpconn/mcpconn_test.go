@@ -1,0 +1,199 @@
+package mcpconn
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentg8/agentg8"
+	"github.com/agentg8/agentg8/connector/httpconn"
+)
+
+type ticketIn struct {
+	Title string `json:"title"`
+	Size  int    `json:"size,omitempty"`
+	Sleep int    `json:"sleep_ms,omitempty"`
+}
+
+type seen struct {
+	meta mcp.Meta
+	in   ticketIn
+}
+
+type ticketOut struct {
+	ID    string `json:"id"`
+	Title string `json:"title"`
+}
+
+// upstream is a real MCP server (the official SDK) that records its calls.
+type upstream struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	calls []seen
+	auth  []string // Authorization of every POST
+}
+
+func newUpstream(t *testing.T, wantAuth string) *upstream {
+	u := &upstream{}
+	s := mcp.NewServer(&mcp.Implementation{Name: "tickets", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "create_ticket"}, func(ctx context.Context, req *mcp.CallToolRequest, in ticketIn) (*mcp.CallToolResult, ticketOut, error) {
+		u.mu.Lock()
+		u.calls = append(u.calls, seen{meta: req.Params.Meta, in: in})
+		u.mu.Unlock()
+		if in.Sleep > 0 {
+			time.Sleep(time.Duration(in.Sleep) * time.Millisecond)
+		}
+		if in.Title == "fail" {
+			return nil, ticketOut{}, errors.New("the ticket system is read-only today")
+		}
+		return nil, ticketOut{ID: "T-1", Title: in.Title + strings.Repeat("x", in.Size)}, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			u.mu.Lock()
+			u.auth = append(u.auth, r.Header.Get("Authorization"))
+			u.mu.Unlock()
+		}
+		if r.Header.Get("Authorization") != wantAuth {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) called() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.calls)
+}
+
+func toolCall(t *testing.T, tool string, args map[string]any, meta map[string]any) []byte {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "tools/call",
+		"params": map[string]any{"name": tool, "arguments": args, "_meta": meta}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func callOf(u *upstream, auth string, body []byte) Call {
+	return Call{URL: u.srv.URL, Header: http.Header{"Authorization": {auth}}, Body: body, Timeout: 5 * time.Second, MaxResponseBytes: 1 << 16}
+}
+
+func failure(t *testing.T, err error) *httpconn.Error {
+	t.Helper()
+	var e *httpconn.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T) is not an *httpconn.Error", err, err)
+	}
+	return e
+}
+
+func TestToolCall(t *testing.T) {
+	u := newUpstream(t, "Bearer s3cret")
+	c := New(httpconn.New(true).Client())
+	res, err := c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "printer"}, map[string]any{"agentg8/idempotency-key": "agentg8-act_1"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Structured ticketOut `json:"structuredContent"`
+		Content    []struct{ Type, Text string }
+	}
+	if err := json.Unmarshal(res.Body, &got); err != nil || got.Structured != (ticketOut{ID: "T-1", Title: "printer"}) || res.IsError {
+		t.Fatalf("result %s (%v)", res.Body, err)
+	}
+	if u.called() != 1 || u.calls[0].in.Title != "printer" || u.calls[0].meta["agentg8/idempotency-key"] != "agentg8-act_1" {
+		t.Fatalf("upstream saw %+v", u.calls)
+	}
+	// The credential header is on every request of the session
+	// (initialize, initialized, tools/call), not only the call.
+	if len(u.auth) < 3 {
+		t.Fatalf("%d POSTs", len(u.auth))
+	}
+	for _, a := range u.auth {
+		if a != "Bearer s3cret" {
+			t.Fatalf("a request went without the credential: %q", u.auth)
+		}
+	}
+
+	// The tool's own error is a result (isError), not a failed exchange.
+	res, err = c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "fail"}, nil)))
+	if err != nil || !res.IsError || !strings.Contains(string(res.Body), "read-only today") {
+		t.Fatalf("tool error: %v %+v", err, res)
+	}
+}
+
+func TestToolCallFailures(t *testing.T) {
+	u := newUpstream(t, "Bearer s3cret")
+	c := New(httpconn.New(true).Client())
+	for _, tc := range []struct {
+		name, auth, tool string
+		args             map[string]any
+		max              int64
+		timeout          time.Duration
+		code, msg        string
+		sent             bool
+		calls            int
+	}{
+		{name: "refused credential", auth: "Bearer wrong", tool: "create_ticket", code: agentg8.CodeUpstreamError,
+			msg: "the MCP session could not be started: the MCP server answered 401 Unauthorized"},
+		{name: "unknown tool", tool: "drop_tables", code: agentg8.CodeUpstreamError,
+			msg: "the tool call failed: the MCP server answered error", sent: true},
+		{name: "answer too large", tool: "create_ticket", args: map[string]any{"title": "big", "size": 100000}, max: 20000,
+			code: agentg8.CodeUpstreamError, msg: "exceeds 20000 bytes", sent: true, calls: 1},
+		{name: "timeout", tool: "create_ticket", args: map[string]any{"title": "slow", "sleep_ms": 1500}, timeout: 300 * time.Millisecond,
+			code: agentg8.CodeUpstreamTimeout, msg: "did not answer in time", sent: true, calls: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := u.called()
+			auth := tc.auth
+			if auth == "" {
+				auth = "Bearer s3cret"
+			}
+			args := tc.args
+			if args == nil {
+				args = map[string]any{"title": "x"}
+			}
+			call := callOf(u, auth, toolCall(t, tc.tool, args, nil))
+			if tc.max > 0 {
+				call.MaxResponseBytes = tc.max
+			}
+			if tc.timeout > 0 {
+				call.Timeout = tc.timeout
+			}
+			_, err := c.Call(t.Context(), call)
+			e := failure(t, err)
+			if e.Code != tc.code || !strings.Contains(e.Msg, tc.msg) || e.Sent != tc.sent {
+				t.Fatalf("got %s %q sent=%v", e.Code, e.Msg, e.Sent)
+			}
+			if n := u.called() - before; n != tc.calls {
+				t.Fatalf("%d tool runs", n)
+			}
+		})
+	}
+}
+
+// The session goes through httpconn's egress guard: a loopback MCP server
+// is refused before any byte is sent.
+func TestToolCallEgressGuard(t *testing.T) {
+	u := newUpstream(t, "Bearer s3cret")
+	_, err := New(httpconn.New(false).Client()).Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "x"}, nil)))
+	e := failure(t, err)
+	if e.Code != agentg8.CodeEgressDenied || e.Sent || len(u.auth) != 0 {
+		t.Fatalf("got %s %q sent=%v; %d requests reached the server", e.Code, e.Msg, e.Sent, len(u.auth))
+	}
+}
