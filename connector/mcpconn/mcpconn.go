@@ -53,12 +53,19 @@ func New(client *http.Client) *Connector { return &Connector{client: client} }
 // Call runs the tool call. Failures are *httpconn.Error; Sent is false when
 // the session failed before the call went out.
 func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
+	// Arguments stay raw bytes: decoded, large integers would lose digits
+	// and the call would no longer be the message a reviewer saw.
 	var msg struct {
-		Params mcp.CallToolParams `json:"params"`
+		Params struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+			Meta      mcp.Meta        `json:"_meta"`
+		} `json:"params"`
 	}
 	if err := json.Unmarshal(call.Body, &msg); err != nil || msg.Params.Name == "" {
 		return nil, &httpconn.Error{Code: agentg8.CodeUpstreamError, Msg: "tool call could not be built", Err: err}
 	}
+	params := &mcp.CallToolParams{Name: msg.Params.Name, Arguments: msg.Params.Arguments, Meta: msg.Params.Meta}
 	ctx, cancel := context.WithTimeout(ctx, call.Timeout)
 	defer cancel()
 	ex := &exchange{base: c.client.Transport, header: call.Header, max: call.MaxResponseBytes}
@@ -75,7 +82,7 @@ func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
 		return nil, e
 	}
 	defer cs.Close()
-	res, err := cs.CallTool(ctx, &msg.Params)
+	res, err := cs.CallTool(ctx, params)
 	took := time.Since(start)
 	if err != nil {
 		e := ex.failure(ctx, err, "the tool call failed")

@@ -18,9 +18,10 @@ import (
 )
 
 type ticketIn struct {
-	Title string `json:"title"`
-	Size  int    `json:"size,omitempty"`
-	Sleep int    `json:"sleep_ms,omitempty"`
+	Title string      `json:"title"`
+	Size  int         `json:"size,omitempty"`
+	Sleep int         `json:"sleep_ms,omitempty"`
+	Big   json.Number `json:"big,omitempty"`
 }
 
 type seen struct {
@@ -44,7 +45,12 @@ type upstream struct {
 func newUpstream(t *testing.T, wantAuth string) *upstream {
 	u := &upstream{}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tickets", Version: "1"}, nil)
-	mcp.AddTool(s, &mcp.Tool{Name: "create_ticket"}, func(ctx context.Context, req *mcp.CallToolRequest, in ticketIn) (*mcp.CallToolResult, ticketOut, error) {
+	// A raw handler: the arguments are checked as the bytes that arrived.
+	s.AddTool(&mcp.Tool{Name: "create_ticket", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		var in ticketIn
+		if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
+			return nil, err
+		}
 		u.mu.Lock()
 		u.calls = append(u.calls, seen{meta: req.Params.Meta, in: in})
 		u.mu.Unlock()
@@ -52,9 +58,10 @@ func newUpstream(t *testing.T, wantAuth string) *upstream {
 			time.Sleep(time.Duration(in.Sleep) * time.Millisecond)
 		}
 		if in.Title == "fail" {
-			return nil, ticketOut{}, errors.New("the ticket system is read-only today")
+			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "the ticket system is read-only today"}}}, nil
 		}
-		return nil, ticketOut{ID: "T-1", Title: in.Title + strings.Repeat("x", in.Size)}, nil
+		out := ticketOut{ID: "T-1", Title: in.Title + strings.Repeat("x", in.Size)}
+		return &mcp.CallToolResult{StructuredContent: out, Content: []mcp.Content{&mcp.TextContent{Text: "created T-1"}}}, nil
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +112,7 @@ func failure(t *testing.T, err error) *httpconn.Error {
 func TestToolCall(t *testing.T) {
 	u := newUpstream(t, "Bearer s3cret")
 	c := New(httpconn.New(true).Client())
-	res, err := c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "printer"}, map[string]any{"agentg8/idempotency-key": "agentg8-act_1"})))
+	res, err := c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "printer", "big": json.Number("12345678901234567891")}, map[string]any{"agentg8/idempotency-key": "agentg8-act_1"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +123,7 @@ func TestToolCall(t *testing.T) {
 	if err := json.Unmarshal(res.Body, &got); err != nil || got.Structured != (ticketOut{ID: "T-1", Title: "printer"}) || res.IsError {
 		t.Fatalf("result %s (%v)", res.Body, err)
 	}
-	if u.called() != 1 || u.calls[0].in.Title != "printer" || u.calls[0].meta["agentg8/idempotency-key"] != "agentg8-act_1" {
+	if u.called() != 1 || u.calls[0].in.Title != "printer" || u.calls[0].in.Big != "12345678901234567891" || u.calls[0].meta["agentg8/idempotency-key"] != "agentg8-act_1" {
 		t.Fatalf("upstream saw %+v", u.calls)
 	}
 	// The credential header is on every request of the session
