@@ -138,6 +138,9 @@ Try it in another terminal:
   AGENTG8_KEY=%s go run ./cmd/agentg8 approvals list
   AGENTG8_KEY=%s go run ./cmd/agentg8 approvals approve <apr_… id from the list>
 
+  # a task that runs as a tool of the CRM's MCP server (its key stays in AgentG8)
+  go run ./cmd/agentg8 propose crm.open_ticket --input '{"customer_id":"cus_1","subject":"Invoice question"}'
+
   # a per-action minted token: the CRM verifies it and shows its claims
   go run ./cmd/agentg8 propose crm.whoami --input '{}'
 

@@ -23,7 +23,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal("demo did not start")
 	}
 	text := out.String()
-	for _, want := range []string{"http://" + m.Addr(), "crm.get_customer", "crm.add_note", "crm.delete_customer", "audit verify"} {
+	for _, want := range []string{"http://" + m.Addr(), "crm.get_customer", "crm.add_note", "crm.delete_customer", "crm.open_ticket", "audit verify"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("banner lacks %q:\n%s", want, text)
 		}
@@ -50,6 +50,11 @@ func TestDemo(t *testing.T) {
 	if st, w := e1.propose(key[1], "crm.whoami", map[string]any{}); st != 200 || !strings.Contains(w["_body"].(string), `"verified":true`) ||
 		!strings.Contains(w["_body"].(string), `"act":{"sub":"support-bot"}`) {
 		t.Errorf("whoami: %d %v", st, w["_body"])
+	}
+	// The demo's MCP task: a tool of the sample CRM's MCP server.
+	if st, w := e1.propose(key[1], "crm.open_ticket", map[string]any{"customer_id": "cus_1", "subject": "Invoice question"}); st != 200 ||
+		!strings.Contains(w["_body"].(string), `"output":{"customer_id":"cus_1","id":"TCK-1","opened_by":"support-bot","status":"open","subject":"Invoice question"}`) {
+		t.Errorf("open_ticket: %d %v", st, w["_body"])
 	}
 	// The demo's dry run shows a meaningful diff.
 	e0 := &testEnv{t: t, url: "http://" + m.Addr()}

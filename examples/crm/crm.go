@@ -1,8 +1,11 @@
 // Package crm is a small CRM-style JSON API used as the demo's upstream and in
-// tests. It requires a bearer key, like a real SaaS API would.
+// tests. It requires a bearer key, like a real SaaS API would. It also serves
+// an MCP endpoint (/mcp) with one tool, open_ticket, behind the same key:
+// the demo's example of a task that calls an upstream MCP server's tool.
 package crm
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentg8/agentg8/credential"
 )
@@ -39,12 +43,22 @@ type Server struct {
 	jwks      string // where to fetch AgentG8's token keys, for /whoami
 	mu        sync.Mutex
 	customers map[string]*Customer
-	seen      map[string]Note // Idempotency-Key -> note, so retries don't duplicate
+	seen      map[string]Note   // Idempotency-Key -> note, so retries don't duplicate
+	tickets   map[string]Ticket // idempotency key (or ticket ID) -> ticket
+}
+
+// Ticket is a support ticket opened through the CRM's MCP tool.
+type Ticket struct {
+	ID         string `json:"id"`
+	CustomerID string `json:"customer_id"`
+	Subject    string `json:"subject"`
+	Status     string `json:"status"`
+	OpenedBy   string `json:"opened_by"`
 }
 
 // New returns a CRM that accepts only "Bearer <key>".
 func New(key string) *Server {
-	s := &Server{key: key, seen: map[string]Note{}, mux: http.NewServeMux(), customers: map[string]*Customer{
+	s := &Server{key: key, seen: map[string]Note{}, tickets: map[string]Ticket{}, mux: http.NewServeMux(), customers: map[string]*Customer{
 		"cus_1": {ID: "cus_1", Name: "Ada Lovelace", Plan: "enterprise", Notes: []Note{}, InternalRef: "ref-ada-7731"},
 		"cus_2": {ID: "cus_2", Name: "Alan Turing", Plan: "pro", Notes: []Note{}, InternalRef: "ref-alan-1912"},
 	}}
@@ -52,7 +66,36 @@ func New(key string) *Server {
 	s.mux.HandleFunc("POST /customers/{id}/notes", s.addNote)
 	s.mux.HandleFunc("DELETE /customers/{id}", s.delete)
 	s.mux.HandleFunc("PATCH /customers/{id}", s.update)
+	tools := mcp.NewServer(&mcp.Implementation{Name: "sample-crm", Version: "1"}, nil)
+	mcp.AddTool(tools, &mcp.Tool{Name: "open_ticket", Description: "Open a support ticket for a customer."}, s.openTicket)
+	s.mux.Handle("/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return tools }, nil))
 	return s
+}
+
+type ticketIn struct {
+	CustomerID string `json:"customer_id" jsonschema:"the customer, cus_…"`
+	Subject    string `json:"subject"`
+	OpenedBy   string `json:"opened_by,omitempty"`
+}
+
+// openTicket honours an idempotency key in _meta: a repeated call with the
+// same key answers the ticket already opened.
+func (s *Server) openTicket(ctx context.Context, req *mcp.CallToolRequest, in ticketIn) (*mcp.CallToolResult, Ticket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.customers[in.CustomerID]; !ok {
+		return nil, Ticket{}, fmt.Errorf("no such customer %q", in.CustomerID)
+	}
+	key, _ := req.Params.Meta["agentg8/idempotency-key"].(string)
+	if t, dup := s.tickets[key]; dup && key != "" {
+		return nil, t, nil
+	}
+	t := Ticket{ID: fmt.Sprintf("TCK-%d", len(s.tickets)+1), CustomerID: in.CustomerID, Subject: in.Subject, Status: "open", OpenedBy: in.OpenedBy}
+	if key == "" {
+		key = t.ID
+	}
+	s.tickets[key] = t
+	return nil, t, nil
 }
 
 // SetJWKS names AgentG8's JWKS URL; /whoami then accepts minted tokens.
