@@ -4,7 +4,8 @@
 //
 // The endpoint is stateless: every HTTP request is authenticated on its own
 // and served by the calling agent's server, so no session can be borrowed by
-// another agent. The agent's token is never passed upstream.
+// another agent. The agent's token is never passed upstream. The only
+// streams it keeps tell agents that their tool list changed (stream.go).
 package mcpserver
 
 import (
@@ -64,6 +65,7 @@ type handler struct {
 	mu      sync.Mutex
 	servers map[string]*agentServer
 	inner   http.Handler
+	streams listeners
 }
 
 // agentServer is one agent's MCP server and its tools by name, which the
@@ -103,15 +105,26 @@ type Endpoint struct {
 	h *handler
 }
 
-// Reset drops every agent's cached tool list, after tasks or policies
-// changed: the next request builds it again. Stateless HTTP sessions have no
-// stream to be told on; clients see the change at their next tools/list (the
-// stdio bridge polls and sends notifications/tools/list_changed).
+// Reset drops every agent's cached tool list, after tasks, policies or
+// agents changed: the next request builds it again. Agents holding a GET
+// stream are sent notifications/tools/list_changed on it (stream.go).
 func (e *Endpoint) Reset() {
 	e.h.mu.Lock()
 	e.h.servers = map[string]*agentServer{}
 	e.h.mu.Unlock()
+	e.h.changed()
 }
+
+// Streams is how many GET streams are open.
+func (e *Endpoint) Streams() int {
+	e.h.streams.mu.Lock()
+	defer e.h.streams.mu.Unlock()
+	return len(e.h.streams.all)
+}
+
+// Close ends the agents' open GET streams and refuses new ones, so that a
+// stopping server does not wait for them.
+func (e *Endpoint) Close() { e.h.streams.close() }
 
 // New returns the /mcp handler.
 func New(c Config) *Endpoint {
@@ -147,6 +160,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusForbidden)
 		json.NewEncoder(w).Encode(map[string]any{"status": 403, "code": agentg8.CodeForbidden, "detail": "MCP is for agents"})
+		return
+	}
+	if r.Method == http.MethodGet {
+		h.stream(w, r, p, strings.TrimSpace(tok))
+		return
+	}
+	if h.listen(w, r, p, strings.TrimSpace(tok)) {
 		return
 	}
 	if h.fastCall(w, r, h.server(p)) {

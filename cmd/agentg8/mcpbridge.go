@@ -36,7 +36,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	fs := m.flags("mcp")
 	u := fs.String("url", "", "gateway URL (default $AGENTG8_URL)")
-	poll := fs.Duration("poll", 30*time.Second, "how often to re-read the gateway's tool list (changes are sent as notifications/tools/list_changed); 0 never")
+	poll := fs.Duration("poll", 30*time.Second, "how often to re-read the gateway's tool list besides when the gateway says it changed (changes are sent as notifications/tools/list_changed); 0 only when told")
 	retry := fs.Duration("retry", 30*time.Second, "how long to retry a tool call whose answer was lost, under the call's idempotency key (it runs at most once); 0 never")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -49,10 +49,19 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	if base == "" || key == "" {
 		return usageErr("usage: AGENTG8_KEY=ag8_… agentg8 mcp --url https://gateway")
 	}
-	remote := mcp.NewClient(&mcp.Implementation{Name: "agentg8-bridge", Version: version}, nil)
+	// The gateway says on its GET stream when the tool list changed;
+	// polling (--poll) also covers a stream lost or not offered.
+	kick := make(chan struct{}, 1)
+	remote := mcp.NewClient(&mcp.Implementation{Name: "agentg8-bridge", Version: version}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}})
 	g := &gateway{retry: *retry, logger: m.logger("warn"), connect: func(ctx context.Context) (*mcp.ClientSession, error) {
 		return remote.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: strings.TrimRight(base, "/") + "/mcp",
-			HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}, DisableStandaloneSSE: true}, nil)
+			HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}}, nil)
 	}}
 	cs, err := g.connect(ctx)
 	if err != nil {
@@ -66,15 +75,27 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 	if err := g.syncTools(ctx, local, seen); err != nil {
 		return err
 	}
-	if *poll > 0 {
-		// The gateway's stateless endpoint cannot push; poll it, and the
-		// local server tells the desktop client when the list changed.
-		go every(ctx, *poll, func() {
+	// One goroutine re-reads the list, when told and every --poll; the
+	// local server tells the desktop client when it changed.
+	go func() {
+		var tick <-chan time.Time
+		if *poll > 0 {
+			t := time.NewTicker(*poll)
+			defer t.Stop()
+			tick = t.C
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+			case <-kick:
+			}
 			if err := g.syncTools(ctx, local, seen); err != nil {
 				m.logger("warn").Warn("re-reading the gateway's tools failed", "err", err)
 			}
-		})
-	}
+		}
+	}()
 	err = local.Run(ctx, &mcp.IOTransport{Reader: readCloser{m.Stdin}, Writer: writeCloser{m.Stdout}})
 	if errors.Is(err, context.Canceled) {
 		return nil

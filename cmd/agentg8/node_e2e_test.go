@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
@@ -9,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // nodeTools returns the Node 22 binary and the tests/node folder, installed
@@ -119,4 +122,56 @@ func TestMCPConformance(t *testing.T) {
 			t.Logf("%s", out)
 		})
 	}
+}
+
+// A host on the official TypeScript SDK, connected over HTTP, is told when
+// a reload changed its tool list (it opens the GET stream itself).
+func TestMCPTypeScriptClientIsToldOfChanges(t *testing.T) {
+	node, dir := nodeTools(t)
+	up := newRecorder(t)
+	s, e, cfgDir, _ := reloadableGateway(t, up.srv.URL, nil)
+	cmd := exec.Command(node, "listen.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "AGENTG8_URL="+e.url, "AGENTG8_KEY="+supportKey)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("client did not connect: %q %s", lines.Text(), stderr.String())
+	}
+	waitFor(t, "the client's stream open", 10*time.Second, func() bool { return s.mcp.Streams() == 1 })
+	writeFile(t, filepath.Join(cfgDir, "tasks", "invoices.yaml"), `
+- name: crm.list_invoices
+  description: List a customer's invoices.
+  risk: read
+  input: {type: object}
+  request: {method: GET, url: "`+up.srv.URL+`/invoices"}
+`)
+	writeFile(t, filepath.Join(cfgDir, "policies", "invoices.cedar"),
+		`@id("support-invoices") permit (principal in Group::"support", action == Action::"crm.list_invoices", resource);`)
+	s.reload(t.Context())
+	if !lines.Scan() {
+		t.Fatalf("no result: %s", stderr.String())
+	}
+	var res struct {
+		Told     bool
+		Protocol string
+		Tools    []string
+	}
+	if err := json.Unmarshal(lines.Bytes(), &res); err != nil {
+		t.Fatalf("%v: %s", err, lines.Text())
+	}
+	if !res.Told || !slices.Contains(res.Tools, "crm.list_invoices") {
+		t.Fatalf("TS client: %+v", res)
+	}
+	t.Logf("protocol %s", res.Protocol)
+	cmd.Wait()
 }

@@ -46,12 +46,13 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatal("new task visible before it exists")
 	}
 
-	// A desktop client on the stdio bridge, polling fast.
+	// A desktop client on the stdio bridge, which does not poll: it learns
+	// of changes from the gateway's stream (subscriptions/listen).
 	changed := make(chan struct{}, 8)
 	client := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, &mcp.ClientOptions{
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
 	})
-	bridge := exec.Command(bin, "mcp", "--url", p.url, "--poll", "200ms")
+	bridge := exec.Command(bin, "mcp", "--url", p.url, "--poll", "0")
 	bridge.Env = append(os.Environ(), "AGENTG8_KEY="+supportKey)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

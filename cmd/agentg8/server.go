@@ -702,12 +702,18 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 			obs.mcp.WithLabelValues(path).Inc()
 		}})
 	mux.Handle("/mcp", mcpEP)
+	preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentg8_mcp_streams",
+		Help: "Open MCP streams (subscriptions/listen and GET /mcp) on which agents are told of tool list changes."},
+		func() float64 { return float64(mcpEP.Streams()) }))
 	mux.Handle("/", api)
 	s := &server{resolver: l.resolver, credOpts: credOpts, subjectHeaders: creds.SubjectHeaders(), keys: keys, sessions: sessions, notifier: notifier, agentList: agentList, lookupEnv: lookupEnv, store: st, log: alog, service: svc, mcp: mcpEP, cfg: cfg, logger: logger, tokenKeysTouch: touchEvery, obs: obs, ln: ln, pg: pg, http: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}}
+	// Agents' GET /mcp streams last until they hang up: end them when
+	// shutting down, or Shutdown would wait its whole grace for them.
+	s.http.RegisterOnShutdown(mcpEP.Close)
 	digest := catalogDigest(cfg, l.registry, l.policy)
 	obs.Catalog(digest)
 	logger.Info("agentg8 listening", "addr", ln.Addr().String(), "tasks", len(l.registry.Tasks()), "policies", l.policy.Count(), "catalog", digest)
