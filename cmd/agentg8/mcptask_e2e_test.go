@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -206,5 +209,63 @@ func TestMCPTaskEgress(t *testing.T) {
 	defer mu.Unlock()
 	if st != 502 || a["code"] != "egress_denied" || hits != 0 || len(ts.snapshot()) != 0 {
 		t.Fatalf("%d %v; %d requests reached the server", st, a["_body"], hits)
+	}
+}
+
+// An MCP task whose upstream is a server on the official TypeScript SDK
+// (sessions over SSE, protocol 2025-11-25 or older: the gateway falls back
+// from the 2026 discovery to initialize). The credential reaches it on
+// every request; the idempotency key arrives in _meta; the agent sees the
+// result with the echoed credential redacted.
+func TestMCPTaskTypeScriptUpstream(t *testing.T) {
+	node, dir := nodeTools(t)
+	cmd := exec.Command(node, "upstream.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "UPSTREAM_KEY="+crmSecret)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "http://127.0.0.1:") {
+		t.Fatalf("upstream did not start: %q %s", lines.Text(), stderr.String())
+	}
+	mcpURL := lines.Text()
+	e := newTestEnv(t, envOpts{allowPrivate: true, extraTasks: strings.ReplaceAll(ticketTasks, "MCPURL", mcpURL)})
+
+	st, a := e.propose(supportKey, "ops.ticket", map[string]any{"title": "printer on fire"})
+	if st != 200 || a["status"] != "succeeded" {
+		t.Fatalf("%d %v", st, a["_body"])
+	}
+	got, _ := json.Marshal(a["output"])
+	if string(got) != `{"echo":"Bearer [REDACTED]","id":"TS-1","title":"printer on fire"}` {
+		t.Fatalf("output %s", got)
+	}
+	st, f := e.propose(supportKey, "ops.ticket", map[string]any{"title": "fail"})
+	if st != 502 || f["detail"] != "the upstream tool reported an error: queue closed (Bearer [REDACTED])" {
+		t.Fatalf("tool error: %d %v", st, f["_body"])
+	}
+	resp, err := http.Get(strings.TrimSuffix(mcpURL, "/mcp") + "/calls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var calls []struct {
+		Args map[string]any
+		Meta map[string]any
+		Auth string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&calls); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || calls[0].Auth != "Bearer "+crmSecret || calls[0].Args["reporter"] != "support-bot" ||
+		calls[0].Meta["agentg8/idempotency-key"] != "agentg8-"+a["id"].(string) {
+		t.Fatalf("upstream saw %+v", calls)
 	}
 }
