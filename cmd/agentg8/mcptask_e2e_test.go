@@ -94,6 +94,12 @@ const ticketTasks = `
   approvers: [finance]
   credential: crm
   mcp: {url: MCPURL, tool: create_ticket}
+- name: ops.ticket_gone
+  description: A task naming a tool the server does not have.
+  risk: write
+  input: {type: object}
+  credential: crm
+  mcp: {url: MCPURL, tool: close_queue}
 `
 
 // An MCP task runs the pipeline of an HTTP task: schema, policy, approval,
@@ -250,6 +256,11 @@ func TestMCPTaskTypeScriptUpstream(t *testing.T) {
 	st, f := e.propose(supportKey, "ops.ticket", map[string]any{"title": "fail"})
 	if st != 502 || f["detail"] != "the upstream tool reported an error: queue closed (Bearer [REDACTED])" {
 		t.Fatalf("tool error: %d %v", st, f["_body"])
+	}
+	// A tool the server lacks: it says so in a tool result.
+	st, g := e.propose(supportKey, "ops.ticket_gone", map[string]any{})
+	if d, _ := g["detail"].(string); st != 502 || d != "the upstream tool reported an error: MCP error -32602: Tool close_queue not found" {
+		t.Fatalf("unknown tool: %d %v", st, g["_body"])
 	}
 	resp, err := http.Get(strings.TrimSuffix(mcpURL, "/mcp") + "/calls")
 	if err != nil {

@@ -82,6 +82,9 @@ func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
 		return nil, e
 	}
 	defer cs.Close()
+	// What went wrong while the session was negotiated (a server refusing
+	// the newest protocol's discovery with 400, say) says nothing of the call.
+	ex.reset()
 	res, err := cs.CallTool(ctx, params)
 	took := time.Since(start)
 	if err != nil {
@@ -140,6 +143,12 @@ func (x *exchange) note(err error, status int) {
 	if status != 0 {
 		x.status = status
 	}
+}
+
+func (x *exchange) reset() {
+	x.mu.Lock()
+	x.err, x.status = nil, 0
+	x.mu.Unlock()
 }
 
 // failure classifies a failed session: by what the wire saw when it saw

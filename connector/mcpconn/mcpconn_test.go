@@ -42,6 +42,10 @@ type upstream struct {
 	auth  []string // Authorization of every POST
 }
 
+// legacyOnly makes a server answer the 2026-07-28 discovery with 400, as
+// servers on earlier protocol versions do: clients fall back to initialize.
+var legacyOnly = &mcp.StreamableHTTPOptions{}
+
 func newUpstream(t *testing.T, wantAuth string, opts *mcp.StreamableHTTPOptions) *upstream {
 	u := &upstream{}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tickets", Version: "1"}, nil)
@@ -72,6 +76,10 @@ func newUpstream(t *testing.T, wantAuth string, opts *mcp.StreamableHTTPOptions)
 		}
 		if r.Header.Get("Authorization") != wantAuth {
 			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		if opts == legacyOnly && r.Header.Get("Mcp-Protocol-Version") >= "2026-07-28" {
+			http.Error(w, `{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: Server not initialized"},"id":null}`, http.StatusBadRequest)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -114,6 +122,7 @@ func failure(t *testing.T, err error) *httpconn.Error {
 var serverModes = map[string]*mcp.StreamableHTTPOptions{
 	"sessions and SSE": nil,
 	"stateless JSON":   {Stateless: true, JSONResponse: true},
+	"legacy protocol":  legacyOnly,
 }
 
 func TestToolCall(t *testing.T) {
@@ -162,9 +171,11 @@ func testToolCall(t *testing.T, opts *mcp.StreamableHTTPOptions) {
 
 func TestToolCallFailures(t *testing.T) {
 	u := newUpstream(t, "Bearer s3cret", nil)
+	legacy := newUpstream(t, "Bearer s3cret", legacyOnly)
 	c := New(httpconn.New(true).Client())
 	for _, tc := range []struct {
 		name, auth, tool string
+		legacy           bool
 		args             map[string]any
 		max              int64
 		timeout          time.Duration
@@ -175,6 +186,9 @@ func TestToolCallFailures(t *testing.T) {
 		{name: "refused credential", auth: "Bearer wrong", tool: "create_ticket", code: agentg8.CodeUpstreamError,
 			msg: "the MCP session could not be started: the MCP server answered 401 Unauthorized"},
 		{name: "unknown tool", tool: "drop_tables", code: agentg8.CodeUpstreamError,
+			msg: "the tool call failed: the MCP server answered error", sent: true},
+		// The 400 to the discovery is not the call's failure.
+		{name: "unknown tool, legacy server", legacy: true, tool: "drop_tables", code: agentg8.CodeUpstreamError,
 			msg: "the tool call failed: the MCP server answered error", sent: true},
 		{name: "answer too large", tool: "create_ticket", args: map[string]any{"title": "big", "size": 100000}, max: 20000,
 			code: agentg8.CodeUpstreamError, msg: "exceeds 20000 bytes", sent: true, calls: 1},
@@ -191,7 +205,11 @@ func TestToolCallFailures(t *testing.T) {
 			if args == nil {
 				args = map[string]any{"title": "x"}
 			}
-			call := callOf(u, auth, toolCall(t, tc.tool, args, nil))
+			srv := u
+			if tc.legacy {
+				srv = legacy
+			}
+			call := callOf(srv, auth, toolCall(t, tc.tool, args, nil))
 			if tc.max > 0 {
 				call.MaxResponseBytes = tc.max
 			}
