@@ -197,8 +197,11 @@ func (m *Main) cmdActions(ctx context.Context, args []string) error {
 }
 
 func (m *Main) cmdTools(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "import" {
+		return m.cmdToolsImport(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "export" {
-		return usageErr("usage: agentg8 tools export --format openai|anthropic|mcp")
+		return usageErr("usage: agentg8 tools export --format openai|anthropic|mcp | tools import --url URL --namespace NAME")
 	}
 	fs := m.flags("tools export")
 	u, k := m.clientFlags(fs)

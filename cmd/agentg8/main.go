@@ -89,6 +89,8 @@ Agents and people (--url / AGENTG8_URL, key from AGENTG8_KEY):
   tools export --format openai|anthropic|mcp
   mcp --url URL     stdio MCP bridge for desktop agents (key from AGENTG8_KEY)
 Operators:
+  tools import --url URL --namespace NAME [--credential NAME] [--bearer-env VAR] [--tool NAME]
+                   task file (stdout) running an MCP server's tools through AgentG8
   audit verify|tail|export
   keys new | keys rotate      new API key | rotate the token signing key
   secrets set NAME | list | rm NAME   secrets kept encrypted in the store
