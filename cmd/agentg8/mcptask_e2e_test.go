@@ -176,6 +176,12 @@ func TestMCPTaskEndToEnd(t *testing.T) {
 		}
 	}
 
+	// An auditor's console names the tool the action called.
+	if st, page := consoleSignIn(t, e.url, aliceKey).get("/console/actions/" + a["id"].(string)); st != 200 ||
+		!strings.Contains(page, "POST "+ts.url+" tool create_ticket") {
+		t.Errorf("console action page: %d %.300s", st, page)
+	}
+
 	// The credential is in no answer, log, audit record or database file.
 	_, audit, _ := e.cli(nil, "audit", "export", "--config", e.cfgPath)
 	if !strings.Contains(audit, `"upstream":{"method":"POST","url":"`+ts.url+`","tool":"create_ticket"`) {
