@@ -71,7 +71,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=50000x)
 	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./registry
 
 bench: ## Go benchmarks (SQLite and PostgreSQL) and the gateway load script
-	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit ./store/sqlite
+	$(GO) test -run '^$$' -bench . -benchmem ./policy ./registry ./audit ./store/sqlite ./connector/mcpconn
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench . -benchtime 3s ./store/postgres
 	pg=$$(scripts/pg-test.sh) && AGENTG8_TEST_POSTGRES=$$pg $(GO) test -run '^$$' -bench PostgresReplicas -benchtime 4s ./cmd/agentg8
 	$(GO) run ./bench/load -pg "$$(scripts/pg-test.sh)" -concurrency 16,64,256

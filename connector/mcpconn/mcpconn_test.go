@@ -46,7 +46,7 @@ type upstream struct {
 // servers on earlier protocol versions do: clients fall back to initialize.
 var legacyOnly = &mcp.StreamableHTTPOptions{}
 
-func newUpstream(t *testing.T, wantAuth string, opts *mcp.StreamableHTTPOptions) *upstream {
+func newUpstream(t testing.TB, wantAuth string, opts *mcp.StreamableHTTPOptions) *upstream {
 	u := &upstream{}
 	s := mcp.NewServer(&mcp.Implementation{Name: "tickets", Version: "1"}, nil)
 	// A raw handler: the arguments are checked as the bytes that arrived.
