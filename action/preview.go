@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentg8/agentg8"
 	"github.com/agentg8/agentg8/connector/httpconn"
+	"github.com/agentg8/agentg8/connector/mcpconn"
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/preview"
 	"github.com/agentg8/agentg8/registry"
@@ -75,14 +76,14 @@ func (s *Service) maskedRequest(task *registry.Task, vars registry.Vars, r *regi
 }
 
 // currentState fills current, proposed, diff and summary, or preview_error.
-// It sends only the task's declared GET/HEAD read.
+// It sends only the task's declared read: a GET/HEAD, or an mcp task's read tool.
 func (s *Service) currentState(ctx context.Context, task *registry.Task, vars registry.Vars, pv *agentg8.Preview) {
 	cr, err := task.RenderCurrent(vars)
 	if err != nil {
 		pv.Error = "the current-state request cannot be built: " + renderMsg(err)
 		return
 	}
-	if cr == nil || (cr.Method != http.MethodGet && cr.Method != http.MethodHead) {
+	if cr == nil || (!task.CurrentIsTool() && cr.Method != http.MethodGet && cr.Method != http.MethodHead) {
 		return
 	}
 	u, err := url.Parse(cr.URL)
@@ -107,22 +108,12 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 			redactor = credential.NewRedactor(issued.Secrets...)
 		}
 	}
-	resp, err := s.c.Connector.Do(ctx, httpconn.Call{Method: cr.Method, URL: u.String(), Header: cr.Header,
-		Timeout: min(task.Timeout, maxPreviewRead), MaxResponseBytes: task.Request.MaxResponseBytes})
-	if err != nil {
-		msg := "upstream request failed"
-		var ce *httpconn.Error
-		if errors.As(err, &ce) {
-			msg = ce.Msg
-		}
+	body, msg := s.readCurrent(ctx, task, u, cr)
+	if msg != "" {
 		pv.Error = "the current state could not be read: " + redactor.RedactString(msg)
 		return
 	}
-	if resp.Status < 200 || resp.Status > 299 {
-		pv.Error = fmt.Sprintf("the current state could not be read: upstream answered %d %s", resp.Status, http.StatusText(resp.Status))
-		return
-	}
-	body := redactor.Redact(resp.Body)
+	body = redactor.Redact(body)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
@@ -157,6 +148,51 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 	pv.Proposed = proposed
 	pv.Diff, _ = json.Marshal(ops)
 	pv.Summary = summary
+}
+
+// readCurrent sends the preview's read: the declared GET/HEAD, or the read
+// tool's call; it returns the state's JSON or why it could not.
+func (s *Service) readCurrent(ctx context.Context, task *registry.Task, u *url.URL, cr *registry.Request) ([]byte, string) {
+	timeout := min(task.Timeout, maxPreviewRead)
+	if task.CurrentIsTool() {
+		if s.c.Tools == nil {
+			return nil, "this gateway does not run MCP tasks"
+		}
+		res, err := s.c.Tools.Call(ctx, mcpconn.Call{URL: u.String(), Header: cr.Header, Body: cr.Body,
+			Timeout: timeout, MaxResponseBytes: task.Request.MaxResponseBytes})
+		if err != nil {
+			return nil, upstreamMsg(err)
+		}
+		if res.IsError {
+			return nil, "the read tool reported an error"
+		}
+		// The state is the tool's structured content.
+		var r struct {
+			Structured json.RawMessage `json:"structuredContent"`
+		}
+		if json.Unmarshal(res.Body, &r) != nil || len(r.Structured) == 0 || string(r.Structured) == "null" {
+			return nil, "the read tool returned no structured content"
+		}
+		return r.Structured, ""
+	}
+	resp, err := s.c.Connector.Do(ctx, httpconn.Call{Method: cr.Method, URL: u.String(), Header: cr.Header,
+		Timeout: timeout, MaxResponseBytes: task.Request.MaxResponseBytes})
+	if err != nil {
+		return nil, upstreamMsg(err)
+	}
+	if resp.Status < 200 || resp.Status > 299 {
+		return nil, fmt.Sprintf("upstream answered %d %s", resp.Status, http.StatusText(resp.Status))
+	}
+	return resp.Body, ""
+}
+
+// upstreamMsg is what a failed upstream exchange may tell the caller.
+func upstreamMsg(err error) string {
+	var ce *httpconn.Error
+	if errors.As(err, &ce) {
+		return ce.Msg
+	}
+	return "upstream request failed"
 }
 
 // renderMsg is a caller-safe message for a rendering failure.

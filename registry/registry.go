@@ -98,11 +98,15 @@ type PreviewFile struct {
 	MergePatch  map[string]any   `yaml:"merge_patch" json:"merge_patch,omitempty"`
 }
 
-// CurrentFile is the read request that fetches current state for a preview.
+// CurrentFile is the read that fetches current state for a preview: an
+// HTTP GET/HEAD, or for an mcp task a read tool of the same server.
 type CurrentFile struct {
 	Method  string            `yaml:"method" json:"method"`
 	URL     string            `yaml:"url" json:"url"`
 	Headers map[string]string `yaml:"headers" json:"headers,omitempty"`
+	// Tool and Arguments: a tool call instead of method and url.
+	Tool      string `yaml:"tool" json:"tool,omitempty"`
+	Arguments any    `yaml:"arguments" json:"arguments,omitempty"`
 }
 
 // OutputFile shapes what the agent sees of the upstream response.
@@ -131,6 +135,7 @@ type Task struct {
 	sideEffects  []*Template
 	current      *URLTemplate
 	currentHdrs  map[string]*Template
+	currentArgs  *JSONTemplate // arguments of preview.current.tool
 	patch        *JSONTemplate
 	mergePatch   bool
 	schema       *compiledSchema
@@ -434,7 +439,14 @@ func compileTask(f File, creds map[string]CredentialInfo) (*Task, error) {
 			}
 			t.sideEffects = append(t.sideEffects, tp)
 		}
-		if p.Current != nil {
+		if p.Current != nil && p.Current.Tool != "" {
+			if err := t.compileCurrentTool(checkRefs); err != nil {
+				return nil, err
+			}
+		} else if p.Current != nil {
+			if p.Current.Arguments != nil {
+				return nil, keyErr("preview.current.arguments", "set without preview.current.tool")
+			}
 			m := strings.ToUpper(p.Current.Method)
 			if m == "" {
 				m = http.MethodGet
@@ -643,6 +655,37 @@ func (t *Task) compileMCP(checkRefs func(string, []ref) error) error {
 	t.Request.MaxResponseBytes = m.MaxResponseBytes
 	if t.Request.MaxResponseBytes == 0 {
 		t.Request.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	return nil
+}
+
+// compileCurrentTool checks a preview's current-state read made as a tool
+// call: it goes to the task's own MCP server, like the action.
+func (t *Task) compileCurrentTool(checkRefs func(string, []ref) error) error {
+	c := t.Preview.Current
+	if t.MCP == nil {
+		return keyErr("preview.current.tool", "is for mcp tasks (a read tool of the task's MCP server); an HTTP task reads with method and url")
+	}
+	if c.Method != "" || c.URL != "" || len(c.Headers) > 0 {
+		return keyErr("preview.current", "a tool call takes tool and arguments, not method, url or headers")
+	}
+	if !toolNameRE.MatchString(c.Tool) {
+		return keyErr("preview.current.tool", "must be the upstream tool's name (%s), not %q", toolNameRE, c.Tool)
+	}
+	if c.Arguments != nil {
+		if _, ok := c.Arguments.(map[string]any); !ok {
+			return keyErr("preview.current.arguments", "must be an object")
+		}
+		norm, err := normalizeJSON(c.Arguments)
+		if err != nil {
+			return keyErr("preview.current.arguments", "%v", err)
+		}
+		if t.currentArgs, err = ParseJSONTemplate(norm); err != nil {
+			return keyErr("preview.current.arguments", "%v", err)
+		}
+		if err := checkRefs("preview.current.arguments", t.currentArgs.Refs()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

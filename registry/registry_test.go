@@ -295,6 +295,14 @@ func TestMCPTask(t *testing.T) {
 		t.Fatalf("timeout %s origin %s idempotent %v", task.Timeout, task.Origin(), task.Idempotent())
 	}
 
+	// A preview's read tool goes to the same server with the same headers.
+	withRead := mustTask(t, mcpTaskYAML+"preview: {current: {tool: get_queue, arguments: {queue: \"${input.queue}\"}}}\n")
+	cr, err := withRead.RenderCurrent(Vars{Input: in, ActionID: "act_1"})
+	if err != nil || cr.Method != "POST" || cr.URL != "https://tools.example.com/mcp" || cr.Header.Get("X-Queue") != "ops" ||
+		string(cr.Body) != `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get_queue","arguments":{"queue":"ops"}}}` {
+		t.Fatalf("current read %+v (%v)", cr, err)
+	}
+
 	// Without arguments the validated input is the tool's arguments.
 	plain := mustTask(t, strings.Replace(mcpTaskYAML, `  arguments: {title: "${input.title}", reporter: "${principal.id}", tags: ["agent"]}
   idempotency_meta: agentg8/idempotency-key
@@ -302,6 +310,14 @@ func TestMCPTask(t *testing.T) {
 	r, err = plain.RenderRequest(Vars{Input: in, ActionID: "act_1"})
 	if err != nil || string(r.Body) != `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"create_ticket","arguments":{"queue":"ops","title":"printer on fire"}}}` || plain.Idempotent() {
 		t.Fatalf("rendered %s (%v)", r.Body, err)
+	}
+}
+
+// A read tool for an HTTP task's preview is refused: it has no MCP server.
+func TestCurrentToolNeedsMCP(t *testing.T) {
+	_, err := New(map[string][]byte{"t.yaml": []byte(taskYAML + "preview: {current: {tool: get_note}}\n")}, map[string]CredentialInfo{"crm": {}})
+	if err == nil || !strings.Contains(err.Error(), "preview.current.tool: is for mcp tasks") {
+		t.Fatalf("got %v", err)
 	}
 }
 
@@ -316,6 +332,10 @@ func TestMCPTaskRejects(t *testing.T) {
 		{"  timeout: 3s\n|  timeout: 1h\n", "mcp.timeout: must be a duration"},
 		{"  timeout: 3s\n|  timeout: 3s\n  retries: 2\n", "unknown field \"retries\""},
 		{"mcp:\n|request: {method: GET, url: \"https://x.example\"}\nmcp:\n", "mcp: a task executes by request or by mcp, not both"},
+		{"  timeout: 3s\n|  timeout: 3s\npreview: {current: {tool: get_ticket, url: \"https://x.example\"}}\n", "preview.current: a tool call takes tool and arguments"},
+		{"  timeout: 3s\n|  timeout: 3s\npreview: {current: {tool: \"bad tool\"}}\n", "preview.current.tool: must be the upstream tool's name"},
+		{"  timeout: 3s\n|  timeout: 3s\npreview: {current: {tool: get_ticket, arguments: {id: \"${input.nope}\"}}}\n", "preview.current.arguments: placeholder ${input.nope}"},
+		{"  timeout: 3s\n|  timeout: 3s\npreview: {current: {url: \"https://x.example\", arguments: {id: 1}}}\n", "preview.current.arguments: set without preview.current.tool"},
 	} {
 		from, to, _ := strings.Cut(tc.edit, "|")
 		src := strings.Replace(mcpTaskYAML, from, to, 1)

@@ -66,19 +66,27 @@ type ToolCall struct {
 }
 
 func (t *Task) renderToolCall(v Vars) ([]byte, error) {
+	var meta map[string]any
+	if k := t.MCP.IdempotencyMeta; k != "" {
+		meta = map[string]any{k: IdempotencyValue(v.ActionID)}
+	}
+	return toolCall(t.MCP.Tool, t.args, v.Input, v, meta)
+}
+
+// toolCall renders a tools/call message; without an arguments template the
+// arguments are def.
+func toolCall(tool string, args *JSONTemplate, def any, v Vars, meta map[string]any) ([]byte, error) {
 	c := ToolCall{JSONRPC: "2.0", Method: "tools/call"}
-	c.Params.Name = t.MCP.Tool
-	c.Params.Arguments = v.Input
-	if t.args != nil {
-		tree, err := t.args.Render(v)
+	c.Params.Name = tool
+	c.Params.Arguments = def
+	if args != nil {
+		tree, err := args.Render(v)
 		if err != nil {
 			return nil, err
 		}
 		c.Params.Arguments = tree
 	}
-	if k := t.MCP.IdempotencyMeta; k != "" {
-		c.Params.Meta = map[string]any{k: IdempotencyValue(v.ActionID)}
-	}
+	c.Params.Meta = meta
 	return json.Marshal(c)
 }
 
@@ -96,8 +104,17 @@ func (t *Task) Idempotent() bool {
 func (t *Task) Origin() string { return t.url.Origin() }
 
 // RenderCurrent builds the preview's current-state read, or nil when the
-// task declares none.
+// task declares none. A read tool's call (CurrentIsTool) is a POST of its
+// tools/call message to the task's MCP server, with the task's headers.
 func (t *Task) RenderCurrent(v Vars) (*Request, error) {
+	if t.CurrentIsTool() {
+		r, err := t.RenderRequest(v)
+		if err != nil {
+			return nil, err
+		}
+		r.Body, err = toolCall(t.Preview.Current.Tool, t.currentArgs, map[string]any{}, v, nil)
+		return r, err
+	}
 	if t.current == nil {
 		return nil, nil
 	}
@@ -114,6 +131,12 @@ func (t *Task) RenderCurrent(v Vars) (*Request, error) {
 		r.Header.Set(k, val)
 	}
 	return r, nil
+}
+
+// CurrentIsTool reports whether the preview reads current state with a
+// tool call.
+func (t *Task) CurrentIsTool() bool {
+	return t.Preview != nil && t.Preview.Current != nil && t.Preview.Current.Tool != ""
 }
 
 // RenderPatch renders the preview's patch; merge reports RFC 7386. It

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +26,7 @@ type ticketServer struct {
 	url   string
 	mu    sync.Mutex
 	calls []ticketCall
+	reads []map[string]any // get_queue's arguments
 }
 
 type ticketCall struct {
@@ -46,6 +48,14 @@ func newTicketServer(t *testing.T) *ticketServer {
 			return nil, nil, errors.New("queue closed for " + auth)
 		}
 		return nil, map[string]any{"id": "T-1", "title": in["title"], "seen_auth": auth, "internal_ref": "x-9"}, nil
+	})
+	// The read a dry run makes: the queue's tickets.
+	mcp.AddTool(s, &mcp.Tool{Name: "get_queue", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(ctx context.Context, req *mcp.CallToolRequest, in map[string]any) (*mcp.CallToolResult, map[string]any, error) {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		ts.reads = append(ts.reads, in)
+		titles := []any{"printer on fire"}
+		return nil, map[string]any{"queue": in["queue"], "titles": titles}, nil
 	})
 	// Another tool of the same server no task names: agents cannot reach it.
 	mcp.AddTool(s, &mcp.Tool{Name: "drop_queue"}, func(ctx context.Context, req *mcp.CallToolRequest, in map[string]any) (*mcp.CallToolResult, any, error) {
@@ -83,6 +93,9 @@ const ticketTasks = `
     idempotency_meta: agentg8/idempotency-key
   preview:
     side_effects: ["Opens a ticket titled ${input.title}."]
+    current: {tool: get_queue, arguments: {queue: main}}
+    patch:
+      - {op: add, path: /titles/-, value: "${input.title}"}
   output:
     select: /structuredContent
     redact: [/structuredContent/internal_ref]
@@ -140,6 +153,27 @@ func TestMCPTaskEndToEnd(t *testing.T) {
 		!strings.Contains(string(body), `"title":"dry"`) {
 		t.Fatalf("dry run %v", dr["_body"])
 	}
+	// The current state comes from the server's read tool; the diff is
+	// what the call would add.
+	diff, _ := json.Marshal(pv["diff"])
+	if string(diff) != `[{"op":"add","path":"/titles/1","value":"dry"}]` || pv["preview_error"] != nil {
+		t.Fatalf("dry run diff %s: %v", diff, dr["_body"])
+	}
+	ts.mu.Lock()
+	reads := fmt.Sprint(ts.reads)
+	ts.mu.Unlock()
+	if reads != "[map[queue:main]]" {
+		t.Fatalf("read tool calls %s", reads)
+	}
+	// A denied agent's dry run reads nothing.
+	if _, d := e.do("POST", "/v1/actions", otherKey, map[string]any{"task": "ops.ticket", "input": map[string]any{"title": "x"}, "dry_run": true}); d["status"] != "dry_run" {
+		t.Fatalf("denied dry run: %v", d["_body"])
+	}
+	ts.mu.Lock()
+	if len(ts.reads) != 1 {
+		t.Errorf("a denied dry run called the read tool")
+	}
+	ts.mu.Unlock()
 	if n := len(ts.snapshot()); n != 1 {
 		t.Fatalf("%d tool calls after denied, invalid and dry-run proposals", n)
 	}
