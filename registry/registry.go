@@ -495,14 +495,7 @@ func compileTask(f File, creds map[string]CredentialInfo) (*Task, error) {
 			}
 		}
 		if p.Patch != nil || p.MergePatch != nil {
-			norm, err := normalizeJSON(tree)
-			if err != nil {
-				return nil, keyErr(key, "%v", err)
-			}
-			if t.patch, err = ParseJSONTemplate(norm); err != nil {
-				return nil, keyErr(key, "%v", err)
-			}
-			if err := checkRefs(key, t.patch.Refs()); err != nil {
+			if t.patch, err = compileJSON(key, tree, checkRefs); err != nil {
 				return nil, err
 			}
 			t.mergePatch = p.Patch == nil
@@ -549,14 +542,7 @@ func (t *Task) compileRequest(checkRefs func(string, []ref) error) error {
 		if t.Request.Method == http.MethodGet || t.Request.Method == http.MethodHead {
 			return keyErr("request.body", "a %s request cannot have a body", t.Request.Method)
 		}
-		norm, err := normalizeJSON(rq.Body)
-		if err != nil {
-			return keyErr("request.body", "%v", err)
-		}
-		if t.body, err = ParseJSONTemplate(norm); err != nil {
-			return keyErr("request.body", "%v", err)
-		}
-		if err := checkRefs("request.body", t.body.Refs()); err != nil {
+		if t.body, err = compileJSON("request.body", rq.Body, checkRefs); err != nil {
 			return err
 		}
 	}
@@ -597,6 +583,31 @@ func compileHeaders(key string, headers map[string]string, checkRefs func(string
 	return out, nil
 }
 
+// compileJSON compiles a JSON template written in YAML; key names it.
+func compileJSON(key string, v any, checkRefs func(string, []ref) error) (*JSONTemplate, error) {
+	norm, err := normalizeJSON(v)
+	if err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	tp, err := ParseJSONTemplate(norm)
+	if err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	return tp, checkRefs(key, tp.Refs())
+}
+
+// compileArguments compiles a tool call's arguments template: an object,
+// or nil when absent.
+func compileArguments(key string, v any, checkRefs func(string, []ref) error) (*JSONTemplate, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return nil, keyErr(key, "must be an object (a tool's arguments are named)")
+	}
+	return compileJSON(key, v, checkRefs)
+}
+
 // parseTimeout reads an upstream call's timeout; empty is the default.
 func parseTimeout(key, s string) (time.Duration, error) {
 	if s == "" {
@@ -628,20 +639,8 @@ func (t *Task) compileMCP(checkRefs func(string, []ref) error) error {
 	if t.headers, err = compileHeaders("mcp.headers", m.Headers, checkRefs); err != nil {
 		return err
 	}
-	if m.Arguments != nil {
-		if _, ok := m.Arguments.(map[string]any); !ok {
-			return keyErr("mcp.arguments", "must be an object (a tool's arguments are named)")
-		}
-		norm, err := normalizeJSON(m.Arguments)
-		if err != nil {
-			return keyErr("mcp.arguments", "%v", err)
-		}
-		if t.args, err = ParseJSONTemplate(norm); err != nil {
-			return keyErr("mcp.arguments", "%v", err)
-		}
-		if err := checkRefs("mcp.arguments", t.args.Refs()); err != nil {
-			return err
-		}
+	if t.args, err = compileArguments("mcp.arguments", m.Arguments, checkRefs); err != nil {
+		return err
 	}
 	if t.Timeout, err = parseTimeout("mcp.timeout", m.Timeout); err != nil {
 		return err
@@ -672,22 +671,9 @@ func (t *Task) compileCurrentTool(checkRefs func(string, []ref) error) error {
 	if !toolNameRE.MatchString(c.Tool) {
 		return keyErr("preview.current.tool", "must be the upstream tool's name (%s), not %q", toolNameRE, c.Tool)
 	}
-	if c.Arguments != nil {
-		if _, ok := c.Arguments.(map[string]any); !ok {
-			return keyErr("preview.current.arguments", "must be an object")
-		}
-		norm, err := normalizeJSON(c.Arguments)
-		if err != nil {
-			return keyErr("preview.current.arguments", "%v", err)
-		}
-		if t.currentArgs, err = ParseJSONTemplate(norm); err != nil {
-			return keyErr("preview.current.arguments", "%v", err)
-		}
-		if err := checkRefs("preview.current.arguments", t.currentArgs.Refs()); err != nil {
-			return err
-		}
-	}
-	return nil
+	var err error
+	t.currentArgs, err = compileArguments("preview.current.arguments", c.Arguments, checkRefs)
+	return err
 }
 
 // toolNameRE is the MCP specification's tool name shape; metaKeyRE an

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -264,21 +261,7 @@ func TestMCPTaskEgress(t *testing.T) {
 // every request; the idempotency key arrives in _meta; the agent sees the
 // result with the echoed credential redacted.
 func TestMCPTaskTypeScriptUpstream(t *testing.T) {
-	node, dir := nodeTools(t)
-	cmd := exec.Command(node, "upstream.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "UPSTREAM_KEY="+crmSecret)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := bufio.NewScanner(out)
+	lines, stderr := startNode(t, "upstream.mjs", "UPSTREAM_KEY="+crmSecret)
 	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "http://127.0.0.1:") {
 		t.Fatalf("upstream did not start: %q %s", lines.Text(), stderr.String())
 	}

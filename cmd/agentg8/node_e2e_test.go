@@ -127,23 +127,9 @@ func TestMCPConformance(t *testing.T) {
 // A host on the official TypeScript SDK, connected over HTTP, is told when
 // a reload changed its tool list (it opens the GET stream itself).
 func TestMCPTypeScriptClientIsToldOfChanges(t *testing.T) {
-	node, dir := nodeTools(t)
 	up := newRecorder(t)
 	s, e, cfgDir, _ := reloadableGateway(t, up.srv.URL, nil)
-	cmd := exec.Command(node, "listen.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "AGENTG8_URL="+e.url, "AGENTG8_KEY="+supportKey)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(out)
+	lines, stderr := startNode(t, "listen.mjs", "AGENTG8_URL="+e.url, "AGENTG8_KEY="+supportKey)
 	if !lines.Scan() || lines.Text() != "ready" {
 		t.Fatalf("client did not connect: %q %s", lines.Text(), stderr.String())
 	}
@@ -173,5 +159,25 @@ func TestMCPTypeScriptClientIsToldOfChanges(t *testing.T) {
 		t.Fatalf("TS client: %+v", res)
 	}
 	t.Logf("protocol %s", res.Protocol)
-	cmd.Wait()
+}
+
+// startNode runs a script of tests/node with env added, killed when the
+// test ends; it returns the script's output lines and its stderr.
+func startNode(t *testing.T, script string, env ...string) (*bufio.Scanner, *syncBuffer) {
+	t.Helper()
+	node, dir := nodeTools(t)
+	cmd := exec.Command(node, script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return bufio.NewScanner(out), stderr
 }
