@@ -116,11 +116,7 @@ func (e *Endpoint) Reset() {
 }
 
 // Streams is how many GET streams are open.
-func (e *Endpoint) Streams() int {
-	e.h.streams.mu.Lock()
-	defer e.h.streams.mu.Unlock()
-	return len(e.h.streams.all)
-}
+func (e *Endpoint) Streams() int { return e.h.streams.count() }
 
 // Close ends the agents' open GET streams and refuses new ones, so that a
 // stopping server does not wait for them.
@@ -157,9 +153,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.Kind != agentg8.KindAgent {
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(http.StatusForbidden)
-		json.NewEncoder(w).Encode(map[string]any{"status": 403, "code": agentg8.CodeForbidden, "detail": "MCP is for agents"})
+		problem(w, http.StatusForbidden, agentg8.CodeForbidden, "MCP is for agents")
 		return
 	}
 	if r.Method == http.MethodGet {
@@ -185,9 +179,7 @@ func (h *handler) observe(fast bool) {
 
 func unauthorized(w http.ResponseWriter, msg string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="agentg8"`)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(http.StatusUnauthorized)
-	json.NewEncoder(w).Encode(map[string]any{"status": 401, "code": agentg8.CodeUnauthenticated, "detail": msg})
+	problem(w, http.StatusUnauthorized, agentg8.CodeUnauthenticated, msg)
 }
 
 // server returns (building once) the MCP server of one agent: its tasks as

@@ -80,6 +80,12 @@ func (ls *listeners) add(l *listener) (ok bool, why string) {
 	return true, ""
 }
 
+func (ls *listeners) count() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.all)
+}
+
 func (ls *listeners) remove(l *listener) {
 	ls.mu.Lock()
 	delete(ls.all, l)
@@ -174,6 +180,9 @@ func (h *handler) listen(w http.ResponseWriter, r *http.Request, p agentg8.Princ
 	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body[:n]), r.Body))
 	if err != nil {
 		return false
+	}
+	if !bytes.Contains(body, []byte(`"subscriptions/listen"`)) {
+		return false // every other 2026 request: not decoded twice
 	}
 	var c listenCall
 	if json.Unmarshal(body, &c) != nil || c.JSONRPC != "2.0" || c.Method != "subscriptions/listen" ||
