@@ -155,17 +155,3 @@ func importTool(ns, url, cred string, tool *mcp.Tool) (importedTask, error) {
 	return importedTask{Name: name, Description: desc, Risk: risk, Input: input, Credential: cred,
 		MCP: importedMCP{URL: url, Tool: tool.Name}}, nil
 }
-
-// headerTransport adds headers to every request.
-type headerTransport struct {
-	header http.Header
-	next   http.RoundTripper
-}
-
-func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, v := range t.header {
-		r.Header[k] = v
-	}
-	return t.next.RoundTrip(r)
-}

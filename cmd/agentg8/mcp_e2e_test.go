@@ -21,7 +21,7 @@ func mcpSession(t *testing.T, url, key string) *mcp.ClientSession {
 	t.Helper()
 	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
 	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: url + "/mcp", DisableStandaloneSSE: true,
-		HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}}, nil)
+		HTTPClient: &http.Client{Transport: bearerTransport(key)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,16 +18,23 @@ import (
 	"github.com/agentg8/agentg8/mcpserver"
 )
 
-// bearer adds the agent key to every request of the bridge.
-type bearer struct {
-	key  string
-	next http.RoundTripper
+// headerTransport adds headers to every request.
+type headerTransport struct {
+	header http.Header
+	next   http.RoundTripper
 }
 
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.key)
-	return b.next.RoundTrip(r)
+	for k, v := range t.header {
+		r.Header[k] = v
+	}
+	return t.next.RoundTrip(r)
+}
+
+// bearerTransport sends key as the bearer token of every request.
+func bearerTransport(key string) http.RoundTripper {
+	return headerTransport{header: http.Header{"Authorization": {"Bearer " + key}}, next: http.DefaultTransport}
 }
 
 // cmdMCP bridges stdio MCP (desktop agents) to a gateway's /mcp endpoint.
@@ -61,7 +68,7 @@ func (m *Main) cmdMCP(ctx context.Context, args []string) error {
 		}})
 	g := &gateway{retry: *retry, logger: m.logger("warn"), connect: func(ctx context.Context) (*mcp.ClientSession, error) {
 		return remote.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: strings.TrimRight(base, "/") + "/mcp",
-			HTTPClient: &http.Client{Transport: bearer{key: key, next: http.DefaultTransport}}}, nil)
+			HTTPClient: &http.Client{Transport: bearerTransport(key)}}, nil)
 	}}
 	cs, err := g.connect(ctx)
 	if err != nil {

@@ -71,7 +71,7 @@ func TestMCPListChangedStream(t *testing.T) {
 			ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { ch <- struct{}{} },
 		})
 		cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.url + "/mcp",
-			HTTPClient: &http.Client{Transport: bearer{key: supportKey, next: http.DefaultTransport}}}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+			HTTPClient: &http.Client{Transport: bearerTransport(supportKey)}}, &mcp.ClientSessionOptions{ProtocolVersion: version})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func TestMCPStreamEndsAtStop(t *testing.T) {
 	client := mcp.NewClient(&mcp.Implementation{Name: "host", Version: "1"}, &mcp.ClientOptions{
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {}})
 	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.url + "/mcp",
-		HTTPClient: &http.Client{Transport: bearer{key: supportKey, next: http.DefaultTransport}}}, nil)
+		HTTPClient: &http.Client{Transport: bearerTransport(supportKey)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
