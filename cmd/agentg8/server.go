@@ -642,7 +642,7 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	}
 	upstream := httpconn.New(cfg.Egress.AllowPrivate)
 	svc := action.New(action.Config{
-		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: upstream, Tools: mcpconn.New(upstream.Client()),
+		Registry: l.registry, Policy: l.policy, Credentials: creds, Connector: upstream, Tools: mcpconn.New(upstream.Client(), version),
 		Audit: alog, Store: st, Users: l.users, Agents: l.agents, Rules: rulesOf(cfg),
 		SingleNode: !multi, LeaseTTL: cfg.leaseTTL(), Limiter: limiter, Notifier: notifier, PublicURL: publicURL,
 		Clock: clock, Logger: logger, Observer: obs,

@@ -18,7 +18,7 @@ func BenchmarkToolCall(b *testing.B) {
 	for mode, opts := range serverModes {
 		b.Run(mode, func(b *testing.B) {
 			u := newUpstream(b, "Bearer s3cret", opts)
-			c := New(httpconn.New(true).Client())
+			c := New(httpconn.New(true).Client(), "test")
 			call := Call{URL: u.srv.URL, Header: http.Header{"Authorization": {"Bearer s3cret"}}, Timeout: 5 * time.Second, MaxResponseBytes: 1 << 16,
 				Body: []byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"create_ticket","arguments":{"title":"t"}}}`)}
 			b.ReportAllocs()

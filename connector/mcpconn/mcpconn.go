@@ -44,11 +44,15 @@ type Result struct {
 // Connector calls tools. Safe for concurrent use.
 type Connector struct {
 	client *http.Client
+	impl   *mcp.Implementation
 }
 
 // New returns a connector sending through client (httpconn's, so the
-// egress guard checks every address dialled).
-func New(client *http.Client) *Connector { return &Connector{client: client} }
+// egress guard checks every address dialled); version is the gateway's,
+// told to servers with the name agentg8.
+func New(client *http.Client, version string) *Connector {
+	return &Connector{client: client, impl: &mcp.Implementation{Name: "agentg8", Version: version}}
+}
 
 // Call runs the tool call. Failures are *httpconn.Error; Sent is false when
 // the session failed before the call went out.
@@ -73,7 +77,7 @@ func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
 	// No standalone stream: a gateway asks one thing and hangs up. Lost
 	// streams are not resumed (MaxRetries -1): the call's timeout bounds it.
 	tr := &mcp.StreamableClientTransport{Endpoint: call.URL, HTTPClient: hc, DisableStandaloneSSE: true, MaxRetries: -1}
-	client := mcp.NewClient(&mcp.Implementation{Name: "agentg8", Version: "1"}, nil)
+	client := mcp.NewClient(c.impl, nil)
 	start := time.Now()
 	cs, err := client.Connect(ctx, tr, nil)
 	if err != nil {

@@ -133,7 +133,7 @@ func TestToolCall(t *testing.T) {
 
 func testToolCall(t *testing.T, opts *mcp.StreamableHTTPOptions) {
 	u := newUpstream(t, "Bearer s3cret", opts)
-	c := New(httpconn.New(true).Client())
+	c := New(httpconn.New(true).Client(), "test")
 	res, err := c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "printer", "big": json.Number("12345678901234567891")}, map[string]any{"agentg8/idempotency-key": "agentg8-act_1"})))
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func testToolCall(t *testing.T, opts *mcp.StreamableHTTPOptions) {
 func TestToolCallFailures(t *testing.T) {
 	u := newUpstream(t, "Bearer s3cret", nil)
 	legacy := newUpstream(t, "Bearer s3cret", legacyOnly)
-	c := New(httpconn.New(true).Client())
+	c := New(httpconn.New(true).Client(), "test")
 	for _, tc := range []struct {
 		name, auth, tool string
 		legacy           bool
@@ -232,7 +232,7 @@ func TestToolCallFailures(t *testing.T) {
 // is refused before any byte is sent.
 func TestToolCallEgressGuard(t *testing.T) {
 	u := newUpstream(t, "Bearer s3cret", nil)
-	_, err := New(httpconn.New(false).Client()).Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "x"}, nil)))
+	_, err := New(httpconn.New(false).Client(), "test").Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "x"}, nil)))
 	e := failure(t, err)
 	if e.Code != agentg8.CodeEgressDenied || e.Sent || len(u.auth) != 0 {
 		t.Fatalf("got %s %q sent=%v; %d requests reached the server", e.Code, e.Msg, e.Sent, len(u.auth))
