@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/agentg8/agentg8/credential"
 	"github.com/agentg8/agentg8/notify"
+	"github.com/agentg8/agentg8/registry"
 	"github.com/agentg8/agentg8/store"
 	"github.com/agentg8/agentg8/store/postgres"
 )
@@ -379,6 +381,36 @@ func (c *Config) notifyWarnings() []string {
 			continue
 		}
 		out = append(out, fmt.Sprintf("notify[%d].url: plain http sends approval notices (with the request's input and preview) to %s unencrypted, where a machine on the path can read or alter them; use https", i, u.Host))
+	}
+	return out
+}
+
+// credentialWarnings names where a credential would cross the network
+// unencrypted: a task whose upstream (request or MCP server) is plain http
+// on another machine, and a token endpoint likewise.
+func (c *Config) credentialWarnings(tasks []*registry.Task) []string {
+	plain := func(raw string) (string, bool) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) {
+			return "", false
+		}
+		return u.Host, true
+	}
+	var out []string
+	for _, t := range tasks {
+		if host, ok := plain(t.Origin()); ok && t.Credential != "" {
+			out = append(out, fmt.Sprintf("task %s (%s): plain http sends credential %q to %s unencrypted, where a machine on the path can read it; use https", t.Name, t.Path, t.Credential, host))
+		}
+	}
+	names := make([]string, 0, len(c.Credentials))
+	for n := range c.Credentials {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if host, ok := plain(c.Credentials[n].TokenURL); ok {
+			out = append(out, fmt.Sprintf("credentials.%s.token_url: plain http sends the client secret to %s unencrypted; use https", n, host))
+		}
 	}
 	return out
 }

@@ -302,7 +302,7 @@ func (m *Main) cmdValidate(args []string) error {
 			fmt.Fprintln(m.Stderr, "warning: store:", w)
 		}
 	}
-	for _, w := range cfg.notifyWarnings() {
+	for _, w := range append(cfg.notifyWarnings(), cfg.credentialWarnings(l.registry.Tasks())...) {
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	return nil

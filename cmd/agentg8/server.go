@@ -635,6 +635,9 @@ func startServer(ctx context.Context, cfg *Config, lookupEnv func(string) (strin
 	for _, w := range cfg.notifyWarnings() {
 		logger.Warn("a notification channel is not encrypted", "detail", w)
 	}
+	for _, w := range cfg.credentialWarnings(l.registry.Tasks()) {
+		logger.Warn("a credential would be sent unencrypted", "detail", w)
+	}
 	notifier := notify.New(channelsOf(cfg), emailsOf(cfg), key.HMACKey(), l.resolver.Resolve)
 	var limiter action.Limiter // per process on SQLite, shared on PostgreSQL
 	if multi {

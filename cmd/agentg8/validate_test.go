@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -209,6 +210,46 @@ func TestValidateWarnsOfPlainHTTPWebhooks(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "ok:") || strings.Count(errs, "warning:") != 1 ||
 		!strings.Contains(errs, "warning: notify[1].url: plain http sends approval notices") || !strings.Contains(errs, "hooks.example.net") {
 		t.Errorf("%d %q %q", code, out, errs)
+	}
+}
+
+// validate and serve warn where a credential would cross the network in
+// clear: a task's plain-http upstream on another machine (HTTP or MCP) and
+// a token endpoint likewise; loopback upstreams and https are fine.
+func TestValidateWarnsOfPlainHTTPCredentials(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:9", envOpts{allowPrivate: true,
+		extraCreds: "  billing: {type: oauth2_client_credentials, token_url: \"http://auth.example.net/token\", client_id: a, client_secret: \"file:secrets/crm\"}\n",
+		extraTasks: `
+- {name: remote.get, description: d, risk: read, input: {type: object}, credential: crm, request: {method: GET, url: "http://api.example.net/x"}}
+- {name: remote.tool, description: d, risk: read, input: {type: object}, credential: crm, mcp: {url: "http://tools.example.net/mcp", tool: t}}
+- {name: remote.safe, description: d, risk: read, input: {type: object}, credential: crm, request: {method: GET, url: "https://api.example.net/x"}}
+- {name: remote.open, description: d, risk: read, input: {type: object}, request: {method: GET, url: "http://api.example.net/open"}}
+`})
+	e := &testEnv{t: t}
+	code, out, errs := e.cli(testEnvVars(), "validate", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(out, "ok:") || strings.Count(errs, "warning:") != 3 ||
+		!strings.Contains(errs, `warning: task remote.get (`) || !strings.Contains(errs, `plain http sends credential "crm" to api.example.net unencrypted`) ||
+		!strings.Contains(errs, `warning: task remote.tool (`) || !strings.Contains(errs, "tools.example.net") ||
+		!strings.Contains(errs, "warning: credentials.billing.token_url: plain http sends the client secret to auth.example.net") {
+		t.Errorf("%d %q %q", code, out, errs)
+	}
+	// serve logs the same.
+	logs := &syncBuffer{}
+	m := NewMain()
+	m.Stdout, m.Stderr, m.LookupEnv = logs, logs, lookup(testEnvVars())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- m.Run(ctx, []string{"serve", "--config", cfg}) }()
+	select {
+	case <-m.Ready():
+	case c := <-done:
+		t.Fatalf("serve exited %d: %s", c, logs.String())
+	}
+	cancel()
+	<-done
+	if n := strings.Count(logs.String(), "a credential would be sent unencrypted"); n != 3 {
+		t.Errorf("serve logged %d warnings: %s", n, logs.String())
 	}
 }
 
