@@ -85,7 +85,9 @@ func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
 		e.Sent = false // only initialize went out: the tool did not run
 		return nil, e
 	}
-	defer cs.Close()
+	// Ending the session (a DELETE the SDK bounds to 5 s) is housekeeping:
+	// the action's answer does not wait for it.
+	defer func() { go cs.Close() }()
 	// What went wrong while the session was negotiated (a server refusing
 	// the newest protocol's discovery with 400, say) says nothing of the call.
 	ex.reset()

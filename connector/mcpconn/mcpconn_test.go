@@ -40,6 +40,10 @@ type upstream struct {
 	mu    sync.Mutex
 	calls []seen
 	auth  []string // Authorization of every POST
+	// slowDelete, when set, is how long a DELETE waits; each DELETE is
+	// then reported on deleted.
+	slowDelete time.Duration
+	deleted    chan struct{}
 }
 
 // legacyOnly makes a server answer the 2026-07-28 discovery with 400, as
@@ -69,10 +73,15 @@ func newUpstream(t testing.TB, wantAuth string, opts *mcp.StreamableHTTPOptions)
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts)
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
 		if r.Method == http.MethodPost {
-			u.mu.Lock()
 			u.auth = append(u.auth, r.Header.Get("Authorization"))
-			u.mu.Unlock()
+		}
+		slow := u.slowDelete
+		u.mu.Unlock()
+		if r.Method == http.MethodDelete && slow > 0 {
+			time.Sleep(slow)
+			defer func() { u.deleted <- struct{}{} }()
 		}
 		if r.Header.Get("Authorization") != wantAuth {
 			http.Error(w, "no", http.StatusUnauthorized)
@@ -166,6 +175,27 @@ func testToolCall(t *testing.T, opts *mcp.StreamableHTTPOptions) {
 	res, err = c.Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "fail"}, nil)))
 	if err != nil || !res.IsError || !strings.Contains(string(res.Body), "read-only today") {
 		t.Fatalf("tool error: %v %+v", err, res)
+	}
+}
+
+// The answer does not wait for the session's end: a server slow to
+// answer the DELETE delays nothing.
+func TestToolCallDoesNotWaitForSessionEnd(t *testing.T) {
+	u := newUpstream(t, "Bearer s3cret", nil)
+	u.mu.Lock()
+	u.slowDelete, u.deleted = 2*time.Second, make(chan struct{}, 1)
+	u.mu.Unlock()
+	start := time.Now()
+	if _, err := New(httpconn.New(true).Client(), "test").Call(t.Context(), callOf(u, "Bearer s3cret", toolCall(t, "create_ticket", map[string]any{"title": "x"}, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the call took %s", d)
+	}
+	select {
+	case <-u.deleted: // the session is still ended
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session was not ended")
 	}
 }
 
