@@ -58,6 +58,13 @@ type ToolCaller interface {
 	Call(ctx context.Context, c mcpconn.Call) (*mcpconn.Result, error)
 }
 
+// noTools refuses every tool call, sending nothing.
+type noTools struct{}
+
+func (noTools) Call(context.Context, mcpconn.Call) (*mcpconn.Result, error) {
+	return nil, &httpconn.Error{Code: agentg8.CodeUpstreamError, Msg: "this gateway does not run MCP tasks"}
+}
+
 // Observer receives metrics.
 type Observer interface {
 	Decision(d time.Duration)
@@ -219,6 +226,9 @@ func New(c Config) *Service {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.Tools == nil {
+		c.Tools = noTools{}
 	}
 	if c.WorkerInterval == 0 {
 		c.WorkerInterval = time.Second

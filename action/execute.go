@@ -147,9 +147,6 @@ type answer struct {
 // task's tool call (answered 200 when the session worked).
 func (s *Service) send(ctx context.Context, task *registry.Task, u *url.URL, header http.Header, r *registry.Request) (*answer, error) {
 	if task.MCP != nil {
-		if s.c.Tools == nil {
-			return nil, &httpconn.Error{Code: agentg8.CodeUpstreamError, Msg: "this gateway does not run MCP tasks"}
-		}
 		res, err := s.c.Tools.Call(ctx, mcpconn.Call{URL: u.String(), Header: header, Body: r.Body,
 			Timeout: task.Timeout, MaxResponseBytes: task.Request.MaxResponseBytes})
 		if res == nil {

@@ -155,9 +155,6 @@ func (s *Service) currentState(ctx context.Context, task *registry.Task, vars re
 func (s *Service) readCurrent(ctx context.Context, task *registry.Task, u *url.URL, cr *registry.Request) ([]byte, string) {
 	timeout := min(task.Timeout, maxPreviewRead)
 	if task.CurrentIsTool() {
-		if s.c.Tools == nil {
-			return nil, "this gateway does not run MCP tasks"
-		}
 		res, err := s.c.Tools.Call(ctx, mcpconn.Call{URL: u.String(), Header: cr.Header, Body: cr.Body,
 			Timeout: timeout, MaxResponseBytes: task.Request.MaxResponseBytes})
 		if err != nil {

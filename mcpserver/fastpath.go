@@ -151,7 +151,12 @@ func validID(id jsontext.Value) bool {
 
 // acceptsBoth mirrors the SDK's check that Accept allows both JSON and SSE.
 func acceptsBoth(values []string) bool {
-	var js, sse bool
+	js, sse := accepts(values)
+	return js && sse
+}
+
+// accepts reads Accept headers: whether they allow JSON, and event streams.
+func accepts(values []string) (js, sse bool) {
 	for _, v := range values {
 		for _, raw := range strings.Split(v, ",") {
 			base, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
@@ -165,7 +170,7 @@ func acceptsBoth(values []string) bool {
 			}
 		}
 	}
-	return js && sse
+	return js, sse
 }
 
 // hostAllowed is the SDK's DNS-rebinding rule, answered conservatively: on a

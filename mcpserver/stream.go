@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -264,16 +263,8 @@ func (h *handler) serveFeed(w http.ResponseWriter, r *http.Request, p agentg8.Pr
 }
 
 func acceptsEventStream(values []string) bool {
-	for _, v := range values {
-		for _, raw := range strings.Split(v, ",") {
-			base, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
-			switch strings.ToLower(strings.TrimSpace(base)) {
-			case "text/event-stream", "text/*", "*/*":
-				return true
-			}
-		}
-	}
-	return false
+	_, sse := accepts(values)
+	return sse
 }
 
 func problem(w http.ResponseWriter, status int, code, detail string) {

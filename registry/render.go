@@ -20,17 +20,9 @@ type Request struct {
 // RenderRequest builds the upstream request. Errors caused by the input are
 // *RenderError.
 func (t *Task) RenderRequest(v Vars) (*Request, error) {
-	u, err := t.url.Render(v)
+	r, err := t.renderTarget(v)
 	if err != nil {
 		return nil, err
-	}
-	r := &Request{Method: t.Request.Method, URL: u, Header: http.Header{}}
-	for k, tp := range t.headers {
-		val, err := tp.RenderHeader(v)
-		if err != nil {
-			return nil, err
-		}
-		r.Header.Set(k, val)
 	}
 	if t.MCP != nil {
 		if r.Body, err = t.renderToolCall(v); err != nil {
@@ -52,10 +44,27 @@ func (t *Task) RenderRequest(v Vars) (*Request, error) {
 	return r, nil
 }
 
-// ToolCall is the JSON-RPC message an MCP task sends: the body of its
+// renderTarget renders the request's method, URL and headers.
+func (t *Task) renderTarget(v Vars) (*Request, error) {
+	u, err := t.url.Render(v)
+	if err != nil {
+		return nil, err
+	}
+	r := &Request{Method: t.Request.Method, URL: u, Header: http.Header{}}
+	for k, tp := range t.headers {
+		val, err := tp.RenderHeader(v)
+		if err != nil {
+			return nil, err
+		}
+		r.Header.Set(k, val)
+	}
+	return r, nil
+}
+
+// toolCallMsg is the JSON-RPC message an MCP task sends: the body of its
 // rendered request, previewed as is. The connector reads the call from it,
 // so what a reviewer approves is what is sent.
-type ToolCall struct {
+type toolCallMsg struct {
 	JSONRPC string `json:"jsonrpc"`
 	Method  string `json:"method"`
 	Params  struct {
@@ -76,7 +85,7 @@ func (t *Task) renderToolCall(v Vars) ([]byte, error) {
 // toolCall renders a tools/call message; without an arguments template the
 // arguments are def.
 func toolCall(tool string, args *JSONTemplate, def any, v Vars, meta map[string]any) ([]byte, error) {
-	c := ToolCall{JSONRPC: "2.0", Method: "tools/call"}
+	c := toolCallMsg{JSONRPC: "2.0", Method: "tools/call"}
 	c.Params.Name = tool
 	c.Params.Arguments = def
 	if args != nil {
@@ -108,11 +117,12 @@ func (t *Task) Origin() string { return t.url.Origin() }
 // tools/call message to the task's MCP server, with the task's headers.
 func (t *Task) RenderCurrent(v Vars) (*Request, error) {
 	if t.CurrentIsTool() {
-		r, err := t.RenderRequest(v)
+		r, err := t.renderTarget(v)
 		if err != nil {
 			return nil, err
 		}
 		r.Body, err = toolCall(t.Preview.Current.Tool, t.currentArgs, map[string]any{}, v, nil)
+		r.Header.Set("Content-Type", "application/json")
 		return r, err
 	}
 	if t.current == nil {

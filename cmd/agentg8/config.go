@@ -376,11 +376,9 @@ func (c *Config) signingKeyPath() string {
 func (c *Config) notifyWarnings() []string {
 	var out []string
 	for i, n := range c.Notify {
-		u, err := url.Parse(n.URL)
-		if n.Type != "webhook" || err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) {
-			continue
+		if host, ok := plainRemote(n.URL); ok && n.Type == "webhook" {
+			out = append(out, fmt.Sprintf("notify[%d].url: plain http sends approval notices (with the request's input and preview) to %s unencrypted, where a machine on the path can read or alter them; use https", i, host))
 		}
-		out = append(out, fmt.Sprintf("notify[%d].url: plain http sends approval notices (with the request's input and preview) to %s unencrypted, where a machine on the path can read or alter them; use https", i, u.Host))
 	}
 	return out
 }
@@ -389,16 +387,9 @@ func (c *Config) notifyWarnings() []string {
 // unencrypted: a task whose upstream (request or MCP server) is plain http
 // on another machine, and a token endpoint likewise.
 func (c *Config) credentialWarnings(tasks []*registry.Task) []string {
-	plain := func(raw string) (string, bool) {
-		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) {
-			return "", false
-		}
-		return u.Host, true
-	}
 	var out []string
 	for _, t := range tasks {
-		if host, ok := plain(t.Origin()); ok && t.Credential != "" {
+		if host, ok := plainRemote(t.Origin()); ok && t.Credential != "" {
 			out = append(out, fmt.Sprintf("task %s (%s): plain http sends credential %q to %s unencrypted, where a machine on the path can read it; use https", t.Name, t.Path, t.Credential, host))
 		}
 	}
@@ -408,11 +399,21 @@ func (c *Config) credentialWarnings(tasks []*registry.Task) []string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if host, ok := plain(c.Credentials[n].TokenURL); ok {
+		if host, ok := plainRemote(c.Credentials[n].TokenURL); ok {
 			out = append(out, fmt.Sprintf("credentials.%s.token_url: plain http sends the client secret to %s unencrypted; use https", n, host))
 		}
 	}
 	return out
+}
+
+// plainRemote reports whether raw is a plain-http URL of another machine,
+// and its host.
+func plainRemote(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) {
+		return "", false
+	}
+	return u.Host, true
 }
 
 // isLoopbackHost reports whether host names this machine.

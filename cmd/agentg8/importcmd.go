@@ -32,11 +32,11 @@ type importedMCP struct {
 	Tool string `yaml:"tool"`
 }
 
-// headerList is a repeatable --header flag.
-type headerList []string
+// repeated is a flag that may be given several times.
+type repeated []string
 
-func (h *headerList) String() string     { return strings.Join(*h, ", ") }
-func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
+func (r *repeated) String() string     { return strings.Join(*r, ", ") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 var notTaskChars = regexp.MustCompile(`[^a-z0-9_]+`)
 
@@ -48,9 +48,9 @@ func (m *Main) cmdToolsImport(ctx context.Context, args []string) error {
 	ns := fs.String("namespace", "", "namespace of the tasks written (task names are <namespace>.<tool>)")
 	cred := fs.String("credential", "", "credential the tasks use (a name in agentg8.yaml); none if empty")
 	bearerEnv := fs.String("bearer-env", "", "environment variable holding a bearer token for listing the tools (not written anywhere)")
-	var headers headerList
+	var headers repeated
 	fs.Var(&headers, "header", "`Name: value` header for listing the tools (repeatable)")
-	var only headerList
+	var only repeated
 	fs.Var(&only, "tool", "import only this tool (repeatable; default: all)")
 	if _, err := parse(fs, args); err != nil {
 		return err

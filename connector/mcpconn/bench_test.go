@@ -11,9 +11,10 @@ import (
 )
 
 // BenchmarkToolCall is one MCP task's upstream exchange (a session of its
-// own: discovery, the call, no DELETE on a stateless server) against a
-// go-sdk server; BenchmarkHTTPCallBaseline is an HTTP task's one request
-// to a plain JSON server on the same machine. Read them as a ratio.
+// own: discovery or initialize, the call, and a DELETE where the server
+// keeps sessions) against go-sdk servers of each kind the tests use;
+// BenchmarkHTTPCallBaseline is an HTTP task's one request to a plain JSON
+// server on the same machine. Read them as a ratio.
 func BenchmarkToolCall(b *testing.B) {
 	for mode, opts := range serverModes {
 		b.Run(mode, func(b *testing.B) {

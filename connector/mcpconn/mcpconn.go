@@ -82,7 +82,7 @@ func (c *Connector) Call(ctx context.Context, call Call) (*Result, error) {
 	cs, err := client.Connect(ctx, tr, nil)
 	if err != nil {
 		e := ex.failure(ctx, err, "the MCP session could not be started")
-		e.Sent = false // only initialize went out: the tool did not run
+		e.Sent = false // only discovery or initialize went out: the tool did not run
 		return nil, e
 	}
 	// Ending the session (a DELETE the SDK bounds to 5 s) is housekeeping:
