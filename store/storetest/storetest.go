@@ -972,7 +972,10 @@ func testVerifySince(t *testing.T, s Store) {
 func testLeases(t *testing.T, s Store) {
 	ctx := context.Background()
 	a := newAction("act_l", "bot", "ops.x", agentg8.StateExecuting, t0)
-	lease := action.Lease{Owner: "r1", TTL: 300 * time.Millisecond}
+	// Real time (the store's clock): the check between the first expiry and
+	// the renewed one has 0.4 s either side for a loaded machine's
+	// scheduling (a 100 ms margin once failed in CI).
+	lease := action.Lease{Owner: "r1", TTL: 2 * time.Second}
 	if err := commitChanges(ctx, s, &action.Change{Action: a, Lease: &lease}); err != nil {
 		t.Fatal(err)
 	}
@@ -982,15 +985,15 @@ func testLeases(t *testing.T, s Store) {
 	if ok, err := s.RenewLease(ctx, "act_l", action.Lease{Owner: "r2", TTL: time.Second}); ok || err != nil {
 		t.Errorf("another owner renewed: %v %v", ok, err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(time.Second)
 	if ok, err := s.RenewLease(ctx, "act_l", lease); !ok || err != nil {
 		t.Errorf("owner renewal: %v %v", ok, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(1400 * time.Millisecond) // past the first expiry, within the renewed one
 	if ex, _ := s.ExpiredLeases(ctx); len(ex) != 0 {
 		t.Errorf("renewed lease expired")
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(time.Second)
 	ex, err := s.ExpiredLeases(ctx)
 	if err != nil || len(ex) != 1 || ex[0].ID != "act_l" {
 		t.Fatalf("expired: %v %v", ids(ex), err)
